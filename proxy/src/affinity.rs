@@ -1,0 +1,206 @@
+//! Cookie session affinity: the cookie value that names an endpoint.
+//!
+//! The value is a keyed SipHash-1-3 of the Service and the endpoint's address,
+//! written as 16 hex digits. It is a pure function of what every proxy instance
+//! already knows, so every node maps the same cookie to the same endpoint, across
+//! restarts and reloads, with no shared state. It does not show the address.
+//! We own the algorithm and its key (not std's `DefaultHasher`, whose output may
+//! change between Rust releases), so values stay valid across upgrades.
+
+use crate::config::Affinity;
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+
+/// Identifies one endpoint of one upstream in a cookie.
+pub type EndpointId = u64;
+
+/// Fixed keys: changing them invalidates every cookie in the field.
+const KEY0: u64 = 0x6564_6765_2d70_726f; // "edge-pro"
+const KEY1: u64 = 0x7879_2d61_6666_696e; // "xy-affin"
+
+/// Hashes endpoints for one upstream; the scope (namespace and Service) is mixed
+/// in so that two Services never share ids.
+#[derive(Debug, Clone)]
+pub struct EndpointHasher {
+    scope: Vec<u8>,
+}
+
+impl EndpointHasher {
+    pub fn new(namespace: &str, service: &str) -> Self {
+        let mut scope = Vec::with_capacity(namespace.len() + service.len() + 2);
+        scope.extend_from_slice(namespace.as_bytes());
+        scope.push(b'/');
+        scope.extend_from_slice(service.as_bytes());
+        scope.push(0);
+        EndpointHasher { scope }
+    }
+
+    /// The id of an endpoint: a function of its IP and port only, in a fixed
+    /// binary form (no string formatting, no allocation).
+    pub fn id(&self, addr: &SocketAddr) -> EndpointId {
+        let mut h = SipHasher13::new_with_keys(KEY0, KEY1);
+        h.write(&self.scope);
+        match addr {
+            SocketAddr::V4(a) => {
+                h.write_u8(4);
+                h.write(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                h.write_u8(6);
+                h.write(&a.ip().octets());
+            }
+        }
+        h.write(&addr.port().to_be_bytes());
+        h.finish()
+    }
+}
+
+/// The cookie value for an endpoint id: 16 lowercase hex digits.
+pub fn encode(id: EndpointId) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, byte) in id.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[(byte >> 4) as usize];
+        out[2 * i + 1] = HEX[(byte & 0xf) as usize];
+    }
+    out
+}
+
+/// Decode a cookie value; anything but exactly 16 lowercase hex digits is `None`.
+pub fn decode(value: &[u8]) -> Option<EndpointId> {
+    if value.len() != 16 {
+        return None;
+    }
+    let mut id = 0u64;
+    for &c in value {
+        let nibble = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        id = (id << 4) | nibble as u64;
+    }
+    Some(id)
+}
+
+/// Find the value of cookie `name` in one `Cookie` request header value
+/// (`a=1; b=2`). The first occurrence wins, as most servers read it.
+pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    header.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+        if k.trim_ascii() != name.as_bytes() {
+            return None;
+        }
+        let v = v.trim_ascii();
+        Some(v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v))
+    })
+}
+
+/// The `Set-Cookie` value pinning a client to `id`.
+pub fn set_cookie(affinity: &Affinity, id: EndpointId, secure: bool) -> String {
+    let value = encode(id);
+    let value = std::str::from_utf8(&value).unwrap_or_default();
+    let mut out = format!("{}={value}; Path=/; HttpOnly; SameSite=Lax", affinity.cookie);
+    if let Some(max_age) = affinity.max_age {
+        out.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+    }
+    if secure {
+        out.push_str("; Secure");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ids_are_stable_across_builds_and_releases() {
+        // Pinned values: if this test fails, every cookie in the field breaks.
+        let h = EndpointHasher::new("default", "hello-app");
+        let a: SocketAddr = "10.0.0.7:8080".parse().unwrap();
+        assert_eq!(h.id(&a), h.id(&a));
+        assert_eq!(
+            std::str::from_utf8(&encode(h.id(&a))).unwrap(),
+            PINNED_10_0_0_7
+        );
+    }
+    const PINNED_10_0_0_7: &str = "e5fe4f9da2d6b6fe";
+
+    #[test]
+    fn ids_differ_by_address_port_and_service() {
+        let h = EndpointHasher::new("default", "hello-app");
+        let ids = [
+            h.id(&"10.0.0.7:8080".parse().unwrap()),
+            h.id(&"10.0.0.8:8080".parse().unwrap()),
+            h.id(&"10.0.0.7:8081".parse().unwrap()),
+            EndpointHasher::new("default", "other").id(&"10.0.0.7:8080".parse().unwrap()),
+            EndpointHasher::new("prod", "hello-app").id(&"10.0.0.7:8080".parse().unwrap()),
+            h.id(&"[::1]:8080".parse().unwrap()),
+        ];
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn the_value_reveals_no_address() {
+        let h = EndpointHasher::new("default", "hello-app");
+        let v = encode(h.id(&"10.0.0.7:8080".parse().unwrap()));
+        let v = std::str::from_utf8(&v).unwrap();
+        assert!(!v.contains("0a000007") && !v.contains("1f90"), "{v}");
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_rejects_garbage() {
+        for id in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(decode(&encode(id)), Some(id));
+        }
+        for bad in [
+            &b""[..],
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+            b"0123456789ABCDEF",
+            b"0123456789abcdeg",
+            b"../../etc/passwd",
+            "é123456789abcde".as_bytes(),
+        ] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn finds_the_named_cookie() {
+        let h = b"a=1; route=0123456789abcdef;b=2";
+        assert_eq!(find_cookie(h, "route"), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(find_cookie(h, "b"), Some(&b"2"[..]));
+        assert_eq!(find_cookie(b"route=\"x\"", "route"), Some(&b"x"[..]));
+        assert_eq!(find_cookie(b"xroute=1; routex=2", "route"), None);
+        assert_eq!(find_cookie(b"route", "route"), None);
+        assert_eq!(find_cookie(b";;; =; route=", "route"), Some(&b""[..]));
+        assert_eq!(find_cookie(b"route=1; route=2", "route"), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn set_cookie_attributes() {
+        let session = Affinity {
+            cookie: "route".into(),
+            max_age: None,
+        };
+        assert_eq!(
+            set_cookie(&session, 1, false),
+            "route=0000000000000001; Path=/; HttpOnly; SameSite=Lax"
+        );
+        let lasting = Affinity {
+            cookie: "r".into(),
+            max_age: Some(Duration::from_secs(172800)),
+        };
+        assert_eq!(
+            set_cookie(&lasting, 1, true),
+            "r=0000000000000001; Path=/; HttpOnly; SameSite=Lax; Max-Age=172800; Secure"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Configuration: loading the YAML file and validating it into the types below.
+//!
+//! A file that parses is not yet a valid configuration: `load` always runs the
+//! validation step and reports every problem with the path of its field
+//! (`routes[2].port: ...`), all at once.
+
+mod file;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A validated configuration. The proxy never re-checks what is here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: Listen,
+    pub admin: Option<SocketAddr>,
+    pub discovery: Discovery,
+    pub tls: Vec<TlsCert>,
+    pub routes: Vec<Route>,
+    pub timeouts: Timeouts,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// How many other endpoints to try when connecting to one fails.
+    pub retries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    /// Watch EndpointSlices of the routes' Services.
+    Kubernetes,
+    /// Resolve a name per Service; the template holds `{service}` and `{namespace}`.
+    Dns { name_template: String },
+    /// Fixed endpoints per service name.
+    Static(BTreeMap<String, Vec<SocketAddr>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCert {
+    pub hosts: Vec<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub host: HostMatch,
+    /// For `Prefix`, normalized without a trailing slash (except the root "/").
+    pub path: String,
+    pub path_type: PathType,
+    pub upstream: UpstreamKey,
+    pub affinity: Option<Affinity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// A lowercase host name.
+    Exact(String),
+    /// `*.example.com`: holds "example.com"; matches exactly one more label.
+    Wildcard(String),
+    /// No host given: any host that no other route names.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathType {
+    Prefix,
+    Exact,
+}
+
+/// What a route forwards to: one port of one Service. Routes naming the same
+/// key share one set of endpoints, one balancer and one connection pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamKey {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServicePort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    /// `None`: a session cookie.
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// How long an idle upstream connection stays in the pool.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+impl fmt::Display for ServicePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServicePort::Number(n) => write!(f, "{n}"),
+            ServicePort::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One problem in a configuration: the field's path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.source_name,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Read and validate the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source_name: name.clone(),
+        problems: vec![Problem {
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&name, &text)
+}
+
+/// Parse and validate configuration text; `source_name` names it in errors.
+pub fn parse(source_name: &str, text: &str) -> Result<Config, ConfigError> {
+    validate::parse(text).map_err(|problems| ConfigError {
+        source_name: source_name.to_string(),
+        problems,
+    })
+}

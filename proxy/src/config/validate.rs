@@ -1,0 +1,659 @@
+//! From YAML text to a validated [`Config`], collecting every problem.
+//!
+//! Each top-level key and each route is deserialized on its own, so a type error in
+//! one place does not hide the problems of the others.
+
+use super::file::{self, TOP_LEVEL_KEYS};
+use super::*;
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Collects problems while walking the file.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let root: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.add("", format!("not valid YAML: {e}"));
+            return Err(problems.0);
+        }
+    };
+    let map = match root {
+        Value::Mapping(m) => m,
+        Value::Null => Mapping::new(),
+        _ => {
+            problems.add("", "the configuration must be a YAML mapping of keys");
+            return Err(problems.0);
+        }
+    };
+    for key in map.keys() {
+        match key.as_str() {
+            Some(k) if TOP_LEVEL_KEYS.contains(&k) => {}
+            _ => problems.add(
+                yaml_key_name(key),
+                format!("unknown key, expected one of: {}", TOP_LEVEL_KEYS.join(", ")),
+            ),
+        }
+    }
+
+    let listen = validate_listen(&map, &mut problems);
+    let admin = field::<String>(&map, "admin", &mut problems)
+        .and_then(|a| socket_addr(&a, "admin", &mut problems));
+    let tls = validate_tls(&map, &mut problems);
+    let discovery = validate_discovery(&map, &mut problems);
+    let routes = validate_routes(&map, discovery.as_ref(), &mut problems);
+    let timeouts = validate_timeouts(&map, &mut problems);
+    let threads = field::<i64>(&map, "threads", &mut problems)
+        .map(|n| bounded(n, 1, 256, "threads", &mut problems))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let retries = field::<i64>(&map, "retries", &mut problems)
+        .map(|n| bounded(n, 0, 10, "retries", &mut problems))
+        .unwrap_or(2);
+
+    if let (Some(listen), true) = (&listen, tls.is_empty()) {
+        if listen.https.is_some() {
+            problems.add(
+                "listen.https",
+                "needs at least one certificate under `tls`",
+            );
+        }
+    }
+    if let Some(listen) = &listen {
+        if listen.https.is_some() {
+            problems.add(
+                "listen.https",
+                "the HTTPS listener is not available in this version yet; remove it",
+            );
+        }
+    }
+
+    match (listen, discovery, problems.0.is_empty()) {
+        (Some(listen), Some(discovery), true) => Ok(Config {
+            listen,
+            admin,
+            discovery,
+            tls,
+            routes,
+            timeouts,
+            threads,
+            retries,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+/// Deserialize `map[key]` into `T`; a missing key or null is `None`, a wrong
+/// shape is a problem named by its full path.
+fn field<T: DeserializeOwned>(map: &Mapping, key: &str, problems: &mut Problems) -> Option<T> {
+    let value = map.get(key)?;
+    if value.is_null() {
+        return None;
+    }
+    deserialize_at(value, key, problems)
+}
+
+fn deserialize_at<T: DeserializeOwned>(
+    value: &Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            problems.add(full, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn yaml_key_name(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn bounded(n: i64, min: i64, max: i64, path: &str, problems: &mut Problems) -> usize {
+    if n < min || n > max {
+        problems.add(path, format!("{n} is out of range {min}..={max}"));
+    }
+    n.clamp(min, max) as usize
+}
+
+fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.add(
+                path,
+                format!("{text:?} is not an IP:port address (e.g. \"0.0.0.0:80\")"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_listen(map: &Mapping, problems: &mut Problems) -> Option<Listen> {
+    let Some(listen) = field::<file::Listen>(map, "listen", problems) else {
+        if !map.contains_key("listen") {
+            problems.add("listen.http", "required (e.g. \"0.0.0.0:80\")");
+        }
+        return None;
+    };
+    let http = match &listen.http {
+        Some(h) => socket_addr(h, "listen.http", problems),
+        None => {
+            problems.add("listen.http", "required (e.g. \"0.0.0.0:80\")");
+            None
+        }
+    };
+    let https = listen
+        .https
+        .as_deref()
+        .and_then(|h| socket_addr(h, "listen.https", problems));
+    if let (Some(a), Some(b)) = (http, https) {
+        if a == b {
+            problems.add("listen.https", "must differ from listen.http");
+        }
+    }
+    Some(Listen { http: http?, https })
+}
+
+fn validate_tls(map: &Mapping, problems: &mut Problems) -> Vec<TlsCert> {
+    let certs = field::<Vec<file::TlsCert>>(map, "tls", problems).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, c) in certs.into_iter().enumerate() {
+        if c.hosts.is_empty() {
+            problems.add(format!("tls[{i}].hosts"), "needs at least one host");
+        }
+        let mut hosts = Vec::new();
+        for (j, h) in c.hosts.iter().enumerate() {
+            if let Some(h) = host_pattern(h, &format!("tls[{i}].hosts[{j}]"), problems) {
+                hosts.push(h);
+            }
+        }
+        for (name, value) in [("cert", &c.cert), ("key", &c.key)] {
+            if value.is_empty() {
+                problems.add(format!("tls[{i}].{name}"), "needs a file path");
+            }
+        }
+        out.push(TlsCert {
+            hosts,
+            cert: c.cert,
+            key: c.key,
+        });
+    }
+    out
+}
+
+fn validate_discovery(map: &Mapping, problems: &mut Problems) -> Option<Discovery> {
+    let mode = field::<String>(map, "discovery", problems);
+    let dns_name = field::<String>(map, "dns_name", problems);
+    let statics = field::<file::StaticEndpoints>(map, "static", problems);
+    match mode.as_deref() {
+        Some("kubernetes") => Some(Discovery::Kubernetes),
+        Some("dns") => {
+            let template =
+                dns_name.unwrap_or_else(|| "{service}.{namespace}.svc.cluster.local".into());
+            let rest = template.replace("{service}", "").replace("{namespace}", "");
+            if !template.contains("{service}") {
+                problems.add("dns_name", format!("{template:?} must contain {{service}}"));
+            } else if rest.contains(['{', '}', ' ', '/', ':']) {
+                problems.add(
+                    "dns_name",
+                    format!("{template:?} may only use the placeholders {{service}} and {{namespace}}"),
+                );
+            }
+            Some(Discovery::Dns {
+                name_template: template,
+            })
+        }
+        Some("static") => {
+            let mut endpoints = BTreeMap::new();
+            for (service, addrs) in statics.unwrap_or_default() {
+                let mut parsed = Vec::new();
+                for (i, a) in addrs.iter().enumerate() {
+                    if let Some(a) = socket_addr(a, &format!("static.{service}[{i}]"), problems) {
+                        parsed.push(a);
+                    }
+                }
+                endpoints.insert(service, parsed);
+            }
+            Some(Discovery::Static(endpoints))
+        }
+        Some(other) => {
+            problems.add(
+                "discovery",
+                format!("{other:?} is not one of: kubernetes, dns, static"),
+            );
+            None
+        }
+        None => {
+            problems.add("discovery", "required: kubernetes, dns or static");
+            None
+        }
+    }
+}
+
+fn validate_routes(
+    map: &Mapping,
+    discovery: Option<&Discovery>,
+    problems: &mut Problems,
+) -> Vec<Route> {
+    let Some(items) = field::<Vec<Value>>(map, "routes", problems) else {
+        if !map.contains_key("routes") {
+            problems.add("routes", "required: at least one route");
+        }
+        return Vec::new();
+    };
+    if items.is_empty() {
+        problems.add("routes", "needs at least one route");
+    }
+    let mut routes = Vec::new();
+    // (host, path, path_type) -> index of the first route that used it.
+    let mut seen: HashMap<(HostMatch, String, PathType), usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let Some(raw) = deserialize_at::<file::Route>(item, &at, problems) else {
+            continue;
+        };
+        let Some(route) = validate_route(raw, &at, discovery, problems) else {
+            continue;
+        };
+        let key = (route.host.clone(), route.path.clone(), route.path_type);
+        if let Some(first) = seen.get(&key) {
+            problems.add(
+                at,
+                format!("same host, path and path_type as routes[{first}]"),
+            );
+            continue;
+        }
+        seen.insert(key, i);
+        routes.push(route);
+    }
+    routes
+}
+
+fn validate_route(
+    raw: file::Route,
+    at: &str,
+    discovery: Option<&Discovery>,
+    problems: &mut Problems,
+) -> Option<Route> {
+    let before = problems.0.len();
+    let host = match raw.host.as_deref() {
+        None => Some(HostMatch::Any),
+        Some(h) => host_pattern(h, &format!("{at}.host"), problems).map(|h| {
+            match h.strip_prefix("*.") {
+                Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
+                None => HostMatch::Exact(h),
+            }
+        }),
+    };
+    let path_type = match raw.path_type.as_deref() {
+        None | Some("Prefix") => PathType::Prefix,
+        Some("Exact") => PathType::Exact,
+        Some(other) => {
+            problems.add(
+                format!("{at}.path_type"),
+                format!("{other:?} is not one of: Prefix, Exact"),
+            );
+            PathType::Prefix
+        }
+    };
+    let path = raw.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        problems.add(format!("{at}.path"), format!("{path:?} must start with \"/\""));
+    } else if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+    {
+        problems.add(
+            format!("{at}.path"),
+            format!("{path:?} must not contain spaces, control characters, '?' or '#'"),
+        );
+    }
+    let path = match path_type {
+        PathType::Prefix if path.len() > 1 => path.trim_end_matches('/').to_string(),
+        _ => path,
+    };
+    let path = if path.is_empty() { "/".to_string() } else { path };
+
+    if !is_dns_label(&raw.service) {
+        problems.add(
+            format!("{at}.service"),
+            format!(
+                "{:?} is not a valid Service name (lowercase letters, digits and '-', at most 63)",
+                raw.service
+            ),
+        );
+    }
+    let namespace = raw.namespace.unwrap_or_else(|| "default".into());
+    if !is_dns_label(&namespace) {
+        problems.add(
+            format!("{at}.namespace"),
+            format!("{namespace:?} is not a valid namespace name"),
+        );
+    }
+    let port = match raw.port {
+        file::Port::Number(n) if (1..=65535).contains(&n) => Some(ServicePort::Number(n as u16)),
+        file::Port::Number(n) => {
+            problems.add(format!("{at}.port"), format!("{n} is out of range 1..=65535"));
+            None
+        }
+        file::Port::Name(name) if is_port_name(&name) => {
+            if matches!(discovery, Some(Discovery::Dns { .. })) {
+                problems.add(
+                    format!("{at}.port"),
+                    format!("{name:?}: a named port needs discovery: kubernetes; use the port number with dns"),
+                );
+            }
+            Some(ServicePort::Name(name))
+        }
+        file::Port::Name(name) => {
+            problems.add(
+                format!("{at}.port"),
+                format!("{name:?} is neither a port number nor a valid port name (lowercase letters, digits and '-', at most 15)"),
+            );
+            None
+        }
+    };
+    if let Some(Discovery::Static(endpoints)) = discovery {
+        if !endpoints.contains_key(&raw.service) {
+            problems.add(
+                format!("{at}.service"),
+                format!(
+                    "{:?} has no entry under `static` (discovery: static)",
+                    raw.service
+                ),
+            );
+        }
+    }
+    let affinity = raw
+        .affinity
+        .and_then(|a| validate_affinity(a, &format!("{at}.affinity"), problems));
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(Route {
+        host: host?,
+        path,
+        path_type,
+        upstream: UpstreamKey {
+            namespace,
+            service: raw.service,
+            port: port?,
+        },
+        affinity,
+    })
+}
+
+fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Option<Affinity> {
+    let token_ok = !a.cookie.is_empty()
+        && a.cookie.len() <= 64
+        && a.cookie.bytes().all(|b| {
+            b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+        });
+    if !token_ok {
+        problems.add(
+            format!("{at}.cookie"),
+            format!("{:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~, at most 64)", a.cookie),
+        );
+    }
+    let max_age = match a.max_age.as_deref() {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if d.as_secs() >= 1 => Some(Duration::from_secs(d.as_secs())),
+            Ok(_) => {
+                problems.add(format!("{at}.max_age"), format!("{text:?} must be at least 1s"));
+                None
+            }
+            Err(e) => {
+                problems.add(
+                    format!("{at}.max_age"),
+                    format!("{text:?} is not a duration like \"48h\" or \"30m\": {e}"),
+                );
+                None
+            }
+        },
+    };
+    token_ok.then(|| Affinity {
+        cookie: a.cookie,
+        max_age,
+    })
+}
+
+fn validate_timeouts(map: &Mapping, problems: &mut Problems) -> Timeouts {
+    let raw = field::<file::Timeouts>(map, "timeouts", problems).unwrap_or_default();
+    let mut t = Timeouts::default();
+    for (name, text, slot) in [
+        ("connect", raw.connect, &mut t.connect),
+        ("read", raw.read, &mut t.read),
+        ("write", raw.write, &mut t.write),
+        ("idle", raw.idle, &mut t.idle),
+    ] {
+        let Some(text) = text else { continue };
+        match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => *slot = d,
+            Ok(_) => problems.add(format!("timeouts.{name}"), "must be more than zero"),
+            Err(e) => problems.add(
+                format!("timeouts.{name}"),
+                format!("{text:?} is not a duration like \"5s\" or \"500ms\": {e}"),
+            ),
+        }
+    }
+    t
+}
+
+/// A host name or `*.domain` pattern, returned lowercase.
+fn host_pattern(host: &str, path: &str, problems: &mut Problems) -> Option<String> {
+    let lower = host.to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Some(lower)
+    } else {
+        let hint = if host.contains(':') {
+            " (no port: routes match the host name only)"
+        } else if host.contains('*') {
+            " (a wildcard is only allowed as the first label: \"*.example.com\")"
+        } else {
+            ""
+        };
+        problems.add(path, format!("{host:?} is not a valid host name{hint}"));
+        None
+    }
+}
+
+/// An RFC 1123 label, as Kubernetes requires of Service and namespace names.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An IANA service name, as Kubernetes requires of port names.
+fn is_port_name(s: &str) -> bool {
+    is_dns_label(s) && s.len() <= 15 && !s.contains("--") && s.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(yaml: &str) -> Vec<String> {
+        match parse(yaml) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+listen: { http: "127.0.0.1:8080" }
+admin: "127.0.0.1:9901"
+discovery: static
+routes:
+  - host: Hello.Example.com
+    path: /api/
+    service: hello-app
+    port: 8080
+    affinity: { cookie: route, max_age: 48h }
+  - host: "*.example.com"
+    path: /exact
+    path_type: Exact
+    service: hello-app
+    port: http
+static:
+  hello-app: ["127.0.0.1:8081", "127.0.0.1:8082"]
+"#;
+
+    #[test]
+    fn a_good_file_loads_with_normalized_values() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.routes.len(), 2);
+        let r = &c.routes[0];
+        assert_eq!(r.host, HostMatch::Exact("hello.example.com".into()));
+        assert_eq!(r.path, "/api");
+        assert_eq!(r.upstream.namespace, "default");
+        assert_eq!(
+            r.affinity.as_ref().unwrap().max_age,
+            Some(Duration::from_secs(48 * 3600))
+        );
+        assert_eq!(c.routes[1].host, HostMatch::Wildcard("example.com".into()));
+        assert_eq!(c.routes[1].upstream.port, ServicePort::Name("http".into()));
+        assert_eq!(c.retries, 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let yaml = r#"
+listen: { http: "nope" }
+discovery: static
+routes:
+  - service: hello-app
+    port: 8080
+  - service: hello-app
+    port: 70000
+  - service: Bad_Name
+    port: 80
+    path: api
+  - service: hello-app
+    port: "x"
+    affinity: { cookie: "a b", max_age: soon }
+  - service: hello-app
+    prot: 80
+static:
+  hello-app: ["127.0.0.1"]
+colour: blue
+"#;
+        let p = problems_of(yaml);
+        let expect = [
+            "colour: unknown key",
+            "listen.http: \"nope\" is not an IP:port",
+            "static.hello-app[0]: \"127.0.0.1\" is not an IP:port",
+            "routes[1].port: 70000 is out of range",
+            "routes[2].service: \"Bad_Name\" is not a valid Service name",
+            "routes[2].path: \"api\" must start with",
+            "routes[3].affinity.cookie: \"a b\" is not a valid cookie name",
+            "routes[3].affinity.max_age: \"soon\" is not a duration",
+            "routes[4]: unknown field `prot`",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|l| l.starts_with(e)), "missing {e:?} in {p:#?}");
+        }
+        assert!(!p.iter().any(|l| l.starts_with("routes[0]")), "{p:#?}");
+        assert!(!p.iter().any(|l| l.starts_with("routes[3].port")), "{p:#?}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_nested_field() {
+        let p = problems_of(
+            "listen: { http: \"127.0.0.1:80\" }\ndiscovery: kubernetes\nroutes:\n  - service: a\n    port: 80\n    affinity: { cookie: [1] }\ntimeouts: { connect: 5 }\n",
+        );
+        assert!(p.iter().any(|l| l.starts_with("routes[0].affinity.cookie: invalid type")), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("timeouts.connect: invalid type")), "{p:#?}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let p = problems_of("");
+        assert!(p.contains(&"listen.http: required (e.g. \"0.0.0.0:80\")".to_string()), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("discovery: required")));
+        assert!(p.iter().any(|l| l.starts_with("routes: required")));
+    }
+
+    #[test]
+    fn duplicate_routes_and_static_services_are_checked() {
+        let p = problems_of(
+            "listen: { http: \"127.0.0.1:80\" }\ndiscovery: static\nroutes:\n  - { service: a, port: 80, path: /x/ }\n  - { service: a, port: 80, path: /x }\n  - { service: b, port: 80 }\nstatic: { a: [\"127.0.0.1:1\"] }\n",
+        );
+        assert!(p.iter().any(|l| l.starts_with("routes[1]: same host, path and path_type as routes[0]")), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("routes[2].service: \"b\" has no entry under `static`")), "{p:#?}");
+    }
+
+    #[test]
+    fn host_patterns() {
+        let mut p = Problems::default();
+        assert_eq!(host_pattern("A.b", "h", &mut p), Some("a.b".into()));
+        assert_eq!(host_pattern("*.b.c", "h", &mut p), Some("*.b.c".into()));
+        assert!(p.0.is_empty());
+        for bad in ["a.b:80", "a.*.c", "*", "", "a..b", "-a.b"] {
+            assert_eq!(host_pattern(bad, "h", &mut p), None, "{bad}");
+        }
+        assert_eq!(p.0.len(), 6);
+    }
+
+    #[test]
+    fn named_ports_need_kubernetes_with_dns() {
+        let p = problems_of(
+            "listen: { http: \"127.0.0.1:80\" }\ndiscovery: dns\nroutes:\n  - { service: a, port: http }\n",
+        );
+        assert!(p[0].starts_with("routes[0].port: \"http\": a named port needs discovery: kubernetes"), "{p:#?}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in ["[", "- 1", "listen: 5", "routes: {a: 1}", "\u{0}", "routes:\n  - 7", "static: [1]"] {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The snapshot the request path reads: routes, their upstreams, the settings.
+//!
+//! A snapshot is built whole from a validated configuration and published with
+//! one atomic swap; requests keep the snapshot they started with.
+
+use crate::config::{Affinity, Config, Route, Timeouts, UpstreamKey};
+use crate::discovery::Source;
+use crate::routing::Router;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A route as the request path needs it.
+pub struct RouteEntry {
+    /// A short stable name for logs and metrics: `routes[i]`.
+    pub name: String,
+    pub affinity: Option<Affinity>,
+    pub upstream: Arc<Upstream>,
+}
+
+pub struct Snapshot {
+    pub router: Router<Arc<RouteEntry>>,
+    pub upstreams: BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>,
+    pub timeouts: Timeouts,
+    pub retries: usize,
+    pub config: Arc<Config>,
+}
+
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+impl Snapshot {
+    /// Build a snapshot for `config`, keeping the upstreams of `previous` whose
+    /// discovery source is unchanged. New upstreams are refreshed once here.
+    pub async fn build(config: Config, previous: Option<&Snapshot>) -> anyhow::Result<Snapshot> {
+        let mut upstreams = BTreeMap::new();
+        for route in &config.routes {
+            let key = &route.upstream;
+            if upstreams.contains_key(key) {
+                continue;
+            }
+            let source = Source::for_upstream(&config, key)?;
+            let kept = previous
+                .and_then(|p| p.upstreams.get(key))
+                .filter(|(old, _)| *old == source)
+                .map(|(_, u)| u.clone());
+            let upstream = match kept {
+                Some(u) => u,
+                None => {
+                    let u = Arc::new(Upstream::new(key.clone(), source.discovery()));
+                    u.refresh().await.map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
+                    u
+                }
+            };
+            upstreams.insert(key.clone(), (source, upstream));
+        }
+        let mut router = Router::default();
+        for (i, route) in config.routes.iter().enumerate() {
+            let Route { host, path, path_type, upstream, affinity } = route;
+            let entry = RouteEntry {
+                name: format!("routes[{i}]"),
+                affinity: affinity.clone(),
+                upstream: upstreams[upstream].1.clone(),
+            };
+            router.insert(host, path, *path_type, Arc::new(entry));
+        }
+        Ok(Snapshot {
+            router,
+            upstreams,
+            timeouts: config.timeouts,
+            retries: config.retries,
+            config: Arc::new(config),
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! One Service port behind the proxy: its endpoints, balancer and affinity index.
+//!
+//! Endpoints come from a [`ServiceDiscovery`] (the seam every discovery mode
+//! plugs into) through pingora-load-balancing's [`LoadBalancer`], which balances
+//! new sessions over *ready* endpoints. The affinity index maps cookie ids to
+//! every *discovered* endpoint, including those discovery marks as not ready but
+//! still serving (terminating pods): pinned sessions may finish there, new ones
+//! never start there.
+
+use crate::affinity::{EndpointHasher, EndpointId};
+use crate::config::UpstreamKey;
+use arc_swap::ArcSwap;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub struct Upstream {
+    pub key: UpstreamKey,
+    hasher: EndpointHasher,
+    balancer: LoadBalancer<RoundRobin>,
+    /// Cookie id -> endpoint address, for every discovered endpoint.
+    pinnable: ArcSwap<HashMap<EndpointId, SocketAddr>>,
+}
+
+impl Upstream {
+    pub fn new(key: UpstreamKey, discovery: Box<dyn ServiceDiscovery + Send + Sync>) -> Self {
+        let hasher = EndpointHasher::new(&key.namespace, &key.service);
+        Upstream {
+            key,
+            hasher,
+            balancer: LoadBalancer::from_backends(Backends::new(discovery)),
+            pinnable: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// Ask discovery for the current endpoints and publish them.
+    pub async fn refresh(&self) -> pingora::Result<()> {
+        self.balancer.update().await?;
+        let backends = self.balancer.backends().get_backend();
+        let index = backends
+            .iter()
+            .filter_map(|b| b.addr.as_inet().map(|a| (self.hasher.id(a), *a)))
+            .collect();
+        self.pinnable.store(Arc::new(index));
+        Ok(())
+    }
+
+    /// The cookie id of an endpoint of this upstream.
+    pub fn endpoint_id(&self, addr: &SocketAddr) -> EndpointId {
+        self.hasher.id(addr)
+    }
+
+    /// The endpoint a cookie id names, if it is still discovered (ready, or
+    /// terminating but serving).
+    pub fn pinned(&self, id: EndpointId) -> Option<SocketAddr> {
+        self.pinnable.load().get(&id).copied()
+    }
+
+    /// A ready endpoint for a new session, skipping those already tried.
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let count = self.pinnable.load().len();
+        self.balancer
+            .select_with(b"", count.max(1) * 2, |b: &Backend, ready| {
+                ready && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+            })
+            .and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// How many endpoints are ready for new sessions and how many are known.
+    pub fn endpoint_counts(&self) -> (usize, usize) {
+        let backends = self.balancer.backends();
+        let all = backends.get_backend();
+        let ready = all.iter().filter(|b| backends.ready(b)).count();
+        (ready, all.len())
+    }
+}
