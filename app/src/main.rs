@@ -90,21 +90,31 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn respond(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    req: Request<Incoming>,
+    name: Arc<str>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/") => {
-            let now = humantime::format_rfc3339_seconds(SystemTime::now());
-            (StatusCode::OK, format!("Hello world from {name}! The time is {now}\n"))
-        }
         (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
-        (_, "/" | "/healthz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+        // Every other path greets too, so that routes with any path can point here.
+        (&Method::GET | &Method::HEAD, _) => {
+            let now = humantime::format_rfc3339_seconds(SystemTime::now());
+            (
+                StatusCode::OK,
+                format!("Hello world from {name}! The time is {now}\n"),
+            )
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     Ok(response)
 }
 
@@ -135,7 +145,11 @@ fn pod_name() -> String {
     std::env::var("POD_NAME")
         .ok()
         .and_then(non_empty)
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().and_then(non_empty))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .and_then(non_empty)
+        })
         .or_else(|| std::env::var("HOSTNAME").ok().and_then(non_empty))
         .unwrap_or_else(|| "unknown".into())
 }

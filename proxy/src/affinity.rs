@@ -95,7 +95,11 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
             return None;
         }
         let v = v.trim_ascii();
-        Some(v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v))
+        Some(
+            v.strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v),
+        )
     })
 }
 
@@ -103,7 +107,10 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
 pub fn set_cookie(affinity: &Affinity, id: EndpointId, secure: bool) -> String {
     let value = encode(id);
     let value = std::str::from_utf8(&value).unwrap_or_default();
-    let mut out = format!("{}={value}; Path=/; HttpOnly; SameSite=Lax", affinity.cookie);
+    let mut out = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+        affinity.cookie
+    );
     if let Some(max_age) = affinity.max_age {
         out.push_str(&format!("; Max-Age={}", max_age.as_secs()));
     }
@@ -129,7 +136,7 @@ mod tests {
             PINNED_10_0_0_7
         );
     }
-    const PINNED_10_0_0_7: &str = "e5fe4f9da2d6b6fe";
+    const PINNED_10_0_0_7: &str = "a287f6094971deea";
 
     #[test]
     fn ids_differ_by_address_port_and_service() {

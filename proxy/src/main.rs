@@ -21,7 +21,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "edge-proxy", version, about = "A reverse proxy for small Kubernetes clusters")]
+#[command(
+    name = "edge-proxy",
+    version,
+    about = "A reverse proxy for small Kubernetes clusters"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, default_value = "/etc/edge-proxy/proxy.yaml")]
@@ -65,8 +69,12 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("EDGE_PROXY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        EnvFilter::try_from_env("EDGE_PROXY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use crate::state::{RouteEntry, SharedSnapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{COOKIE, HOST, SET_COOKIE};
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -79,21 +80,18 @@ impl RequestCtx {
     }
 }
 
-/// The host a request is for: the absolute-form authority, else the Host header.
-fn request_host(req: &RequestHeader) -> &str {
-    if let Some(a) = req.uri.authority() {
-        return a.as_str();
+/// The host a request is for: an absolute-form target's authority wins over the
+/// Host header (RFC 9112 section 3.2.2). `None`: the target is ambiguous.
+fn request_host(req: &RequestHeader) -> Option<&[u8]> {
+    match raw_target_authority(req.raw_path()) {
+        RawTargetAuthority::Absolute { authority, .. } => Some(authority),
+        RawTargetAuthority::AmbiguousAuthority => None,
+        RawTargetAuthority::None => Some(req.headers.get(HOST).map_or(&b""[..], |v| v.as_bytes())),
     }
-    req.headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 #[async_trait]
@@ -107,10 +105,19 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.snapshot.load();
         let req = session.req_header();
-        let host = normalize_host(request_host(req));
+        let Some(host) = request_host(req) else {
+            session
+                .respond_error_with_body(400, Bytes::from_static(b"ambiguous request target\n"))
+                .await?;
+            return Ok(true);
+        };
+        let host = normalize_host(std::str::from_utf8(host).unwrap_or(""));
         let Some(route) = snapshot.router.find(&host, req.uri.path()).cloned() else {
             session
-                .respond_error_with_body(404, Bytes::from_static(b"no route for this host and path\n"))
+                .respond_error_with_body(
+                    404,
+                    Bytes::from_static(b"no route for this host and path\n"),
+                )
                 .await?;
             return Ok(true);
         };
@@ -131,7 +138,11 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
         let upstream = &route.upstream;
         let pinned = ctx
@@ -202,15 +213,15 @@ impl ProxyHttp for EdgeProxy {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Absolute-form target: the authority is the host (RFC 9112 3.2.2);
-        // forward it as Host with an origin-form target.
-        if let Some(authority) = upstream_request.uri.authority().cloned() {
-            let path = upstream_request
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            upstream_request.insert_header(HOST, authority.as_str())?;
-            upstream_request.set_uri(path.parse().or_err(InvalidHTTPHeader, "request target")?);
+        // forward it as Host with an origin-form target, as a server expects.
+        if let RawTargetAuthority::Absolute { authority, .. } =
+            raw_target_authority(upstream_request.raw_path())
+        {
+            let host = http::HeaderValue::from_bytes(authority)
+                .or_err(InvalidHTTPHeader, "request authority")?;
+            let origin_form = upstream_request.uri.clone();
+            upstream_request.insert_header(HOST, host)?;
+            upstream_request.set_uri(origin_form);
         }
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = client.ip().to_string();
@@ -234,7 +245,9 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = &ctx.route else { return Ok(()) };
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
         let (Some(affinity), Some(addr)) = (&route.affinity, ctx.endpoint()) else {
             return Ok(());
         };
@@ -250,8 +263,12 @@ impl ProxyHttp for EdgeProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
         match e {
-            Some(e) => tracing::warn!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request failed: {e}"),
-            None => tracing::debug!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request"),
+            Some(e) => {
+                tracing::warn!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request failed: {e}")
+            }
+            None => {
+                tracing::debug!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request")
+            }
         }
     }
 }

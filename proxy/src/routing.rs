@@ -41,7 +41,10 @@ impl<T> PathTable<T> {
         // Try the whole path, then each shorter path at an element boundary.
         let mut candidate = path.trim_end_matches('/');
         loop {
-            if let Some(t) = self.prefix.get(if candidate.is_empty() { "/" } else { candidate }) {
+            if let Some(t) = self
+                .prefix
+                .get(if candidate.is_empty() { "/" } else { candidate })
+            {
                 return Some(t);
             }
             if candidate.is_empty() {
@@ -143,7 +146,12 @@ mod tests {
         r.insert(&exact("a.com"), "/api/v1", PathType::Prefix, "a-api-v1");
         r.insert(&exact("a.com"), "/api", PathType::Exact, "a-api-exact");
         r.insert(&exact("a.com"), "/login", PathType::Exact, "a-login");
-        r.insert(&HostMatch::Wildcard("b.com".into()), "/", PathType::Prefix, "star-b");
+        r.insert(
+            &HostMatch::Wildcard("b.com".into()),
+            "/",
+            PathType::Prefix,
+            "star-b",
+        );
         r.insert(&exact("x.b.com"), "/only", PathType::Prefix, "x-b-only");
         r.insert(&HostMatch::Any, "/", PathType::Prefix, "any");
         r
@@ -198,6 +206,9 @@ mod tests {
         assert_eq!(normalize_host("Example.COM:8080"), "example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
-        assert!(matches!(normalize_host("a.com"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_host("a.com"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

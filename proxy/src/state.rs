@@ -24,7 +24,6 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>,
     pub timeouts: Timeouts,
     pub retries: usize,
-    pub config: Arc<Config>,
 }
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -48,7 +47,9 @@ impl Snapshot {
                 Some(u) => u,
                 None => {
                     let u = Arc::new(Upstream::new(key.clone(), source.discovery()));
-                    u.refresh().await.map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
+                    u.refresh()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
                     u
                 }
             };
@@ -56,7 +57,13 @@ impl Snapshot {
         }
         let mut router = Router::default();
         for (i, route) in config.routes.iter().enumerate() {
-            let Route { host, path, path_type, upstream, affinity } = route;
+            let Route {
+                host,
+                path,
+                path_type,
+                upstream,
+                affinity,
+            } = route;
             let entry = RouteEntry {
                 name: format!("routes[{i}]"),
                 affinity: affinity.clone(),
@@ -69,7 +76,6 @@ impl Snapshot {
             upstreams,
             timeouts: config.timeouts,
             retries: config.retries,
-            config: Arc::new(config),
         })
     }
 }

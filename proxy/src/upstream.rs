@@ -68,12 +68,4 @@ impl Upstream {
             })
             .and_then(|b| b.addr.as_inet().copied())
     }
-
-    /// How many endpoints are ready for new sessions and how many are known.
-    pub fn endpoint_counts(&self) -> (usize, usize) {
-        let backends = self.balancer.backends();
-        let all = backends.get_backend();
-        let ready = all.iter().filter(|b| backends.ready(b)).count();
-        (ready, all.len())
-    }
 }

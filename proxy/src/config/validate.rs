@@ -45,7 +45,10 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             Some(k) if TOP_LEVEL_KEYS.contains(&k) => {}
             _ => problems.add(
                 yaml_key_name(key),
-                format!("unknown key, expected one of: {}", TOP_LEVEL_KEYS.join(", ")),
+                format!(
+                    "unknown key, expected one of: {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
             ),
         }
     }
@@ -66,10 +69,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 
     if let (Some(listen), true) = (&listen, tls.is_empty()) {
         if listen.https.is_some() {
-            problems.add(
-                "listen.https",
-                "needs at least one certificate under `tls`",
-            );
+            problems.add("listen.https", "needs at least one certificate under `tls`");
         }
     }
     if let Some(listen) = &listen {
@@ -225,7 +225,9 @@ fn validate_discovery(map: &Mapping, problems: &mut Problems) -> Option<Discover
             } else if rest.contains(['{', '}', ' ', '/', ':']) {
                 problems.add(
                     "dns_name",
-                    format!("{template:?} may only use the placeholders {{service}} and {{namespace}}"),
+                    format!(
+                        "{template:?} may only use the placeholders {{service}} and {{namespace}}"
+                    ),
                 );
             }
             Some(Discovery::Dns {
@@ -307,12 +309,12 @@ fn validate_route(
     let before = problems.0.len();
     let host = match raw.host.as_deref() {
         None => Some(HostMatch::Any),
-        Some(h) => host_pattern(h, &format!("{at}.host"), problems).map(|h| {
-            match h.strip_prefix("*.") {
+        Some(h) => {
+            host_pattern(h, &format!("{at}.host"), problems).map(|h| match h.strip_prefix("*.") {
                 Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
                 None => HostMatch::Exact(h),
-            }
-        }),
+            })
+        }
     };
     let path_type = match raw.path_type.as_deref() {
         None | Some("Prefix") => PathType::Prefix,
@@ -327,7 +329,10 @@ fn validate_route(
     };
     let path = raw.path.unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
-        problems.add(format!("{at}.path"), format!("{path:?} must start with \"/\""));
+        problems.add(
+            format!("{at}.path"),
+            format!("{path:?} must start with \"/\""),
+        );
     } else if path
         .bytes()
         .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
@@ -341,7 +346,11 @@ fn validate_route(
         PathType::Prefix if path.len() > 1 => path.trim_end_matches('/').to_string(),
         _ => path,
     };
-    let path = if path.is_empty() { "/".to_string() } else { path };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
 
     if !is_dns_label(&raw.service) {
         problems.add(
@@ -362,7 +371,10 @@ fn validate_route(
     let port = match raw.port {
         file::Port::Number(n) if (1..=65535).contains(&n) => Some(ServicePort::Number(n as u16)),
         file::Port::Number(n) => {
-            problems.add(format!("{at}.port"), format!("{n} is out of range 1..=65535"));
+            problems.add(
+                format!("{at}.port"),
+                format!("{n} is out of range 1..=65535"),
+            );
             None
         }
         file::Port::Name(name) if is_port_name(&name) => {
@@ -416,13 +428,16 @@ fn validate_route(
 fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Option<Affinity> {
     let token_ok = !a.cookie.is_empty()
         && a.cookie.len() <= 64
-        && a.cookie.bytes().all(|b| {
-            b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
-        });
+        && a.cookie
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
     if !token_ok {
         problems.add(
             format!("{at}.cookie"),
-            format!("{:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~, at most 64)", a.cookie),
+            format!(
+                "{:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~, at most 64)",
+                a.cookie
+            ),
         );
     }
     let max_age = match a.max_age.as_deref() {
@@ -430,7 +445,10 @@ fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Op
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if d.as_secs() >= 1 => Some(Duration::from_secs(d.as_secs())),
             Ok(_) => {
-                problems.add(format!("{at}.max_age"), format!("{text:?} must be at least 1s"));
+                problems.add(
+                    format!("{at}.max_age"),
+                    format!("{text:?} must be at least 1s"),
+                );
                 None
             }
             Err(e) => {
@@ -442,7 +460,7 @@ fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Op
             }
         },
     };
-    token_ok.then(|| Affinity {
+    token_ok.then_some(Affinity {
         cookie: a.cookie,
         max_age,
     })
@@ -504,8 +522,7 @@ fn host_pattern(host: &str, path: &str, problems: &mut Problems) -> Option<Strin
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -513,7 +530,10 @@ fn is_dns_label(s: &str) -> bool {
 
 /// An IANA service name, as Kubernetes requires of port names.
 fn is_port_name(s: &str) -> bool {
-    is_dns_label(s) && s.len() <= 15 && !s.contains("--") && s.bytes().any(|b| b.is_ascii_lowercase())
+    is_dns_label(s)
+        && s.len() <= 15
+        && !s.contains("--")
+        && s.bytes().any(|b| b.is_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -595,10 +615,13 @@ colour: blue
             "routes[2].path: \"api\" must start with",
             "routes[3].affinity.cookie: \"a b\" is not a valid cookie name",
             "routes[3].affinity.max_age: \"soon\" is not a duration",
-            "routes[4]: unknown field `prot`",
+            "routes[4].prot: unknown field `prot`",
         ];
         for e in expect {
-            assert!(p.iter().any(|l| l.starts_with(e)), "missing {e:?} in {p:#?}");
+            assert!(
+                p.iter().any(|l| l.starts_with(e)),
+                "missing {e:?} in {p:#?}"
+            );
         }
         assert!(!p.iter().any(|l| l.starts_with("routes[0]")), "{p:#?}");
         assert!(!p.iter().any(|l| l.starts_with("routes[3].port")), "{p:#?}");
@@ -609,14 +632,25 @@ colour: blue
         let p = problems_of(
             "listen: { http: \"127.0.0.1:80\" }\ndiscovery: kubernetes\nroutes:\n  - service: a\n    port: 80\n    affinity: { cookie: [1] }\ntimeouts: { connect: 5 }\n",
         );
-        assert!(p.iter().any(|l| l.starts_with("routes[0].affinity.cookie: invalid type")), "{p:#?}");
-        assert!(p.iter().any(|l| l.starts_with("timeouts.connect: invalid type")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("routes[0].affinity.cookie: invalid type")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("timeouts.connect: invalid type")),
+            "{p:#?}"
+        );
     }
 
     #[test]
     fn missing_required_keys_are_named() {
         let p = problems_of("");
-        assert!(p.contains(&"listen.http: required (e.g. \"0.0.0.0:80\")".to_string()), "{p:#?}");
+        assert!(
+            p.contains(&"listen.http: required (e.g. \"0.0.0.0:80\")".to_string()),
+            "{p:#?}"
+        );
         assert!(p.iter().any(|l| l.starts_with("discovery: required")));
         assert!(p.iter().any(|l| l.starts_with("routes: required")));
     }
@@ -626,8 +660,16 @@ colour: blue
         let p = problems_of(
             "listen: { http: \"127.0.0.1:80\" }\ndiscovery: static\nroutes:\n  - { service: a, port: 80, path: /x/ }\n  - { service: a, port: 80, path: /x }\n  - { service: b, port: 80 }\nstatic: { a: [\"127.0.0.1:1\"] }\n",
         );
-        assert!(p.iter().any(|l| l.starts_with("routes[1]: same host, path and path_type as routes[0]")), "{p:#?}");
-        assert!(p.iter().any(|l| l.starts_with("routes[2].service: \"b\" has no entry under `static`")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("routes[1]: same host, path and path_type as routes[0]")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("routes[2].service: \"b\" has no entry under `static`")),
+            "{p:#?}"
+        );
     }
 
     #[test]
@@ -647,12 +689,23 @@ colour: blue
         let p = problems_of(
             "listen: { http: \"127.0.0.1:80\" }\ndiscovery: dns\nroutes:\n  - { service: a, port: http }\n",
         );
-        assert!(p[0].starts_with("routes[0].port: \"http\": a named port needs discovery: kubernetes"), "{p:#?}");
+        assert!(
+            p[0].starts_with("routes[0].port: \"http\": a named port needs discovery: kubernetes"),
+            "{p:#?}"
+        );
     }
 
     #[test]
     fn garbage_never_panics() {
-        for text in ["[", "- 1", "listen: 5", "routes: {a: 1}", "\u{0}", "routes:\n  - 7", "static: [1]"] {
+        for text in [
+            "[",
+            "- 1",
+            "listen: 5",
+            "routes: {a: 1}",
+            "\u{0}",
+            "routes:\n  - 7",
+            "static: [1]",
+        ] {
             assert!(parse(text).is_err(), "{text:?}");
         }
     }

@@ -24,8 +24,12 @@ impl Source {
             Discovery::Static(endpoints) => Ok(Source::Static(
                 endpoints.get(&key.service).cloned().unwrap_or_default(),
             )),
-            Discovery::Kubernetes => anyhow::bail!("discovery: kubernetes is not available in this version yet"),
-            Discovery::Dns { .. } => anyhow::bail!("discovery: dns is not available in this version yet"),
+            Discovery::Kubernetes => {
+                anyhow::bail!("discovery: kubernetes is not available in this version yet")
+            }
+            Discovery::Dns { .. } => {
+                anyhow::bail!("discovery: dns is not available in this version yet")
+            }
         }
     }
 

@@ -1,0 +1,170 @@
+//! hello-app as a process: the contract's body, /healthz, PORT, and the drain on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start(args: &[&str], envs: &[(&str, &str)], addr: SocketAddr) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hello-app"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "hello-app exited");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "hello-app did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn greets_with_pod_name_and_rfc3339_time() {
+    let addr = free_addr();
+    let mut app = start(
+        &["--listen", &addr.to_string()],
+        &[("POD_NAME", "pod-7")],
+        addr,
+    );
+    let resp = get(addr, "/");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{resp}"
+    );
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let time = body
+        .strip_prefix("Hello world from pod-7! The time is ")
+        .unwrap_or_else(|| panic!("{body:?}"))
+        .trim_end();
+    // RFC 3339 UTC: 2026-01-02T03:04:05Z
+    assert_eq!(time.len(), 20, "{time}");
+    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+
+    let health = get(addr, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("\r\n\r\nok\n"),
+        "{health}"
+    );
+    assert_eq!(stop(&mut app).code(), Some(0));
+}
+
+#[test]
+fn port_variable_sets_the_port() {
+    let addr = free_addr();
+    let port = addr.port().to_string();
+    let mut app = start(
+        &[],
+        &[("PORT", &port), ("POD_NAME", "p")],
+        SocketAddr::from(([127, 0, 0, 1], addr.port())),
+    );
+    assert!(get(addr, "/").contains("Hello world from p!"));
+    assert_eq!(stop(&mut app).code(), Some(0));
+}
+
+#[test]
+fn bad_arguments_are_a_usage_error() {
+    for args in [&["--listen", "nope"][..], &["--bogus"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hello-app"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("hello-app: "), "{stderr}");
+        assert!(!stderr.contains("panicked"));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hello-app"))
+        .env("PORT", "http")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT=\"http\""));
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_refuses_new_ones() {
+    let addr = free_addr();
+    let mut app = start(&["--listen", &addr.to_string()], &[("POD_NAME", "d")], addr);
+    // A request whose head is half sent: in flight when SIGTERM arrives.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    Command::new("kill")
+        .args(["-TERM", &app.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // New connections are refused: the listener is closed.
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    // The in-flight one completes.
+    slow.write_all(b"\r\n").unwrap();
+    let mut out = String::new();
+    slow.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.contains("Hello world from d!"), "{out}");
+    assert_eq!(stop_wait(&mut app).code(), Some(0));
+}
+
+fn stop_wait(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

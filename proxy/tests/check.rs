@@ -1,0 +1,90 @@
+//! `edge-proxy check` and start-up validation, as a user runs them.
+
+mod utils;
+
+use utils::*;
+
+#[test]
+fn check_names_every_bad_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "listen:\n  http: \"0.0.0.0:80\"\ndiscovery: static\nroutes:\n  - service: a\n    port: 80\n  - service: a\n    port: 80\n    path: /x\n  - service: a\n    port: 99999\nstatic:\n  a: [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = edge_proxy(&["check", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("routes[2].port: 99999 is out of range"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn check_reports_unreadable_and_non_yaml_files() {
+    let out = edge_proxy(&["check", "/nonexistent/proxy.yaml"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/proxy.yaml"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("tabs.yaml", "listen:\n\thttp: x\n"),
+        ("list.yaml", "- 1\n- 2\n"),
+        ("binary.yaml", "\u{0}\u{1}\u{2}"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = edge_proxy(&["check", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn a_bad_config_at_start_up_exits_non_zero_with_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &file,
+        "listen:\n  http: \"127.0.0.1:0\"\ndiscovery: staticc\nroutes: []\n",
+    )
+    .unwrap();
+    let out = edge_proxy(&["--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("discovery:"), "{stderr}");
+}
+
+#[test]
+fn every_example_config_in_the_repo_passes_check() {
+    let mut checked = 0;
+    for dir in ["examples", "k8s"] {
+        let Ok(entries) = std::fs::read_dir(repo_root().join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let is_config = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && text.lines().any(|l| l.starts_with("listen:"));
+            if !is_config {
+                continue;
+            }
+            let out = edge_proxy(&["check", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no example configs found");
+}

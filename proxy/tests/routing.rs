@@ -1,0 +1,225 @@
+//! Routing through a real edge-proxy process: hosts, paths, 404, forwarding
+//! headers, malformed requests, connect-failure retries.
+
+mod utils;
+
+use std::net::SocketAddr;
+use utils::*;
+
+/// One echo origin per route, so the `x-origin` header says which route matched.
+struct Fixture {
+    proxy: Proxy,
+    _origins: Vec<EchoOrigin>,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let names = [
+            "exact-host",
+            "wild",
+            "any-prefix",
+            "api-prefix",
+            "api-exact",
+            "other-host",
+        ];
+        let origins: Vec<_> = names.iter().map(|n| EchoOrigin::start(n)).collect();
+        let statics: String = origins
+            .iter()
+            .map(|o| format!("  {}: [\"{}\"]\n", o.name, o.addr))
+            .collect();
+        let config = format!(
+            r#"listen:
+  http: "{{http}}"
+admin: "{{admin}}"
+discovery: static
+routes:
+  - host: www.example.com
+    service: exact-host
+    port: 80
+  - host: "*.example.com"
+    service: wild
+    port: 80
+  - service: any-prefix
+    port: 80
+  - path: /api
+    service: api-prefix
+    port: 80
+  - path: /api
+    path_type: Exact
+    service: api-exact
+    port: 80
+  - host: other.test
+    path: /only
+    service: other-host
+    port: 80
+static:
+{statics}"#
+        );
+        Fixture {
+            proxy: Proxy::start(&config),
+            _origins: origins,
+        }
+    }
+
+    /// Which origin served `path` for `host`, or the status the proxy answered.
+    fn route(&self, host: &str, path: &str) -> Result<String, u16> {
+        let r = curl(&["-H", &format!("Host: {host}"), &self.proxy.url(path)]);
+        match r.header("x-origin") {
+            Some(origin) if r.status == 200 => Ok(origin.to_string()),
+            _ => Err(r.status),
+        }
+    }
+}
+
+#[test]
+fn most_specific_host_then_longest_path_wins() {
+    let f = Fixture::start();
+    let cases: &[(&str, &str, Result<&str, u16>)] = &[
+        // Exact host beats wildcard beats any.
+        ("www.example.com", "/", Ok("exact-host")),
+        ("WWW.Example.COM:80", "/x", Ok("exact-host")),
+        ("shop.example.com", "/", Ok("wild")),
+        // A wildcard covers exactly one label.
+        ("a.b.example.com", "/", Ok("any-prefix")),
+        ("example.com", "/", Ok("any-prefix")),
+        ("unknown.test", "/", Ok("any-prefix")),
+        // Prefix matches by path element; Exact beats Prefix of equal length.
+        ("unknown.test", "/api", Ok("api-exact")),
+        ("unknown.test", "/api/", Ok("api-prefix")),
+        ("unknown.test", "/api/v1/users", Ok("api-prefix")),
+        ("unknown.test", "/apix", Ok("any-prefix")),
+        ("unknown.test", "/api?q=1", Ok("api-exact")),
+        // A host with routes does not fall back to the any-host routes.
+        ("other.test", "/only/here", Ok("other-host")),
+        ("other.test", "/", Err(404)),
+        ("other.test", "/onlyx", Err(404)),
+    ];
+    for (host, path, want) in cases {
+        let got = f.route(host, path);
+        assert_eq!(got.as_deref().map_err(|s| *s), *want, "{host} {path}");
+    }
+}
+
+#[test]
+fn no_route_is_404_and_never_forwards_to_the_named_host() {
+    let victim = EchoOrigin::start("victim");
+    let only = EchoOrigin::start("only");
+    let config = format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - host: app.test\n    service: only\n    port: 80\nstatic:\n  only: [\"{}\"]\n",
+        only.addr
+    );
+    let proxy = Proxy::start(&config);
+
+    let r = curl(&["-H", "Host: unknown.test", &proxy.url("/")]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, "no route for this host and path\n");
+
+    // An absolute-form request naming another host: 404, not a forward to it.
+    let target = format!("http://{}/", victim.addr);
+    let r = curl(&["--proxy", &proxy.url(""), &target]);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.header("x-origin"), None);
+
+    // Absolute form naming a routed host goes to that route with Host set from it.
+    let r = curl(&["--proxy", &proxy.url(""), "http://app.test/x?y=1"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-origin"), Some("only"));
+    assert!(
+        r.body.starts_with("GET /x?y=1 HTTP/1.1\r\n"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body.to_ascii_lowercase().contains("host: app.test\r\n"),
+        "{:?}",
+        r.body
+    );
+}
+
+#[test]
+fn forwarding_headers_are_set_and_host_is_preserved() {
+    let origin = EchoOrigin::start("echo");
+    let config = format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\n",
+        origin.addr
+    );
+    let proxy = Proxy::start(&config);
+    let r = curl(&[
+        "-H",
+        "Host: shop.example.com",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        &proxy.url("/cart"),
+    ]);
+    assert_eq!(r.status, 200);
+    let head = r.body.to_ascii_lowercase();
+    assert!(head.contains("host: shop.example.com\r\n"), "{head}");
+    assert!(
+        head.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+    assert!(
+        head.contains("x-forwarded-host: shop.example.com\r\n"),
+        "{head}"
+    );
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
+    let app = HelloApp::start("app-1");
+    let proxy = Proxy::start(&static_config(
+        "  - service: hello-app\n    port: 8080",
+        &[app.addr],
+    ));
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage-tls-hello\r\n\r\n",
+    ] {
+        let out = raw_request(proxy.http, bad);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{bad:?} -> {text:?}");
+    }
+    let r = curl(&[&proxy.url("/")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.served_by(), "app-1");
+}
+
+#[test]
+fn a_refused_connection_is_retried_on_another_endpoint() {
+    let app = HelloApp::start("alive");
+    // Two endpoints nothing listens on: every connection to them is refused.
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let endpoints = [dead[0], app.addr, dead[1]];
+    let proxy = Proxy::start(&static_config(
+        "  - service: hello-app\n    port: 8080",
+        &endpoints,
+    ));
+    for i in 0..12 {
+        let r = curl(&[&proxy.url("/")]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(r.served_by(), "alive");
+    }
+}
+
+#[test]
+fn no_endpoint_answering_is_502_not_a_hang() {
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let proxy = Proxy::start(&static_config(
+        "  - service: hello-app\n    port: 8080",
+        &dead,
+    ));
+    let r = curl(&[&proxy.url("/")]);
+    assert_eq!(r.status, 502, "{r:?}");
+    // The proxy itself is fine.
+    assert_eq!(
+        curl(&[&format!("http://{}/healthz", proxy.admin)]).status,
+        200
+    );
+}

@@ -1,0 +1,342 @@
+//! Shared test utilities: real processes on 127.0.0.1 and real clients.
+//!
+//! - [`HelloApp`]: a hello-app process on a free port, killed on drop;
+//! - [`Proxy`]: an edge-proxy process on a config written to a temp dir;
+//! - [`EchoOrigin`]: a tiny origin that answers with the request head it got;
+//! - [`curl`]: runs the real curl and parses status, headers and body;
+//! - [`raw_request`]: bytes on a socket, for requests curl refuses to send.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process gets to start answering before the test fails.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn edge_proxy_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edge-proxy"))
+}
+
+/// hello-app is built by `cargo test --workspace` (its own tests need it) into
+/// the same directory as edge-proxy.
+pub fn hello_app_bin() -> PathBuf {
+    let bin = edge_proxy_bin().with_file_name("hello-app");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hello-app` (or `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A port that was free a moment ago. The kernel hands out ephemeral ports in
+/// sequence, so a reuse race within one test run is unlikely.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll until a TCP connect to `addr` succeeds.
+pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < START_DEADLINE {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited early with {status}");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on {addr} within {START_DEADLINE:?}");
+}
+
+/// Send a signal with the system's `kill` (no unsafe code in tests either).
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// Wait for a child to exit, at most `deadline`; kill it if it does not.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+pub struct HelloApp {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl HelloApp {
+    pub fn start(name: &str) -> HelloApp {
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], free_port())))
+    }
+
+    pub fn start_on(name: &str, addr: SocketAddr) -> HelloApp {
+        let mut child = Command::new(hello_app_bin())
+            .args(["--listen", &addr.to_string()])
+            .env("POD_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hello-app");
+        wait_listening(addr, &mut child, name);
+        HelloApp {
+            name: name.to_string(),
+            addr,
+            child,
+        }
+    }
+
+    /// Stop it hard: connections to its port are refused from now on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HelloApp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Proxy {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    pub child: Child,
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start edge-proxy on `config`, a YAML document in which `{http}` and
+    /// `{admin}` stand for the listen addresses this function picks.
+    pub fn start(config: &str) -> Proxy {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_on(config, http)
+    }
+
+    pub fn start_on(config: &str, http: SocketAddr) -> Proxy {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("proxy.yaml");
+        let text = config
+            .replace("{http}", &http.to_string())
+            .replace("{admin}", &admin.to_string());
+        std::fs::write(&config_path, text).unwrap();
+        let log_path = dir.path().join("proxy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(edge_proxy_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .env("EDGE_PROXY_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn edge-proxy");
+        wait_listening(http, &mut child, "edge-proxy");
+        wait_listening(admin, &mut child, "edge-proxy admin");
+        Proxy {
+            http,
+            admin,
+            config_path,
+            child,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A static-discovery config with one route per `(host, path, path_type)`, all to
+/// `service` whose endpoints are `endpoints`.
+pub fn static_config(routes: &str, endpoints: &[SocketAddr]) -> String {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n{routes}\nstatic:\n  hello-app: [{}]\n",
+        list.join(", ")
+    )
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `name=value` of a Set-Cookie header for `cookie`, if any.
+    pub fn set_cookie(&self, cookie: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .find(|v| v.starts_with(&format!("{cookie}=")))
+    }
+
+    /// The cookie value from Set-Cookie, e.g. `0123456789abcdef`.
+    pub fn cookie_value(&self, cookie: &str) -> Option<String> {
+        let sc = self.set_cookie(cookie)?;
+        let pair = sc.split(';').next()?;
+        Some(pair[cookie.len() + 1..].to_string())
+    }
+
+    /// Which hello-app answered: the NAME in "Hello world from NAME! ...".
+    pub fn served_by(&self) -> &str {
+        self.body
+            .strip_prefix("Hello world from ")
+            .and_then(|rest| rest.split('!').next())
+            .unwrap_or_else(|| panic!("not a hello-app body: {:?}", self.body))
+    }
+}
+
+/// Run curl with `args` and parse the (last) response head and the body.
+pub fn curl(args: &[&str]) -> Response {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_response(&out.stdout)
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Write `request` on a fresh connection and read until the server closes or
+/// 5 s pass.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+/// Run `edge-proxy` with `args`.
+pub fn edge_proxy(args: &[&str]) -> Output {
+    Command::new(edge_proxy_bin()).args(args).output().unwrap()
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// An origin that answers every request with `200`, an `x-origin: NAME` header
+/// and the request head it received as the body, so tests see which origin
+/// served and exactly what the proxy forwarded.
+pub struct EchoOrigin {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+}
+
+impl EchoOrigin {
+    pub fn start(name: &'static str) -> EchoOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || echo_connection(stream, name));
+            }
+        });
+        EchoOrigin { name, addr }
+    }
+}
+
+fn echo_connection(stream: TcpStream, name: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        // Requests in these tests carry no body.
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nx-origin: {name}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{head}",
+            head.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

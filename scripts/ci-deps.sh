@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build and test edge-proxy:
+# cmake and a C compiler (pingora builds zlib-ng through libz-ng-sys), curl
+# (the tests' HTTP client) and the Rust lint components. Safe to run twice.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null || need+=(gcc)
+command -v c++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
+command -v curl >/dev/null || need+=(curl)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# rustfmt and clippy ship with the usual rustup profile; say so plainly if not.
+cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing: rustup component add clippy" >&2; exit 1; }
