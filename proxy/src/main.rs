@@ -4,7 +4,10 @@ mod admin;
 mod affinity;
 mod config;
 mod discovery;
+mod logging;
+mod metrics;
 mod proxy;
+mod reload;
 mod routing;
 mod state;
 mod upstream;
@@ -53,32 +56,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        None => {
-            init_logging();
-            match run(&cli.config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("edge-proxy: {e:#}");
-                    ExitCode::FAILURE
-                }
+        None => match run(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edge-proxy: {e:#}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("EDGE_PROXY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = config::load(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = config::parse(
+        &path.display().to_string(),
+        &String::from_utf8_lossy(&bytes),
+    )?;
+    logging::init(config.logging);
+    let hash = reload::content_hash(&bytes);
     let listen = config.listen.clone();
     let admin_addr = config.admin;
     let threads = config.threads;
@@ -89,13 +84,17 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the start-up runtime")?
-        .block_on(state::Snapshot::build(config, None))?;
+        .block_on(state::Snapshot::build(config.clone(), None))?;
     let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
 
+    reload::record_loaded(hash, 1);
+    // SIGTERM: pingora stops accepting at once, lets in-flight requests run for
+    // the grace period, then gives its runtimes one more second to exit.
+    let drain_seconds = config.drain_timeout.as_secs_f64().ceil() as u64;
     let conf = ServerConf {
         threads,
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(5),
+        grace_period_seconds: Some(drain_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -117,11 +116,18 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             "admin".to_string(),
             pingora::apps::http_app::HttpServer::new_app(admin::Admin::new(snapshot.clone())),
         );
-        admin.add_tcp(&addr.to_string());
+        // SO_REUSEPORT here too: a replacement proxy binds the admin port as well.
+        let mut sock = TcpSocketOptions::default();
+        sock.so_reuseport = Some(true);
+        admin.add_tcp_with_settings(&addr.to_string(), sock);
         server.add_service(admin);
     }
 
-    tracing::info!(http = %listen.http, admin = ?admin_addr, "edge-proxy starting");
+    reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash)
+        .spawn()
+        .context("starting the reload thread")?;
+
+    tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());
     Ok(())
 }

@@ -1,26 +1,31 @@
 //! The request path: one `ProxyHttp` implementation, one short method per phase.
 //!
-//! - `request_filter`: find the route (404 if none) and read the affinity cookie;
+//! - `request_filter`: request id, route (404 if none), affinity cookie;
 //! - `upstream_peer`: choose the endpoint (pinned, or a new ready one);
 //! - `fail_to_connect`: try another endpoint when a connection is refused;
-//! - `upstream_request_filter`: forwarding headers;
-//! - `response_filter`: set the affinity cookie when the session was (re)pinned;
-//! - `logging`: the outcome of the request.
+//! - `upstream_request_filter`: forwarding headers and the request id;
+//! - `response_filter`: the affinity cookie when the session was (re)pinned;
+//! - `fail_to_proxy`: the proxy's own error responses;
+//! - `logging`: metrics and the access log.
 
 use crate::affinity::{self, EndpointId};
+use crate::logging::ACCESS;
+use crate::metrics::{method_label, METRICS};
 use crate::routing::normalize_host;
 use crate::state::{RouteEntry, SharedSnapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{COOKIE, HOST, SET_COOKIE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+const X_REQUEST_ID: &str = "x-request-id";
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
@@ -61,21 +66,26 @@ impl AffinityOutcome {
 }
 
 /// Per-request state, shared by the phases.
-#[derive(Default)]
 pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
     route: Option<Arc<RouteEntry>>,
     timeouts: crate::config::Timeouts,
     retries: usize,
     /// The endpoint id the client's cookie names, when it decoded.
     cookie_id: Option<EndpointId>,
     cookie_rejected: bool,
-    pub affinity: AffinityOutcome,
+    affinity: AffinityOutcome,
     /// Endpoints tried, in order; the last one is the current one.
     tried: Vec<SocketAddr>,
+    /// When the first endpoint was chosen.
+    upstream_started: Option<Instant>,
+    /// The status of the endpoint's response, when one came.
+    upstream_status: Option<u16>,
 }
 
 impl RequestCtx {
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    fn endpoint(&self) -> Option<SocketAddr> {
         self.tried.last().copied()
     }
 }
@@ -90,8 +100,52 @@ fn request_host(req: &RequestHeader) -> Option<&[u8]> {
     }
 }
 
+/// A client's X-Request-Id is kept when it is short and plain (it lands in logs
+/// and upstream headers); otherwise a fresh one is generated.
+fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get(X_REQUEST_ID) {
+        let v = v.as_bytes();
+        let sane = (1..=128).contains(&v.len())
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b));
+        if sane {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+        METRICS.rejected_request_ids.inc();
+    }
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Answer the client directly, with a short text body and the request id.
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    body: &'static str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await
+}
+
+fn error_body(status: u16) -> &'static str {
+    match status {
+        400 => "bad request\n",
+        404 => "no route for this host and path\n",
+        502 => "no endpoint of this service answered\n",
+        503 => "this service has no ready endpoint\n",
+        504 => "the endpoint did not answer in time\n",
+        _ => "the proxy could not serve this request\n",
+    }
 }
 
 #[async_trait]
@@ -99,26 +153,32 @@ impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            timeouts: Default::default(),
+            retries: 0,
+            cookie_id: None,
+            cookie_rejected: false,
+            affinity: AffinityOutcome::None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_status: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = request_id(session.req_header());
         let snapshot = self.snapshot.load();
         let req = session.req_header();
         let Some(host) = request_host(req) else {
-            session
-                .respond_error_with_body(400, Bytes::from_static(b"ambiguous request target\n"))
-                .await?;
+            respond(session, ctx, 400, "ambiguous request target\n").await?;
             return Ok(true);
         };
         let host = normalize_host(std::str::from_utf8(host).unwrap_or(""));
         let Some(route) = snapshot.router.find(&host, req.uri.path()).cloned() else {
-            session
-                .respond_error_with_body(
-                    404,
-                    Bytes::from_static(b"no route for this host and path\n"),
-                )
-                .await?;
+            respond(session, ctx, 404, error_body(404)).await?;
             return Ok(true);
         };
         if let Some(affinity) = &route.affinity {
@@ -145,6 +205,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
         let upstream = &route.upstream;
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let pinned = ctx
             .cookie_id
             .and_then(|id| upstream.pinned(id))
@@ -199,8 +260,14 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let service = ctx.route.as_ref().map_or("-", |r| r.service.as_str());
+        METRICS
+            .upstream_connect_errors
+            .with_label_values(&[service])
+            .inc();
         // Nothing was sent yet: another endpoint can serve the request.
         if ctx.tried.len() <= ctx.retries {
+            METRICS.upstream_retries.with_label_values(&[service]).inc();
             e.set_retry(true);
         }
         e
@@ -210,7 +277,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Absolute-form target: the authority is the host (RFC 9112 3.2.2);
         // forward it as Host with an origin-form target, as a server expects.
@@ -236,6 +303,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(host) = upstream_request.headers.get(HOST).cloned() {
             upstream_request.insert_header("x-forwarded-host", host)?;
         }
+        upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         Ok(())
     }
 
@@ -245,9 +313,17 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        upstream_response.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         let Some(route) = &ctx.route else {
             return Ok(());
         };
+        if let Some(started) = ctx.upstream_started {
+            METRICS
+                .upstream_duration
+                .with_label_values(&[&route.service])
+                .observe(started.elapsed().as_secs_f64());
+        }
         let (Some(affinity), Some(addr)) = (&route.affinity, ctx.endpoint()) else {
             return Ok(());
         };
@@ -259,16 +335,105 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
-        match e {
-            Some(e) => {
-                tracing::warn!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request failed: {e}")
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            HTTPStatus(code) => *code,
+            ConnectTimedout | ReadTimedout | WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
             }
-            None => {
-                tracing::debug!(status, route, endpoint = ?ctx.endpoint(), affinity = ctx.affinity.as_str(), "request")
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    // The client is gone: nobody to answer.
+                    WriteError | ReadError | ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // A response already started cannot be replaced; the connection closes.
+        if code > 0 && session.response_written().is_none() {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = request_id(session.req_header());
+            }
+            if let Err(e) = respond(session, ctx, code, error_body(code)).await {
+                tracing::debug!("cannot send the error response: {e}");
             }
         }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let code = status_label(status);
+        let (route, host, service) = ctx.route.as_ref().map_or(("-", "-", "-"), |r| {
+            (r.name.as_str(), r.host.as_str(), r.service.as_str())
+        });
+        let req = session.req_header();
+        METRICS
+            .requests
+            .with_label_values(&[route, host, service, method_label(&req.method), code])
+            .inc();
+        let elapsed = ctx.started.elapsed();
+        METRICS
+            .request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if ctx.upstream_status.is_none() && status != 0 {
+            METRICS.proxy_responses.with_label_values(&[code]).inc();
+        }
+        if ctx.affinity != AffinityOutcome::None {
+            METRICS
+                .affinity
+                .with_label_values(&[route, ctx.affinity.as_str()])
+                .inc();
+        }
+
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.to_string());
+        let upstream = ctx.endpoint().map(|a| a.to_string());
+        let request_host = request_host(req).map(String::from_utf8_lossy);
+        tracing::info!(
+            target: ACCESS,
+            client = client.as_deref().unwrap_or("-"),
+            host = request_host.as_deref().unwrap_or("-"),
+            method = req.method.as_str(),
+            path = req.uri.path(),
+            protocol = ?req.version,
+            status,
+            bytes_in = session.body_bytes_read(),
+            bytes_out = session.body_bytes_sent(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = upstream.as_deref().unwrap_or("-"),
+            route,
+            service,
+            affinity = ctx.affinity.as_str(),
+            request_id = ctx.request_id.as_str(),
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}
+
+/// Status codes as metric labels: real codes (100-599, a bounded set) as
+/// digits, anything else (0: no response was sent) as "none".
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (100u16..600).map(|c| c.to_string()).collect());
+    match status {
+        100..=599 => &LABELS[usize::from(status - 100)],
+        _ => "none",
     }
 }

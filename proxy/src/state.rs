@@ -3,7 +3,7 @@
 //! A snapshot is built whole from a validated configuration and published with
 //! one atomic swap; requests keep the snapshot they started with.
 
-use crate::config::{Affinity, Config, Route, Timeouts, UpstreamKey};
+use crate::config::{Affinity, Config, HostMatch, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
 use crate::routing::Router;
 use crate::upstream::Upstream;
@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub struct RouteEntry {
     /// A short stable name for logs and metrics: `routes[i]`.
     pub name: String,
+    /// The configured host pattern, for metrics: `www.example.com`, `*.example.com`, `*`.
+    pub host: String,
+    /// The upstream as `namespace/service:port`, for metrics and logs.
+    pub service: String,
     pub affinity: Option<Affinity>,
     pub upstream: Arc<Upstream>,
 }
@@ -47,9 +51,14 @@ impl Snapshot {
                 Some(u) => u,
                 None => {
                     let u = Arc::new(Upstream::new(key.clone(), source.discovery()));
-                    u.refresh()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
+                    if let Err(e) = u.refresh().await {
+                        let service = key.to_string();
+                        crate::metrics::METRICS
+                            .discovery_errors
+                            .with_label_values(&[&service])
+                            .inc();
+                        anyhow::bail!("discovery for {key}: {e}");
+                    }
                     u
                 }
             };
@@ -66,6 +75,12 @@ impl Snapshot {
             } = route;
             let entry = RouteEntry {
                 name: format!("routes[{i}]"),
+                host: match host {
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Wildcard(suffix) => format!("*.{suffix}"),
+                    HostMatch::Any => "*".to_string(),
+                },
+                service: upstream.to_string(),
                 affinity: affinity.clone(),
                 upstream: upstreams[upstream].1.clone(),
             };

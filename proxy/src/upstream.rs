@@ -68,4 +68,13 @@ impl Upstream {
             })
             .and_then(|b| b.addr.as_inet().copied())
     }
+
+    /// How many endpoints take new sessions (ready) and how many only finish
+    /// pinned ones (discovered but not ready: terminating and still serving).
+    pub fn endpoint_counts(&self) -> (usize, usize) {
+        let backends = self.balancer.backends();
+        let all = backends.get_backend();
+        let ready = all.iter().filter(|b| backends.ready(b)).count();
+        (ready, all.len() - ready)
+    }
 }

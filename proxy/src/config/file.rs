@@ -74,4 +74,15 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "timeouts",
     "threads",
     "retries",
+    "drain_timeout",
+    "logging",
 ];
+
+/// Log output: `format` for lifecycle and error logs (stderr), `access` for the
+/// one-line-per-request access log (stdout).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub format: Option<String>,
+    pub access: Option<String>,
+}

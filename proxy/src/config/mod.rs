@@ -26,6 +26,31 @@ pub struct Config {
     pub threads: usize,
     /// How many other endpoints to try when connecting to one fails.
     pub retries: usize,
+    /// How long in-flight requests get after SIGTERM.
+    pub drain_timeout: Duration,
+    pub logging: Logging,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Logging {
+    /// Lifecycle and error logs (stderr).
+    pub format: LogFormat,
+    /// The access log (stdout); `None` is off.
+    pub access: Option<LogFormat>,
+}
+
+impl Logging {
+    pub const DEFAULT: Logging = Logging {
+        format: LogFormat::Json,
+        access: Some(LogFormat::Json),
+    };
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -66,6 +66,13 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let retries = field::<i64>(&map, "retries", &mut problems)
         .map(|n| bounded(n, 0, 10, "retries", &mut problems))
         .unwrap_or(2);
+    let drain_timeout = field::<String>(&map, "drain_timeout", &mut problems)
+        .and_then(|text| duration(&text, "drain_timeout", &mut problems))
+        .unwrap_or(Duration::from_secs(10));
+    if drain_timeout > Duration::from_secs(600) {
+        problems.add("drain_timeout", "must be at most 10m");
+    }
+    let logging = validate_logging(&map, &mut problems);
 
     if let (Some(listen), true) = (&listen, tls.is_empty()) {
         if listen.https.is_some() {
@@ -91,6 +98,8 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             timeouts,
             threads,
             retries,
+            drain_timeout,
+            logging,
         }),
         _ => Err(problems.0),
     }
@@ -476,16 +485,52 @@ fn validate_timeouts(map: &Mapping, problems: &mut Problems) -> Timeouts {
         ("idle", raw.idle, &mut t.idle),
     ] {
         let Some(text) = text else { continue };
-        match humantime::parse_duration(&text) {
-            Ok(d) if !d.is_zero() => *slot = d,
-            Ok(_) => problems.add(format!("timeouts.{name}"), "must be more than zero"),
-            Err(e) => problems.add(
-                format!("timeouts.{name}"),
-                format!("{text:?} is not a duration like \"5s\" or \"500ms\": {e}"),
-            ),
+        if let Some(d) = duration(&text, &format!("timeouts.{name}"), problems) {
+            *slot = d;
         }
     }
     t
+}
+
+/// A positive duration like "5s" or "500ms".
+fn duration(text: &str, path: &str, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.add(path, "must be more than zero");
+            None
+        }
+        Err(e) => {
+            problems.add(
+                path,
+                format!("{text:?} is not a duration like \"5s\" or \"500ms\": {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_logging(map: &Mapping, problems: &mut Problems) -> Logging {
+    let raw = field::<file::Logging>(map, "logging", problems).unwrap_or_default();
+    let mut logging = Logging::DEFAULT;
+    match raw.format.as_deref() {
+        None | Some("json") => {}
+        Some("text") => logging.format = LogFormat::Text,
+        Some(other) => problems.add(
+            "logging.format",
+            format!("{other:?} is not one of: json, text"),
+        ),
+    }
+    match raw.access.as_deref() {
+        None | Some("json") => {}
+        Some("text") => logging.access = Some(LogFormat::Text),
+        Some("off") => logging.access = None,
+        Some(other) => problems.add(
+            "logging.access",
+            format!("{other:?} is not one of: json, text, off"),
+        ),
+    }
+    logging
 }
 
 /// A host name or `*.domain` pattern, returned lowercase.
