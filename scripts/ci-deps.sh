@@ -11,6 +11,7 @@ command -v c++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v curl >/dev/null || need+=(curl)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
@@ -18,6 +19,9 @@ if ((${#need[@]})); then
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The observability tests parse /metrics with Prometheus' own Python parser.
+python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disable-pip-version-check prometheus-client
 
 # rustfmt and clippy ship with the usual rustup profile; say so plainly if not.
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }

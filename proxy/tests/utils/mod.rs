@@ -126,7 +126,10 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub config_path: PathBuf,
     pub child: Child,
+    /// stderr: lifecycle and error logs.
     pub log_path: PathBuf,
+    /// stdout: the access log.
+    pub access_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -148,11 +151,13 @@ impl Proxy {
         std::fs::write(&config_path, text).unwrap();
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).unwrap();
+        let access_path = dir.path().join("access.log");
+        let access = std::fs::File::create(&access_path).unwrap();
         let mut child = Command::new(edge_proxy_bin())
             .arg("--config")
             .arg(&config_path)
             .env("EDGE_PROXY_LOG", "info")
-            .stdout(log.try_clone().unwrap())
+            .stdout(access)
             .stderr(log)
             .spawn()
             .expect("spawn edge-proxy");
@@ -164,6 +169,7 @@ impl Proxy {
             config_path,
             child,
             log_path,
+            access_path,
             _dir: dir,
         }
     }
@@ -174,6 +180,73 @@ impl Proxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The access log so far, one parsed JSON object per line.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.access_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Scrape /metrics and parse it with Prometheus' Python parser.
+    pub fn metrics(&self) -> Metrics {
+        let text = curl(&[&format!("http://{}/metrics", self.admin)]).body;
+        let mut parser = Command::new("python3")
+            .arg(repo_root().join("proxy/tests/tools/parse_metrics.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        parser
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = parser.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "metrics do not parse: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let samples = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        Metrics { samples }
+    }
+
+    /// Rewrite the config file the way the kubelet updates a ConfigMap volume is
+    /// not possible on a plain file; this writes a new file and renames it over
+    /// the old one, which is atomic like the kubelet's `..data` swap.
+    pub fn rewrite_config(&self, config: &str) {
+        let text = config
+            .replace("{http}", &self.http.to_string())
+            .replace("{admin}", &self.admin.to_string());
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// Wait until `/metrics` satisfies `cond`, at most 10 s.
+    pub fn wait_metrics(&self, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if cond(&m) {
+                return m;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -192,6 +265,27 @@ pub fn static_config(routes: &str, endpoints: &[SocketAddr]) -> String {
         "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n{routes}\nstatic:\n  hello-app: [{}]\n",
         list.join(", ")
     )
+}
+
+/// Parsed samples of one /metrics scrape.
+pub struct Metrics {
+    pub samples: Vec<serde_json::Value>,
+}
+
+impl Metrics {
+    /// The sum of the samples named `name` whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s["name"] == name)
+            .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s["name"] == name)
+    }
 }
 
 #[derive(Debug)]
