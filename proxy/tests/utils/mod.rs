@@ -144,11 +144,12 @@ impl Proxy {
     pub fn start_on(config: &str, http: SocketAddr) -> Proxy {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir().unwrap();
+        // Laid out as the kubelet lays out a ConfigMap volume.
         let config_path = dir.path().join("proxy.yaml");
         let text = config
             .replace("{http}", &http.to_string())
             .replace("{admin}", &admin.to_string());
-        std::fs::write(&config_path, text).unwrap();
+        kubelet_write(dir.path(), &text);
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let access_path = dir.path().join("access.log");
@@ -220,16 +221,22 @@ impl Proxy {
         Metrics { samples }
     }
 
-    /// Rewrite the config file the way the kubelet updates a ConfigMap volume is
-    /// not possible on a plain file; this writes a new file and renames it over
-    /// the old one, which is atomic like the kubelet's `..data` swap.
+    /// Update the config the way the kubelet updates a ConfigMap volume: a new
+    /// timestamped directory, then one rename of the `..data` symlink.
     pub fn rewrite_config(&self, config: &str) {
-        let text = config
+        kubelet_write(self.config_path.parent().unwrap(), &self.fill(config));
+    }
+
+    /// Edit the file in place, as a person with an editor would (through the
+    /// symlinks, the file itself changes).
+    pub fn edit_config_in_place(&self, config: &str) {
+        std::fs::write(&self.config_path, self.fill(config)).unwrap();
+    }
+
+    fn fill(&self, config: &str) -> String {
+        config
             .replace("{http}", &self.http.to_string())
-            .replace("{admin}", &self.admin.to_string());
-        let tmp = self.config_path.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.config_path).unwrap();
+            .replace("{admin}", &self.admin.to_string())
     }
 
     /// Wait until `/metrics` satisfies `cond`, at most 10 s.
@@ -254,6 +261,28 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Write `proxy.yaml` into `dir` as the kubelet's atomic writer does:
+/// `proxy.yaml -> ..data/proxy.yaml`, `..data -> ..TIMESTAMP/`, where each update
+/// creates a new `..TIMESTAMP` directory and renames a new `..data` symlink over
+/// the old one, then removes the old directory.
+pub fn kubelet_write(dir: &Path, text: &str) {
+    use std::os::unix::fs::symlink;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let version = format!("..2026_11_24_{seq:06}.{}", std::process::id());
+    std::fs::create_dir(dir.join(&version)).unwrap();
+    std::fs::write(dir.join(&version).join("proxy.yaml"), text).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(&version, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("proxy.yaml").exists() {
+        symlink("..data/proxy.yaml", dir.join("proxy.yaml")).unwrap();
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
 }
 
@@ -423,6 +452,26 @@ fn echo_connection(stream: TcpStream, name: &str) {
                 break;
             }
             head.push_str(&line);
+        }
+        // `/slow...`: answer after a second, to have a request in flight.
+        if head.starts_with("GET /slow") {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        // An upgrade (e.g. WebSocket): switch protocols, then echo raw bytes.
+        if head.to_ascii_lowercase().contains("upgrade: websocket") {
+            let _ = writer.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n");
+            let _ = writer.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if writer.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
         }
         // Requests in these tests carry no body.
         let response = format!(

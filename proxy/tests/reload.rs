@@ -1,0 +1,157 @@
+//! Hot reload and graceful shutdown of a running edge-proxy process.
+
+mod utils;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use utils::*;
+
+fn config_for(origins: &[&EchoOrigin], routes: &str) -> String {
+    let statics: String = origins
+        .iter()
+        .map(|o| format!("  {}: [\"{}\"]\n", o.name, o.addr))
+        .collect();
+    format!("listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\ndrain_timeout: 3s\nroutes:\n{routes}\nstatic:\n{statics}")
+}
+
+fn origin_of(proxy: &Proxy, host: &str) -> Result<String, u16> {
+    let r = curl(&["-H", &format!("Host: {host}"), &proxy.url("/")]);
+    match r.header("x-origin") {
+        Some(o) if r.status == 200 => Ok(o.to_string()),
+        _ => Err(r.status),
+    }
+}
+
+fn generation(m: &Metrics) -> f64 {
+    m.sum("edge_proxy_config_generation", &[])
+}
+
+#[test]
+fn a_kubelet_style_configmap_update_is_applied_and_a_bad_one_is_not() {
+    let a = EchoOrigin::start("a");
+    let b = EchoOrigin::start("b");
+    let v1 = config_for(&[&a, &b], "  - host: a.test\n    service: a\n    port: 80");
+    let proxy = Proxy::start(&v1);
+    assert_eq!(origin_of(&proxy, "a.test"), Ok("a".into()));
+    assert_eq!(origin_of(&proxy, "b.test"), Err(404));
+
+    // v2 adds a route and moves a.test to b.
+    let v2 = config_for(&[&a, &b], "  - host: a.test\n    service: b\n    port: 80\n  - host: b.test\n    service: b\n    port: 80");
+    proxy.rewrite_config(&v2);
+    proxy.wait_metrics("generation 2", |m| generation(m) == 2.0);
+    assert_eq!(origin_of(&proxy, "a.test"), Ok("b".into()));
+    assert_eq!(origin_of(&proxy, "b.test"), Ok("b".into()));
+
+    // An invalid v3: logged with the field path, counted, v2 keeps serving.
+    let v3 = config_for(
+        &[&a, &b],
+        "  - host: c.test\n    service: a\n    port: 99999",
+    );
+    proxy.rewrite_config(&v3);
+    let m = proxy.wait_metrics("a failed reload", |m| {
+        m.sum("edge_proxy_config_reloads_total", &[("result", "failure")]) == 1.0
+    });
+    assert_eq!(generation(&m), 2.0);
+    assert!(
+        proxy
+            .log()
+            .contains("routes[0].port: 99999 is out of range"),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(origin_of(&proxy, "b.test"), Ok("b".into()));
+    assert_eq!(origin_of(&proxy, "c.test"), Err(404));
+
+    // The next valid version is picked up: here by an in-place edit.
+    let v4 = config_for(&[&a, &b], "  - host: c.test\n    service: a\n    port: 80");
+    proxy.edit_config_in_place(&v4);
+    let m = proxy.wait_metrics("generation 3", |m| generation(m) == 3.0);
+    assert_eq!(
+        m.sum("edge_proxy_config_reloads_total", &[("result", "success")]),
+        2.0
+    );
+    assert_eq!(origin_of(&proxy, "c.test"), Ok("a".into()));
+    assert_eq!(origin_of(&proxy, "b.test"), Err(404));
+}
+
+#[test]
+fn sighup_reloads_and_does_not_kill() {
+    let a = EchoOrigin::start("a");
+    let proxy = Proxy::start(&config_for(&[&a], "  - service: a\n    port: 80"));
+    signal(&proxy.child, "HUP");
+    proxy.wait_metrics("a forced reload", |m| {
+        m.sum("edge_proxy_config_reloads_total", &[("result", "success")]) == 1.0
+    });
+    assert_eq!(origin_of(&proxy, "x.test"), Ok("a".into()));
+}
+
+#[test]
+fn an_upgraded_connection_opened_before_a_reload_keeps_working_after_it() {
+    let a = EchoOrigin::start("a");
+    let b = EchoOrigin::start("b");
+    let proxy = Proxy::start(&config_for(
+        &[&a, &b],
+        "  - host: ws.test\n    service: a\n    port: 80",
+    ));
+    let mut ws = TcpStream::connect(proxy.http).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ws.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let head = read_head(&mut ws);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_round_trip(&mut ws, b"before reload");
+
+    // The route goes to another service entirely: the open tunnel stays where it is.
+    proxy.rewrite_config(&config_for(
+        &[&a, &b],
+        "  - host: ws.test\n    service: b\n    port: 80",
+    ));
+    proxy.wait_metrics("generation 2", |m| generation(m) == 2.0);
+    echo_round_trip(&mut ws, b"after reload");
+    assert_eq!(origin_of(&proxy, "ws.test"), Ok("b".into()));
+}
+
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn echo_round_trip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, msg);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
+    let a = EchoOrigin::start("a");
+    let mut proxy = Proxy::start(&config_for(&[&a], "  - service: a\n    port: 80"));
+    let url = proxy.url("/slow");
+    // A request in flight (the origin takes 1 s) when SIGTERM arrives.
+    let in_flight = std::thread::spawn(move || curl(&[&url]));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    signal(&proxy.child, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(proxy.http).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-origin"), Some("a"));
+    // drain_timeout is 3s; the process exits after it, with 0.
+    let status = wait_exit(&mut proxy.child, Duration::from_secs(10)).expect("no exit within 10 s");
+    assert!(status.success(), "{status}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
