@@ -12,6 +12,12 @@ command -v make >/dev/null || need+=(make)
 command -v curl >/dev/null || need+=(curl)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+# The zero-downtime test: wrk drives load, unshare/ip/ss/sysctl make its netns.
+command -v wrk >/dev/null || need+=(wrk)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ss >/dev/null || need+=(iproute2)
+command -v sysctl >/dev/null || need+=(procps)
+command -v unshare >/dev/null || need+=(util-linux)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"

@@ -4,6 +4,7 @@ mod admin;
 mod affinity;
 mod config;
 mod discovery;
+mod drain;
 mod logging;
 mod metrics;
 mod proxy;
@@ -100,10 +101,17 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut proxy = pingora::proxy::HttpProxy::new(
         proxy::EdgeProxy::new(snapshot.clone()),
-        "edge-proxy",
+        server.configuration.clone(),
+    );
+    proxy.handle_init_modules();
+    // Keep idle keep-alive connections for half the drain time after SIGTERM,
+    // so busy ones are closed between requests instead (see drain.rs).
+    let linger = config.drain_timeout / 2;
+    let mut proxy = Service::new(
+        "edge-proxy".to_string(),
+        drain::Lingering::new(proxy, linger),
     );
     // SO_REUSEPORT: a new proxy can bind the same port while the old one drains.
     let mut sock = TcpSocketOptions::default();
