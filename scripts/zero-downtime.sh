@@ -103,7 +103,10 @@ pids+=("$proxy_a")
 wait_port "$port"
 wait_port "$admin"
 
-wrk -t2 -c32 -d"${secs}s" "http://127.0.0.1:$port/" >"$work/wrk.txt" 2>&1 &
+# ZD_CLOSE=1: a new connection per request, which keeps the accept queue busy.
+wrk_args=()
+[ "${ZD_CLOSE:-}" = 1 ] && wrk_args=(-H "Connection: close")
+wrk -t2 -c32 -d"${secs}s" "${wrk_args[@]}" "http://127.0.0.1:$port/" >"$work/wrk.txt" 2>&1 &
 wrk_pid=$!
 pids+=("$wrk_pid")
 step=$(awk "BEGIN { print ($secs - 3) / 10 }")
