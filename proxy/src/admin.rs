@@ -17,11 +17,14 @@ impl Admin {
         Admin { snapshot }
     }
 
-    /// A snapshot exists only once every upstream was discovered at least once
-    /// (it is built that way), so being here with one means ready. An upstream
-    /// with no endpoints is still "ready" as a proxy: it answers 503.
+    /// Ready when every upstream's discovery has its first complete list. An
+    /// upstream with no endpoints is still "ready" as a proxy: it answers 503.
     fn ready(&self) -> bool {
-        !self.snapshot.load().upstreams.is_empty()
+        self.snapshot
+            .load()
+            .upstreams
+            .values()
+            .all(|(_, u)| u.is_synced())
     }
 
     /// Gauges that describe the current snapshot are set at scrape time.

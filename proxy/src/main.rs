@@ -79,13 +79,17 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let admin_addr = config.admin;
     let threads = config.threads;
 
-    // The first snapshot is built before serving: a proxy that cannot discover
-    // its upstreams at start-up says so and exits instead of answering 503s.
-    let initial = tokio::runtime::Builder::new_current_thread()
+    // The control plane (discovery watches, reloads) runs on a runtime of its
+    // own, apart from the proxy's threads, for the life of the process.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control")
         .enable_all()
         .build()
-        .context("starting the start-up runtime")?
-        .block_on(state::Snapshot::build(config.clone(), None))?;
+        .context("starting the control-plane runtime")?;
+    // The first snapshot is built before serving: a proxy that cannot reach its
+    // discovery at start-up says so and exits instead of answering 503s.
+    let initial = control.block_on(state::Snapshot::build(config.clone(), None))?;
     let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
 
     reload::record_loaded(hash, 1);
@@ -131,9 +135,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
-    reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash)
-        .spawn()
-        .context("starting the reload thread")?;
+    control.spawn(reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash).run());
 
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());

@@ -62,21 +62,8 @@ impl Reloader {
         }
     }
 
-    /// Run on a thread of its own (with its own small runtime), for the life of
-    /// the process: control-plane work never runs on the proxy's threads.
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("config-reload".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("reload runtime");
-                runtime.block_on(self.run());
-            })
-    }
-
-    async fn run(mut self) {
+    /// Follow the file for the life of the process (on the control runtime).
+    pub async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
         // Installing the handler also stops SIGHUP from killing the process.
         let mut hangup = match signal(SignalKind::hangup()) {

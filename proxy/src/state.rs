@@ -49,18 +49,17 @@ impl Snapshot {
                 .map(|(_, u)| u.clone());
             let upstream = match kept {
                 Some(u) => u,
-                None => {
-                    let u = Arc::new(Upstream::new(key.clone(), source.discovery()));
-                    if let Err(e) = u.refresh().await {
+                None => match source.start(key).await {
+                    Ok(u) => u,
+                    Err(e) => {
                         let service = key.to_string();
                         crate::metrics::METRICS
                             .discovery_errors
                             .with_label_values(&[&service])
                             .inc();
-                        anyhow::bail!("discovery for {key}: {e}");
+                        return Err(e);
                     }
-                    u
-                }
+                },
             };
             upstreams.insert(key.clone(), (source, upstream));
         }

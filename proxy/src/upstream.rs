@@ -15,7 +15,8 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub struct Upstream {
     pub key: UpstreamKey,
@@ -23,6 +24,20 @@ pub struct Upstream {
     balancer: LoadBalancer<RoundRobin>,
     /// Cookie id -> endpoint address, for every discovered endpoint.
     pinnable: ArcSwap<HashMap<EndpointId, SocketAddr>>,
+    /// Discovery has delivered its first complete endpoint list.
+    synced: AtomicBool,
+    /// The discovery task feeding this upstream, stopped when it is dropped
+    /// (its routes are gone from the configuration).
+    task: OnceLock<AbortOnDrop>,
+}
+
+/// Aborts a control-plane task when dropped.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Upstream {
@@ -33,7 +48,22 @@ impl Upstream {
             hasher,
             balancer: LoadBalancer::from_backends(Backends::new(discovery)),
             pinnable: ArcSwap::from_pointee(HashMap::new()),
+            synced: AtomicBool::new(false),
+            task: OnceLock::new(),
         }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn set_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Tie a discovery task's life to this upstream's.
+    pub fn attach_task(&self, task: AbortOnDrop) {
+        let _ = self.task.set(task);
     }
 
     /// Ask discovery for the current endpoints and publish them.

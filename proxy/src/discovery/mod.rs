@@ -3,18 +3,26 @@
 //! Every mode implements pingora-load-balancing's `ServiceDiscovery`, so the
 //! balancer, readiness and the affinity index treat them all alike. A
 //! [`Source`] describes what an upstream's discovery depends on: on a reload, an
-//! upstream whose source did not change is kept, with its connections and state.
+//! upstream whose source did not change is kept, with its watch and state.
+//!
+//! Discovery tasks run on the control-plane runtime, never on the proxy's.
+
+pub mod kubernetes;
 
 use crate::config::{Config, Discovery, UpstreamKey};
-use pingora::lb::discovery::{ServiceDiscovery, Static};
+use crate::upstream::Upstream;
+use pingora::lb::discovery::Static;
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What one upstream's endpoints are derived from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Static(Vec<SocketAddr>),
+    /// EndpointSlices of the upstream's Service, in its namespace.
+    Kubernetes,
 }
 
 impl Source {
@@ -24,28 +32,40 @@ impl Source {
             Discovery::Static(endpoints) => Ok(Source::Static(
                 endpoints.get(&key.service).cloned().unwrap_or_default(),
             )),
-            Discovery::Kubernetes => {
-                anyhow::bail!("discovery: kubernetes is not available in this version yet")
-            }
+            Discovery::Kubernetes => Ok(Source::Kubernetes),
             Discovery::Dns { .. } => {
                 anyhow::bail!("discovery: dns is not available in this version yet")
             }
         }
     }
 
-    pub fn discovery(&self) -> Box<dyn ServiceDiscovery + Send + Sync> {
+    /// A new upstream fed by this source. Kubernetes upstreams wait a short
+    /// while for their first endpoint list, so a reload does not route to an
+    /// empty upstream; past that they start empty (503) and /readyz says so.
+    pub async fn start(&self, key: &UpstreamKey) -> anyhow::Result<Arc<Upstream>> {
         match self {
             Source::Static(addrs) => {
-                let backends: BTreeSet<Backend> = addrs
-                    .iter()
-                    .map(|a| Backend {
-                        addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                        weight: 1,
-                        ext: Default::default(),
-                    })
-                    .collect();
-                Static::new(backends)
+                let upstream = Arc::new(Upstream::new(key.clone(), Static::new(backends(addrs))));
+                upstream
+                    .refresh()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
+                upstream.set_synced();
+                Ok(upstream)
             }
+            Source::Kubernetes => kubernetes::start(key).await,
         }
     }
+}
+
+pub fn backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
+}
+
+fn backends(addrs: &[SocketAddr]) -> BTreeSet<Backend> {
+    addrs.iter().copied().map(backend).collect()
 }
