@@ -252,10 +252,7 @@ mod tests {
     /// (address, ready, serving, terminating)
     type TestEndpoint<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
 
-    fn slice(
-        ports: &[(&str, i32)],
-        endpoints: &[TestEndpoint],
-    ) -> EndpointSlice {
+    fn slice(ports: &[(&str, i32)], endpoints: &[TestEndpoint]) -> EndpointSlice {
         EndpointSlice {
             address_type: "IPv4".into(),
             ports: Some(

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod kube_api;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -142,6 +144,10 @@ impl Proxy {
     }
 
     pub fn start_on(config: &str, http: SocketAddr) -> Proxy {
+        Self::start_with_env(config, http, &[])
+    }
+
+    pub fn start_with_env(config: &str, http: SocketAddr, env: &[(&str, &Path)]) -> Proxy {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir().unwrap();
         // Laid out as the kubelet lays out a ConfigMap volume.
@@ -158,6 +164,7 @@ impl Proxy {
             .arg("--config")
             .arg(&config_path)
             .env("EDGE_PROXY_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
             .stdout(access)
             .stderr(log)
             .spawn()
