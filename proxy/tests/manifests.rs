@@ -1,0 +1,244 @@
+//! The k8s/ folder: every manifest validates against the Kubernetes 1.33
+//! schemas in strict mode (kubernetes-validate, offline), and the properties the
+//! design relies on hold. No API server runs here; `kubectl apply` itself is
+//! not exercised.
+
+mod utils;
+
+use serde_yaml::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use utils::*;
+
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+fn documents() -> Vec<Value> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for file in manifest_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in k8s/"))
+}
+
+fn validate(files: &[PathBuf]) -> std::process::Output {
+    Command::new("kubernetes-validate")
+        .args(["--kubernetes-version", "1.33.0", "--strict", "--quiet"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate (pip install kubernetes-validate)")
+}
+
+#[test]
+fn every_manifest_validates_strictly_against_kubernetes_1_33() {
+    let out = validate(&manifest_files());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator does reject an unknown field (strict mode works here).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(repo_root().join("k8s/edge-proxy.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace(
+            "hostNetwork: true",
+            "hostNetwork: true\n      hostNetwrk: true",
+        ),
+    )
+    .unwrap();
+    assert!(!validate(&[bad]).status.success());
+}
+
+#[test]
+fn hello_app_deployment_rolls_without_losing_capacity() {
+    let docs = documents();
+    let d = find(&docs, "Deployment", "hello-app");
+    assert_eq!(d["spec"]["replicas"], 3);
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        (ru["maxSurge"].as_i64(), ru["maxUnavailable"].as_i64()),
+        (Some(1), Some(0))
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert!(c["readinessProbe"]["httpGet"]["path"].is_string());
+    assert!(c["livenessProbe"]["httpGet"]["path"].is_string());
+    assert!(
+        c["resources"]["requests"]["cpu"].is_string()
+            && c["resources"]["limits"]["memory"].is_string()
+    );
+    assert!(
+        c["lifecycle"]["preStop"].is_mapping(),
+        "a preStop pause keeps new requests away"
+    );
+    let pod_name = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .unwrap();
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let svc = find(&docs, "Service", "hello-app");
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
+fn edge_proxy_daemonset_runs_on_the_host_network_and_surges_per_node() {
+    let docs = documents();
+    let ds = find(&docs, "DaemonSet", "edge-proxy");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let ru = &ds["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(
+        (ru["maxSurge"].as_i64(), ru["maxUnavailable"].as_i64()),
+        (Some(1), Some(0))
+    );
+    let c = &pod["containers"][0];
+    // Declared ports would be hostPorts and block the surge pod (see the comment there).
+    assert!(
+        c.get("ports").is_none(),
+        "container ports block the surge pod with hostNetwork"
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 9901);
+    let ann = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(ann["prometheus.io/port"], "9901");
+
+    // The ConfigMap's proxy.yaml passes `edge-proxy check`, and the pod's
+    // grace period exceeds the proxy's own drain.
+    let cm = find(&docs, "ConfigMap", "edge-proxy");
+    let proxy_yaml = cm["data"]["proxy.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.yaml");
+    std::fs::write(&file, proxy_yaml).unwrap();
+    let out = edge_proxy(&["check", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_yaml::from_str(proxy_yaml).unwrap();
+    assert_eq!(config["discovery"], "kubernetes");
+    assert!(config["routes"][0]["affinity"]["cookie"].is_string());
+    let drain = humantime::parse_duration(config["drain_timeout"].as_str().unwrap()).unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace > drain.as_secs() + 5,
+        "grace {grace}s vs drain {drain:?}"
+    );
+    let mount = &c["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/etc/edge-proxy");
+    assert_eq!(c["args"][1], "/etc/edge-proxy/proxy.yaml");
+}
+
+#[test]
+fn rbac_grants_only_reading_endpointslices() {
+    let docs = documents();
+    let role = find(&docs, "ClusterRole", "edge-proxy");
+    let rules = role["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["apiGroups"],
+        serde_yaml::from_str::<Value>("[discovery.k8s.io]").unwrap()
+    );
+    assert_eq!(
+        rules[0]["resources"],
+        serde_yaml::from_str::<Value>("[endpointslices]").unwrap()
+    );
+    assert_eq!(
+        rules[0]["verbs"],
+        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+    );
+    let binding = find(&docs, "ClusterRoleBinding", "edge-proxy");
+    let ds = find(&docs, "DaemonSet", "edge-proxy");
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        ds["spec"]["template"]["spec"]["serviceAccountName"]
+    );
+    assert_eq!(binding["roleRef"]["name"], "edge-proxy");
+}
+
+#[test]
+fn every_container_is_locked_down() {
+    let docs = documents();
+    let mut containers = 0;
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "DaemonSet")
+    {
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"],
+            true,
+            "{}",
+            d["metadata"]["name"].as_str().unwrap()
+        );
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        for c in pod["containers"].as_sequence().unwrap() {
+            containers += 1;
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false);
+            assert_eq!(sc["readOnlyRootFilesystem"], true);
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_yaml::from_str::<Value>("[ALL]").unwrap()
+            );
+            let added = &sc["capabilities"]["add"];
+            if d["kind"] == "DaemonSet" {
+                assert_eq!(
+                    *added,
+                    serde_yaml::from_str::<Value>("[NET_BIND_SERVICE]").unwrap()
+                );
+            } else {
+                assert!(added.is_null(), "only the proxy adds a capability");
+            }
+            // Images are the ones the Dockerfiles build.
+            let image = c["image"].as_str().unwrap();
+            let dockerfile = if image.contains("/edge-proxy:") {
+                "Dockerfile.proxy"
+            } else {
+                "Dockerfile.app"
+            };
+            assert!(
+                repo_root().join(dockerfile).exists(),
+                "{image}: no {dockerfile}"
+            );
+        }
+    }
+    assert_eq!(containers, 2);
+}
