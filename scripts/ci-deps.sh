@@ -18,6 +18,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
 command -v sysctl >/dev/null || need+=(procps)
 command -v unshare >/dev/null || need+=(util-linux)
+# The DNS discovery test serves records with dnsmasq.
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"

@@ -7,9 +7,10 @@
 //!
 //! Discovery tasks run on the control-plane runtime, never on the proxy's.
 
+pub mod dns;
 pub mod kubernetes;
 
-use crate::config::{Config, Discovery, UpstreamKey};
+use crate::config::{Config, Discovery, ServicePort, UpstreamKey};
 use crate::upstream::Upstream;
 use pingora::lb::discovery::Static;
 use pingora::lb::Backend;
@@ -23,6 +24,8 @@ pub enum Source {
     Static(Vec<SocketAddr>),
     /// EndpointSlices of the upstream's Service, in its namespace.
     Kubernetes,
+    /// The addresses a DNS name resolves to, each with `port`.
+    Dns { name: String, port: u16 },
 }
 
 impl Source {
@@ -33,8 +36,15 @@ impl Source {
                 endpoints.get(&key.service).cloned().unwrap_or_default(),
             )),
             Discovery::Kubernetes => Ok(Source::Kubernetes),
-            Discovery::Dns { .. } => {
-                anyhow::bail!("discovery: dns is not available in this version yet")
+            Discovery::Dns { name_template } => {
+                let ServicePort::Number(port) = key.port else {
+                    // Validation rejects named ports with dns; this is a backstop.
+                    anyhow::bail!("{key}: discovery: dns needs a port number");
+                };
+                let name = name_template
+                    .replace("{service}", &key.service)
+                    .replace("{namespace}", &key.namespace);
+                Ok(Source::Dns { name, port })
             }
         }
     }
@@ -54,6 +64,7 @@ impl Source {
                 Ok(upstream)
             }
             Source::Kubernetes => kubernetes::start(key).await,
+            Source::Dns { name, port } => dns::start(key, name.clone(), *port).await,
         }
     }
 }

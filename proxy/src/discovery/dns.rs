@@ -1,0 +1,126 @@
+//! `discovery: dns`: resolve one name per Service (a headless Service's A/AAAA
+//! records in Kubernetes, the service name in docker compose) and follow it.
+//!
+//! Each upstream re-resolves when its records' TTL runs out, at least every
+//! second and at most every 30 s. A name that does not exist (or has no
+//! records) means no endpoints; a failed lookup (timeout, SERVFAIL) keeps the
+//! last good set and retries. Name servers come from `/etc/resolv.conf`, or the
+//! file named by `EDGE_PROXY_RESOLV_CONF`.
+
+use super::backend;
+use crate::config::UpstreamKey;
+use crate::metrics::METRICS;
+use crate::upstream::{AbortOnDrop, Upstream};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::Resolver;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::Backend;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a new upstream waits for its first answer before it is published.
+const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(5);
+
+static RESOLVER: OnceCell<Resolver<TokioRuntimeProvider>> = OnceCell::const_new();
+
+async fn resolver() -> anyhow::Result<&'static Resolver<TokioRuntimeProvider>> {
+    RESOLVER
+        .get_or_try_init(|| async {
+            let path = std::env::var("EDGE_PROXY_RESOLV_CONF").unwrap_or_else(|_| "/etc/resolv.conf".into());
+            let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("discovery: dns: cannot read {path}: {e}"))?;
+            let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(text)
+                .map_err(|e| anyhow::anyhow!("discovery: dns: {path}: {e}"))?;
+            // We follow TTLs ourselves; a cached answer must not outlive them.
+            options.positive_max_ttl = Some(MAX_INTERVAL);
+            options.negative_max_ttl = Some(MIN_INTERVAL);
+            Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .with_options(options)
+                .build()
+                .map_err(|e| anyhow::anyhow!("discovery: dns: {e}"))
+        })
+        .await
+}
+
+/// Start following `name` for `key`, with `port` on every address.
+pub async fn start(key: &UpstreamKey, name: String, port: u16) -> anyhow::Result<Arc<Upstream>> {
+    let resolver = resolver().await?;
+    let current = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
+    let upstream = Arc::new(Upstream::new(
+        key.clone(),
+        Box::new(DnsDiscovery {
+            current: current.clone(),
+        }),
+    ));
+    let task = tokio::spawn(follow(resolver, key.to_string(), name.clone(), port, current, Arc::downgrade(&upstream)));
+    upstream.attach_task(AbortOnDrop(task.abort_handle()));
+    let deadline = Instant::now() + FIRST_LOOKUP_WAIT;
+    while !upstream.is_synced() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !upstream.is_synced() {
+        tracing::warn!(service = %key, name, "no DNS answer yet; serving 503 for it until one comes");
+    }
+    Ok(upstream)
+}
+
+async fn follow(
+    resolver: &'static Resolver<TokioRuntimeProvider>,
+    service: String,
+    name: String,
+    port: u16,
+    current: Arc<ArcSwap<BTreeSet<SocketAddr>>>,
+    upstream: Weak<Upstream>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let (found, wait) = match resolver.lookup_ip(name.as_str()).await {
+            Ok(lookup) => {
+                failures = 0;
+                let addrs: BTreeSet<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
+                (Some(addrs), ttl.clamp(MIN_INTERVAL, MAX_INTERVAL))
+            }
+            // The name is gone or has no addresses: no endpoints.
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => (Some(BTreeSet::new()), MIN_INTERVAL),
+            Err(e) => {
+                failures += 1;
+                METRICS.discovery_errors.with_label_values(&[&service]).inc();
+                tracing::warn!(service, name, "DNS lookup failed, keeping the last good endpoints: {e}");
+                (None, (MIN_INTERVAL * failures).min(MAX_INTERVAL))
+            }
+        };
+        let Some(upstream) = upstream.upgrade() else { return };
+        if let Some(addrs) = found {
+            if **current.load() != addrs {
+                tracing::info!(service, name, endpoints = addrs.len(), "endpoints changed");
+                current.store(Arc::new(addrs));
+                if let Err(e) = upstream.refresh().await {
+                    tracing::error!(service, "cannot apply endpoints: {e}");
+                }
+            }
+            upstream.set_synced();
+        }
+        drop(upstream);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+struct DnsDiscovery {
+    current: Arc<ArcSwap<BTreeSet<SocketAddr>>>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for DnsDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let backends = self.current.load().iter().copied().map(backend).collect();
+        Ok((backends, HashMap::new()))
+    }
+}
