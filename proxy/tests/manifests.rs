@@ -242,3 +242,34 @@ fn every_container_is_locked_down() {
     }
     assert_eq!(containers, 2);
 }
+
+#[test]
+fn docker_compose_file_follows_the_compose_spec() {
+    let out = Command::new("check-jsonschema")
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(repo_root().join("docker-compose.yaml"))
+        .output()
+        .expect("check-jsonschema (pip install check-jsonschema)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let compose: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("docker-compose.yaml")).unwrap(),
+    )
+    .unwrap();
+    let proxy = &compose["services"]["edge-proxy"];
+    assert_eq!(proxy["build"]["dockerfile"], "Dockerfile.proxy");
+    assert_eq!(
+        compose["services"]["hello-app"]["build"]["dockerfile"],
+        "Dockerfile.app"
+    );
+    // The mounted config is a checked example using DNS discovery by service name.
+    let mount = proxy["volumes"][0].as_str().unwrap();
+    let local = mount.split(':').next().unwrap().trim_start_matches("./");
+    let config: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(local)).unwrap()).unwrap();
+    assert_eq!(config["discovery"], "dns");
+    assert_eq!(config["dns_name"], "{service}");
+}

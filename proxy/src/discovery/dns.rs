@@ -34,8 +34,10 @@ static RESOLVER: OnceCell<Resolver<TokioRuntimeProvider>> = OnceCell::const_new(
 async fn resolver() -> anyhow::Result<&'static Resolver<TokioRuntimeProvider>> {
     RESOLVER
         .get_or_try_init(|| async {
-            let path = std::env::var("EDGE_PROXY_RESOLV_CONF").unwrap_or_else(|_| "/etc/resolv.conf".into());
-            let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("discovery: dns: cannot read {path}: {e}"))?;
+            let path = std::env::var("EDGE_PROXY_RESOLV_CONF")
+                .unwrap_or_else(|_| "/etc/resolv.conf".into());
+            let text = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("discovery: dns: cannot read {path}: {e}"))?;
             let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(text)
                 .map_err(|e| anyhow::anyhow!("discovery: dns: {path}: {e}"))?;
             // We follow TTLs ourselves; a cached answer must not outlive them.
@@ -59,7 +61,14 @@ pub async fn start(key: &UpstreamKey, name: String, port: u16) -> anyhow::Result
             current: current.clone(),
         }),
     ));
-    let task = tokio::spawn(follow(resolver, key.to_string(), name.clone(), port, current, Arc::downgrade(&upstream)));
+    let task = tokio::spawn(follow(
+        resolver,
+        key.to_string(),
+        name.clone(),
+        port,
+        current,
+        Arc::downgrade(&upstream),
+    ));
     upstream.attach_task(AbortOnDrop(task.abort_handle()));
     let deadline = Instant::now() + FIRST_LOOKUP_WAIT;
     while !upstream.is_synced() && Instant::now() < deadline {
@@ -84,20 +93,34 @@ async fn follow(
         let (found, wait) = match resolver.lookup_ip(name.as_str()).await {
             Ok(lookup) => {
                 failures = 0;
-                let addrs: BTreeSet<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
-                let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
+                let addrs: BTreeSet<SocketAddr> =
+                    lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(std::time::Instant::now());
                 (Some(addrs), ttl.clamp(MIN_INTERVAL, MAX_INTERVAL))
             }
             // The name is gone or has no addresses: no endpoints.
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => (Some(BTreeSet::new()), MIN_INTERVAL),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                (Some(BTreeSet::new()), MIN_INTERVAL)
+            }
             Err(e) => {
                 failures += 1;
-                METRICS.discovery_errors.with_label_values(&[&service]).inc();
-                tracing::warn!(service, name, "DNS lookup failed, keeping the last good endpoints: {e}");
+                METRICS
+                    .discovery_errors
+                    .with_label_values(&[&service])
+                    .inc();
+                tracing::warn!(
+                    service,
+                    name,
+                    "DNS lookup failed, keeping the last good endpoints: {e}"
+                );
                 (None, (MIN_INTERVAL * failures).min(MAX_INTERVAL))
             }
         };
-        let Some(upstream) = upstream.upgrade() else { return };
+        let Some(upstream) = upstream.upgrade() else {
+            return;
+        };
         if let Some(addrs) = found {
             if **current.load() != addrs {
                 tracing::info!(service, name, endpoints = addrs.len(), "endpoints changed");

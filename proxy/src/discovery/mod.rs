@@ -25,7 +25,10 @@ pub enum Source {
     /// EndpointSlices of the upstream's Service, in its namespace.
     Kubernetes,
     /// The addresses a DNS name resolves to, each with `port`.
-    Dns { name: String, port: u16 },
+    Dns {
+        name: String,
+        port: u16,
+    },
 }
 
 impl Source {
