@@ -25,7 +25,7 @@ if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -q -p edge-proxy -p hello-app
+bash scripts/build-release.sh edge-proxy hello-app >/dev/null 2>&1
 bin=target/release
 
 work=$(mktemp -d)

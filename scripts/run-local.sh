@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p hello-app -p edge-proxy
+bash scripts/build-release.sh edge-proxy hello-app
 bin=target/release
 
 pids=()
