@@ -9,13 +9,16 @@
 //! - `logging`: metrics and the access log.
 
 use crate::affinity::{self, EndpointId};
+use crate::config::{IpNet, Limits};
 use crate::logging::ACCESS;
 use crate::metrics::{method_label, METRICS};
 use crate::routing::normalize_host;
 use crate::state::{RouteEntry, SharedSnapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
+use http::header::{
+    CONTENT_LENGTH, CONTENT_TYPE, COOKIE, FORWARDED, HOST, SET_COOKIE, TRANSFER_ENCODING,
+};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -82,6 +85,10 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     /// The status of the endpoint's response, when one came.
     upstream_status: Option<u16>,
+    limits: Limits,
+    trusted_proxies: Arc<[IpNet]>,
+    /// Request body bytes seen so far, against `limits.max_body_bytes`.
+    body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -98,6 +105,39 @@ fn request_host(req: &RequestHeader) -> Option<&[u8]> {
         RawTargetAuthority::AmbiguousAuthority => None,
         RawTargetAuthority::None => Some(req.headers.get(HOST).map_or(&b""[..], |v| v.as_bytes())),
     }
+}
+
+/// Requests refused before routing: framing an upstream might read differently
+/// than we do (request smuggling), and the configured size limits.
+fn refuse(req: &RequestHeader, limits: &Limits) -> Option<(u16, &'static str)> {
+    let lengths = req.headers.get_all(CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Some((400, "more than one Content-Length\n"));
+    }
+    if lengths == 1 && req.headers.contains_key(TRANSFER_ENCODING) {
+        return Some((400, "Content-Length together with Transfer-Encoding\n"));
+    }
+    if req.headers.len() > limits.max_headers {
+        return Some((431, "too many header fields\n"));
+    }
+    let header_bytes: usize = req.raw_path().len()
+        + req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if header_bytes > limits.max_header_bytes {
+        return Some((431, "request header fields too large\n"));
+    }
+    let declared = req
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Some((413, "request body too large\n"));
+    }
+    None
 }
 
 /// A client's X-Request-Id is kept when it is short and plain (it lands in logs
@@ -140,6 +180,7 @@ async fn respond(
 fn error_body(status: u16) -> &'static str {
     match status {
         400 => "bad request\n",
+        413 => "request body too large\n",
         404 => "no route for this host and path\n",
         502 => "no endpoint of this service answered\n",
         503 => "this service has no ready endpoint\n",
@@ -165,12 +206,21 @@ impl ProxyHttp for EdgeProxy {
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
+            limits: Limits::default(),
+            trusted_proxies: Arc::from([]),
+            body_bytes: 0,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
         let snapshot = self.snapshot.load();
+        ctx.limits = snapshot.limits;
+        ctx.trusted_proxies = snapshot.trusted_proxies.clone();
+        if let Some((status, body)) = refuse(session.req_header(), &ctx.limits) {
+            respond(session, ctx, status, body).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let Some(host) = request_host(req) else {
             respond(session, ctx, 400, "ambiguous request target\n").await?;
@@ -196,6 +246,21 @@ impl ProxyHttp for EdgeProxy {
         ctx.retries = snapshot.retries;
         ctx.route = Some(route);
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Chunked bodies declare no length: count them as they stream.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > ctx.limits.max_body_bytes {
+            return Error::e_explain(HTTPStatus(413), "request body too large");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -290,11 +355,30 @@ impl ProxyHttp for EdgeProxy {
             upstream_request.insert_header(HOST, host)?;
             upstream_request.set_uri(origin_form);
         }
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let xff = match upstream_request.headers.get("x-forwarded-for") {
-                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
-                None => ip,
+        // X-Forwarded-For: a client's own list is kept (and extended) only when
+        // the client is a trusted proxy; anyone else could write anything there.
+        // Upstreams read the *last* address as the client the proxy saw.
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted =
+            client.is_some_and(|ip| ctx.trusted_proxies.iter().any(|net| net.contains(ip)));
+        if !trusted {
+            upstream_request.remove_header(&FORWARDED);
+        }
+        if let Some(ip) = client {
+            let previous = upstream_request
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let xff = if trusted && !previous.is_empty() {
+                format!("{previous}, {ip}")
+            } else {
+                ip.to_string()
             };
             upstream_request.insert_header("x-forwarded-for", xff)?;
         }

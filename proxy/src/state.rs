@@ -3,7 +3,7 @@
 //! A snapshot is built whole from a validated configuration and published with
 //! one atomic swap; requests keep the snapshot they started with.
 
-use crate::config::{Affinity, Config, HostMatch, Route, Timeouts, UpstreamKey};
+use crate::config::{Affinity, Config, HostMatch, IpNet, Limits, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
 use crate::routing::Router;
 use crate::upstream::Upstream;
@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>,
     pub timeouts: Timeouts,
     pub retries: usize,
+    pub limits: Limits,
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -90,6 +92,8 @@ impl Snapshot {
             upstreams,
             timeouts: config.timeouts,
             retries: config.retries,
+            limits: config.limits,
+            trusted_proxies: config.trusted_proxies.clone().into(),
         })
     }
 }

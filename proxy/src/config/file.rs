@@ -76,7 +76,18 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "retries",
     "drain_timeout",
     "logging",
+    "limits",
+    "trusted_proxies",
 ];
+
+/// Bounds on what a client may send.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+}
 
 /// Log output: `format` for lifecycle and error logs (stderr), `access` for the
 /// one-line-per-request access log (stdout).

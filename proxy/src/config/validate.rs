@@ -73,6 +73,13 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         problems.add("drain_timeout", "must be at most 10m");
     }
     let logging = validate_logging(&map, &mut problems);
+    let limits = validate_limits(&map, &mut problems);
+    let trusted_proxies = field::<Vec<String>>(&map, "trusted_proxies", &mut problems)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| ip_net(text, &format!("trusted_proxies[{i}]"), &mut problems))
+        .collect();
 
     if let (Some(listen), true) = (&listen, tls.is_empty()) {
         if listen.https.is_some() {
@@ -100,6 +107,8 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             retries,
             drain_timeout,
             logging,
+            limits,
+            trusted_proxies,
         }),
         _ => Err(problems.0),
     }
@@ -508,6 +517,57 @@ fn duration(text: &str, path: &str, problems: &mut Problems) -> Option<Duration>
             None
         }
     }
+}
+
+fn validate_limits(map: &Mapping, problems: &mut Problems) -> Limits {
+    let raw = field::<file::Limits>(map, "limits", problems).unwrap_or_default();
+    let mut limits = Limits::default();
+    if let Some(n) = raw.max_header_bytes {
+        // Below 1 KiB ordinary browsers fail; pingora itself stops reading at 1 MiB.
+        limits.max_header_bytes = bounded(
+            n,
+            1024,
+            1024 * 1024 - 1,
+            "limits.max_header_bytes",
+            problems,
+        );
+    }
+    if let Some(n) = raw.max_headers {
+        // pingora parses at most 256 header fields.
+        limits.max_headers = bounded(n, 8, 256, "limits.max_headers", problems);
+    }
+    if let Some(n) = raw.max_body_bytes {
+        limits.max_body_bytes = bounded(n, 0, i64::MAX, "limits.max_body_bytes", problems) as u64;
+    }
+    limits
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+fn ip_net(text: &str, path: &str, problems: &mut Problems) -> Option<IpNet> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
+        problems.add(
+            path,
+            format!("{text:?} is not an address range like \"10.0.0.0/8\""),
+        );
+        return None;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix.map(str::parse::<u8>) {
+        None => max,
+        Some(Ok(p)) if p <= max => p,
+        _ => {
+            problems.add(
+                path,
+                format!("{text:?}: the prefix length must be 0..={max}"),
+            );
+            return None;
+        }
+    };
+    Some(IpNet { addr, prefix })
 }
 
 fn validate_logging(map: &Mapping, problems: &mut Problems) -> Logging {

@@ -428,22 +428,55 @@ pub fn repo_root() -> &'static Path {
 pub struct EchoOrigin {
     pub name: &'static str,
     pub addr: SocketAddr,
+    /// Every request head (and body, when it has a Content-Length) received.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl EchoOrigin {
     pub fn start(name: &'static str) -> EchoOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || echo_connection(stream, name));
+                let log = log.clone();
+                std::thread::spawn(move || echo_connection(stream, name, log));
             }
         });
-        EchoOrigin { name, addr }
+        EchoOrigin {
+            name,
+            addr,
+            received,
+        }
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
     }
 }
 
-fn echo_connection(stream: TcpStream, name: &str) {
+/// A chunked body, de-chunked; `None` when it is malformed or cut short.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim_end().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+fn echo_connection(
+    stream: TcpStream,
+    name: &str,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
@@ -460,6 +493,31 @@ fn echo_connection(stream: TcpStream, name: &str) {
             }
             head.push_str(&line);
         }
+        // A body with a Content-Length (what the proxy forwards here) is read and recorded.
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            match read_chunked(&mut reader) {
+                Some(b) => body = b,
+                None => return,
+            }
+        }
+        log.lock()
+            .unwrap()
+            .push(format!("{head}\r\n{}", String::from_utf8_lossy(&body)));
         // `/slow...`: answer after a second, to have a request in flight.
         if head.starts_with("GET /slow") {
             std::thread::sleep(Duration::from_secs(1));
