@@ -19,11 +19,35 @@ pub type EndpointId = u64;
 const KEY0: u64 = 0x6564_6765_2d70_726f; // "edge-pro"
 const KEY1: u64 = 0x7879_2d61_6666_696e; // "xy-affin"
 
+/// The environment variable holding an optional secret for the cookie hash.
+/// With it set (the same value on every node, e.g. from a Kubernetes Secret),
+/// a client that knows a pod's address cannot compute its cookie and pick the
+/// pod at will. Changing it re-pins every session once.
+pub const SECRET_ENV: &str = "EDGE_PROXY_AFFINITY_SECRET";
+
+/// The SipHash keys: the fixed ones, or ones derived from the secret.
+static KEYS: std::sync::LazyLock<(u64, u64)> =
+    std::sync::LazyLock::new(|| match std::env::var(SECRET_ENV) {
+        Ok(secret) if !secret.is_empty() => keys_for_secret(secret.as_bytes()),
+        _ => (KEY0, KEY1),
+    });
+
+fn keys_for_secret(secret: &[u8]) -> (u64, u64) {
+    let derive = |salt: u8| {
+        let mut h = SipHasher13::new_with_keys(KEY0, KEY1);
+        h.write_u8(salt);
+        h.write(secret);
+        h.finish()
+    };
+    (derive(0), derive(1))
+}
+
 /// Hashes endpoints for one upstream; the scope (namespace and Service) is mixed
 /// in so that two Services never share ids.
 #[derive(Debug, Clone)]
 pub struct EndpointHasher {
     scope: Vec<u8>,
+    keys: (u64, u64),
 }
 
 impl EndpointHasher {
@@ -33,13 +57,22 @@ impl EndpointHasher {
         scope.push(b'/');
         scope.extend_from_slice(service.as_bytes());
         scope.push(0);
-        EndpointHasher { scope }
+        EndpointHasher { scope, keys: *KEYS }
+    }
+
+    /// As `new`, keyed by `secret` instead of the environment.
+    #[cfg(test)]
+    pub fn with_secret(namespace: &str, service: &str, secret: &[u8]) -> Self {
+        EndpointHasher {
+            keys: keys_for_secret(secret),
+            ..Self::new(namespace, service)
+        }
     }
 
     /// The id of an endpoint: a function of its IP and port only, in a fixed
     /// binary form (no string formatting, no allocation).
     pub fn id(&self, addr: &SocketAddr) -> EndpointId {
-        let mut h = SipHasher13::new_with_keys(KEY0, KEY1);
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         h.write(&self.scope);
         match addr {
             SocketAddr::V4(a) => {
@@ -137,6 +170,24 @@ mod tests {
         );
     }
     const PINNED_10_0_0_7: &str = "a287f6094971deea";
+
+    #[test]
+    fn a_secret_changes_every_value_and_is_stable_itself() {
+        let a: SocketAddr = "10.0.0.7:8080".parse().unwrap();
+        let plain = EndpointHasher::new("default", "hello-app").id(&a);
+        let s1 = EndpointHasher::with_secret("default", "hello-app", b"s3cret").id(&a);
+        let s1_again = EndpointHasher::with_secret("default", "hello-app", b"s3cret").id(&a);
+        let s2 = EndpointHasher::with_secret("default", "hello-app", b"other").id(&a);
+        assert_eq!(s1, s1_again);
+        assert_ne!(s1, plain);
+        assert_ne!(s1, s2);
+        // Pinned too: every node with this secret must agree, release after release.
+        assert_eq!(
+            std::str::from_utf8(&encode(s1)).unwrap(),
+            PINNED_SECRET_10_0_0_7
+        );
+    }
+    const PINNED_SECRET_10_0_0_7: &str = "24b9dc772979593b";
 
     #[test]
     fn ids_differ_by_address_port_and_service() {

@@ -183,3 +183,50 @@ fn routes_without_affinity_set_no_cookie_and_balance_per_request() {
     }
     assert_eq!(seen.len(), 2);
 }
+
+#[test]
+fn a_shared_secret_keys_the_cookie_on_every_node() {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    let apps = apps(3);
+    let addrs: Vec<_> = apps.iter().map(|a| a.addr).collect();
+    let config = static_config(ROUTES, &addrs);
+    let start = |secret: Option<&str>| {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        match secret {
+            Some(s) => Proxy::start_with_env(
+                &config,
+                http,
+                &[("EDGE_PROXY_AFFINITY_SECRET", Path::new(s))],
+            ),
+            None => Proxy::start_on(&config, http),
+        }
+    };
+    let node_a = start(Some("s3cret"));
+    let node_b = start(Some("s3cret"));
+    let unkeyed = start(None);
+
+    let first = get(&node_a, None);
+    let keyed_cookie = first.cookie_value("route").unwrap();
+    let app = first.served_by().to_string();
+    // Same secret: the same value everywhere.
+    for _ in 0..3 {
+        let r = get(&node_b, Some(&keyed_cookie));
+        assert_eq!(r.served_by(), app);
+        assert_eq!(r.set_cookie("route"), None);
+    }
+    // The unkeyed value of that same app is not what the keyed nodes issue.
+    let unkeyed_cookie = (0..9)
+        .map(|_| get(&unkeyed, None))
+        .find(|r| r.served_by() == app)
+        .and_then(|r| r.cookie_value("route"))
+        .unwrap();
+    assert_ne!(unkeyed_cookie, keyed_cookie);
+    // A value computed without the secret is unknown to keyed nodes: re-pinned.
+    let r = get(&node_a, Some(&unkeyed_cookie));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.cookie_value("route").is_some(),
+        "an unknown value gets a new cookie"
+    );
+}
