@@ -11,6 +11,7 @@ mod proxy;
 mod reload;
 mod routing;
 mod state;
+mod tls;
 mod upstream;
 
 use anyhow::Context;
@@ -120,7 +121,22 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // SO_REUSEPORT: a new proxy can bind the same port while the old one drains.
     let mut sock = TcpSocketOptions::default();
     sock.so_reuseport = Some(true);
-    proxy.add_tcp_with_settings(&listen.http.to_string(), sock);
+    proxy.add_tcp_with_settings(&listen.http.to_string(), sock.clone());
+    // HTTPS: certificates by SNI from a resolver that reloads can update;
+    // HTTP/2 and HTTP/1.1 offered by ALPN.
+    let certs = match listen.https {
+        Some(https) => {
+            let store = tls::CertStore::load(&config.tls)?;
+            let resolver = Arc::new(tls::SniResolver::new(store));
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .context("TLS settings")?;
+            settings.set_cert_resolver(resolver.clone());
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&https.to_string(), Some(sock), settings);
+            Some(resolver)
+        }
+        None => None,
+    };
     server.add_service(proxy);
 
     if let Some(addr) = admin_addr {
@@ -135,7 +151,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
-    control.spawn(reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash).run());
+    control.spawn(
+        reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash, certs).run(),
+    );
 
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());

@@ -97,9 +97,14 @@ impl RequestCtx {
     }
 }
 
-/// The host a request is for: an absolute-form target's authority wins over the
-/// Host header (RFC 9112 section 3.2.2). `None`: the target is ambiguous.
+/// The host a request is for: HTTP/2's `:authority`, or an absolute-form
+/// target's authority, which wins over the Host header (RFC 9112 section
+/// 3.2.2). `None`: the target is ambiguous.
 fn request_host(req: &RequestHeader) -> Option<&[u8]> {
+    // HTTP/2: `:authority` is the URI's authority.
+    if let Some(authority) = req.uri.authority() {
+        return Some(authority.as_str().as_bytes());
+    }
     match raw_target_authority(req.raw_path()) {
         RawTargetAuthority::Absolute { authority, .. } => Some(authority),
         RawTargetAuthority::AmbiguousAuthority => None,
@@ -177,6 +182,28 @@ async fn respond(
         .await
 }
 
+/// `https://HOST[:PORT]/path?query` for a redirect; the port only when not 443.
+fn https_location(host: &str, https_port: Option<u16>, req: &RequestHeader) -> String {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    match https_port {
+        Some(443) | None => format!("https://{host}{path}"),
+        Some(port) => format!("https://{host}:{port}{path}"),
+    }
+}
+
+async fn redirect(session: &mut Session, ctx: &RequestCtx, location: &str) -> Result<()> {
+    let body = "redirecting to https\n";
+    let mut resp = ResponseHeader::build(308, Some(5))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await
+}
+
 fn error_body(status: u16) -> &'static str {
     match status {
         400 => "bad request\n",
@@ -231,6 +258,12 @@ impl ProxyHttp for EdgeProxy {
             respond(session, ctx, 404, error_body(404)).await?;
             return Ok(true);
         };
+        if route.redirect_https && !is_tls(session) {
+            let location = https_location(&host, snapshot.https_port, req);
+            redirect(session, ctx, &location).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
         if let Some(affinity) = &route.affinity {
             let value = req
                 .headers

@@ -49,16 +49,55 @@ pub struct Reloader {
     /// Hash of the last file contents acted upon (loaded or rejected).
     seen: u64,
     generation: i64,
+    /// The HTTPS listener's certificates, and a hash of their files.
+    certs: Option<Arc<crate::tls::SniResolver>>,
+    certs_seen: u64,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, snapshot: SharedSnapshot, running: Config, hash: u64) -> Self {
+    pub fn new(
+        path: PathBuf,
+        snapshot: SharedSnapshot,
+        running: Config,
+        hash: u64,
+        certs: Option<Arc<crate::tls::SniResolver>>,
+    ) -> Self {
+        let certs_seen = crate::tls::files_hash(&running.tls);
         Reloader {
             path,
             snapshot,
             running: Arc::new(running),
             seen: hash,
             generation: 1,
+            certs,
+            certs_seen,
+        }
+    }
+
+    /// Reload the certificates when `tls` or the PEM files changed. A set that
+    /// does not load (a half-written renewal, a key that does not match) is
+    /// logged and counted; the running certificates stay.
+    fn check_certs(&mut self, tls: &[crate::config::TlsCert]) -> bool {
+        let Some(resolver) = &self.certs else {
+            return true;
+        };
+        let hash = crate::tls::files_hash(tls);
+        if hash == self.certs_seen {
+            return true;
+        }
+        match crate::tls::CertStore::load(tls) {
+            Ok(store) => {
+                resolver.replace(store);
+                self.certs_seen = hash;
+                tracing::info!(certificates = tls.len(), "TLS certificates reloaded");
+                true
+            }
+            Err(e) => {
+                self.certs_seen = hash;
+                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!("TLS certificates rejected, the running ones stay: {e:#}");
+                false
+            }
         }
     }
 
@@ -87,7 +126,10 @@ impl Reloader {
 
     /// Load the file if it changed (or if `forced`), and apply it if it is valid.
     pub async fn check(&mut self, forced: bool) {
+        let running_tls = self.running.tls.clone();
         let Some(bytes) = self.read_settled(forced).await else {
+            // The config is unchanged; its certificate files may not be.
+            self.check_certs(&running_tls);
             return;
         };
         let hash = content_hash(&bytes);
@@ -108,6 +150,9 @@ impl Reloader {
             }
         };
         self.warn_about_restart_only_settings(&config);
+        if !self.check_certs(&config.tls) {
+            return;
+        }
         let previous = self.snapshot.load_full();
         match Snapshot::build(config.clone(), Some(&previous)).await {
             Ok(next) => {

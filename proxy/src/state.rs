@@ -20,6 +20,7 @@ pub struct RouteEntry {
     /// The upstream as `namespace/service:port`, for metrics and logs.
     pub service: String,
     pub affinity: Option<Affinity>,
+    pub redirect_https: bool,
     pub upstream: Arc<Upstream>,
 }
 
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub retries: usize,
     pub limits: Limits,
     pub trusted_proxies: Arc<[IpNet]>,
+    /// The HTTPS listener's port, for redirects.
+    pub https_port: Option<u16>,
 }
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -73,6 +76,7 @@ impl Snapshot {
                 path_type,
                 upstream,
                 affinity,
+                redirect_https,
             } = route;
             let entry = RouteEntry {
                 name: format!("routes[{i}]"),
@@ -83,6 +87,7 @@ impl Snapshot {
                 },
                 service: upstream.to_string(),
                 affinity: affinity.clone(),
+                redirect_https: *redirect_https,
                 upstream: upstreams[upstream].1.clone(),
             };
             router.insert(host, path, *path_type, Arc::new(entry));
@@ -94,6 +99,7 @@ impl Snapshot {
             retries: config.retries,
             limits: config.limits,
             trusted_proxies: config.trusted_proxies.clone().into(),
+            https_port: config.listen.https.map(|a| a.port()),
         })
     }
 }

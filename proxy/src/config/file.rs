@@ -31,6 +31,7 @@ pub struct Route {
     pub namespace: Option<String>,
     pub port: Port,
     pub affinity: Option<Affinity>,
+    pub redirect_https: Option<bool>,
 }
 
 /// A Service port: its number or its name, as in an Ingress backend.

@@ -135,6 +135,8 @@ pub struct Route {
     pub path_type: PathType,
     pub upstream: UpstreamKey,
     pub affinity: Option<Affinity>,
+    /// Plain-HTTP requests get a 308 to the same URL on https.
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -86,14 +86,6 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             problems.add("listen.https", "needs at least one certificate under `tls`");
         }
     }
-    if let Some(listen) = &listen {
-        if listen.https.is_some() {
-            problems.add(
-                "listen.https",
-                "the HTTPS listener is not available in this version yet; remove it",
-            );
-        }
-    }
 
     match (listen, discovery, problems.0.is_empty()) {
         (Some(listen), Some(discovery), true) => Ok(Config {
@@ -440,6 +432,7 @@ fn validate_route(
             port: port?,
         },
         affinity,
+        redirect_https: raw.redirect_https.unwrap_or(false),
     })
 }
 

@@ -1,0 +1,113 @@
+//! Certificates for the HTTPS listener, chosen by SNI.
+//!
+//! An exact host wins over a `*.domain` wildcard; a client that sends no SNI,
+//! or a name no certificate covers, gets the first certificate of `tls` (the
+//! default). The set is swapped whole on reload, when the config or any of the
+//! PEM files change (a Kubernetes TLS Secret mounts `tls.crt` and `tls.key`
+//! through the same `..data` symlink swap as a ConfigMap).
+
+use crate::config::TlsCert;
+use arc_swap::ArcSwap;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct CertStore {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` under "example.com".
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Load every certificate and key; the error names the `tls[i]` entry and file.
+    pub fn load(certs: &[TlsCert]) -> anyhow::Result<CertStore> {
+        pingora::tls::install_default_crypto_provider();
+        let provider = CryptoProvider::get_default()
+            .ok_or_else(|| anyhow::anyhow!("no TLS crypto provider"))?;
+        let mut store = CertStore::default();
+        for (i, c) in certs.iter().enumerate() {
+            let loaded = pingora::tls::load_certs_and_key_files(&c.cert, &c.key).map_err(|e| {
+                anyhow::anyhow!("tls[{i}]: cannot read {} / {}: {e}", c.cert, c.key)
+            })?;
+            let Some((chain, key)) = loaded else {
+                anyhow::bail!(
+                    "tls[{i}]: no certificate in {} or no private key in {}",
+                    c.cert,
+                    c.key
+                );
+            };
+            let signing_key = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| anyhow::anyhow!("tls[{i}].key: {}: {e}", c.key))?;
+            let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+            certified.keys_match().map_err(|e| {
+                anyhow::anyhow!("tls[{i}]: {} does not belong to {}: {e}", c.key, c.cert)
+            })?;
+            for host in &c.hosts {
+                match host.strip_prefix("*.") {
+                    Some(suffix) => store.wildcard.entry(suffix.to_string()),
+                    None => store.exact.entry(host.clone()),
+                }
+                .or_insert_with(|| certified.clone());
+            }
+            store.default.get_or_insert(certified);
+        }
+        Ok(store)
+    }
+
+    fn find(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let by_name = sni.map(str::to_ascii_lowercase).and_then(|name| {
+            self.exact.get(&name).cloned().or_else(|| {
+                let (_, suffix) = name.split_once('.')?;
+                self.wildcard.get(suffix).cloned()
+            })
+        });
+        by_name.or_else(|| self.default.clone())
+    }
+}
+
+/// The rustls side: resolves from the current store.
+#[derive(Default)]
+pub struct SniResolver {
+    store: ArcSwap<CertStore>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SniResolver")
+    }
+}
+
+impl SniResolver {
+    pub fn new(store: CertStore) -> Self {
+        SniResolver {
+            store: ArcSwap::from_pointee(store),
+        }
+    }
+
+    pub fn replace(&self, store: CertStore) {
+        self.store.store(Arc::new(store));
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.store.load().find(hello.server_name())
+    }
+}
+
+/// A fingerprint of the PEM files' contents, to notice a renewed certificate.
+pub fn files_hash(certs: &[TlsCert]) -> u64 {
+    let mut bytes = Vec::new();
+    for c in certs {
+        for path in [&c.cert, &c.key] {
+            bytes.extend_from_slice(path.as_bytes());
+            bytes.extend(std::fs::read(path).unwrap_or_default());
+        }
+    }
+    crate::reload::content_hash(&bytes)
+}

@@ -1,0 +1,230 @@
+//! The HTTPS listener: certificates by SNI (exact, wildcard, default), HTTP/2 by
+//! ALPN, Secure cookies, redirects to https, and certificate reload, with real
+//! certificates made by the openssl command and curl as the client.
+
+mod utils;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use utils::*;
+
+/// A self-signed certificate for `name` in DIR/NAME.crt and DIR/NAME.key.
+fn make_cert(dir: &Path, file: &str, name: &str, org: &str) {
+    let (crt, key) = (
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
+    let (tmp_crt, tmp_key) = (dir.join("new.crt"), dir.join("new.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/O={org}/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .arg("-keyout")
+        .arg(&tmp_key)
+        .arg("-out")
+        .arg(&tmp_crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Renamed into place, as a Secret update lands whole.
+    std::fs::rename(tmp_key, key).unwrap();
+    std::fs::rename(tmp_crt, crt).unwrap();
+}
+
+struct Https {
+    proxy: Proxy,
+    port: u16,
+    dir: tempfile::TempDir,
+    _app: HelloApp,
+}
+
+impl Https {
+    fn start() -> Https {
+        let dir = tempfile::tempdir().unwrap();
+        make_cert(dir.path(), "default", "default.test", "v1");
+        make_cert(dir.path(), "a", "a.test", "v1");
+        make_cert(dir.path(), "wild", "*.b.test", "v1");
+        let app = HelloApp::start("app-1");
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            r#"listen:
+  http: "{{http}}"
+  https: "127.0.0.1:{port}"
+admin: "{{admin}}"
+discovery: static
+tls:
+  - hosts: [default.test]
+    cert: {d}/default.crt
+    key: {d}/default.key
+  - hosts: [a.test]
+    cert: {d}/a.crt
+    key: {d}/a.key
+  - hosts: ["*.b.test"]
+    cert: {d}/wild.crt
+    key: {d}/wild.key
+routes:
+  - host: a.test
+    service: hello-app
+    port: 8080
+    redirect_https: true
+    affinity: {{ cookie: route }}
+  - service: hello-app
+    port: 8080
+static:
+  hello-app: ["{}"]
+"#,
+            app.addr
+        );
+        let proxy = Proxy::start(&config);
+        Https {
+            proxy,
+            port,
+            dir,
+            _app: app,
+        }
+    }
+
+    /// curl over TLS to `host` (resolved to 127.0.0.1); returns (output, stderr).
+    fn curl(&self, host: &str, extra: &[&str]) -> (String, String) {
+        let resolve = format!("{host}:{}:127.0.0.1", self.port);
+        let url = format!("https://{host}:{}/", self.port);
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "-v", "--max-time", "10", "--resolve", &resolve])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn subject(&self, host: &str) -> String {
+        let (_, err) = self.curl(host, &["-k", "-o", "/dev/null"]);
+        err.lines()
+            .find_map(|l| l.trim_start_matches("* ").trim().strip_prefix("subject: "))
+            .unwrap_or_else(|| panic!("no subject in {err}"))
+            .to_string()
+    }
+}
+
+#[test]
+fn certificates_are_chosen_by_sni_and_verify() {
+    let h = Https::start();
+    let ca = |f: &str| h.dir.path().join(format!("{f}.crt")).display().to_string();
+    // Exact and wildcard names verify against their own certificate.
+    let (out, err) = h.curl("a.test", &["--cacert", &ca("a")]);
+    assert!(
+        out.starts_with("HTTP/2 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}{err}"
+    );
+    let (out, err) = h.curl("shop.b.test", &["--cacert", &ca("wild")]);
+    assert!(out.contains(" 200"), "{out}{err}");
+    assert!(
+        h.subject("shop.b.test").contains("CN=*.b.test")
+            || h.subject("shop.b.test").contains("CN = *.b.test")
+    );
+    // Unknown names get the first certificate.
+    assert!(h.subject("unknown.test").contains("default.test"));
+}
+
+#[test]
+fn http2_by_alpn_secure_cookies_and_https_redirects() {
+    let h = Https::start();
+    let (out, _) = h.curl("a.test", &["-k", "--http2"]);
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    let set_cookie = out
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("cookie");
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    assert!(out.contains("Hello world from app-1!"));
+    let (out, _) = h.curl("a.test", &["-k", "--http1.1"]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // Plain HTTP on a redirect_https route: 308 to the same URL on https.
+    let r = curl(&["-H", "Host: a.test", &h.proxy.url("/cart?x=1")]);
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://a.test:{}/cart?x=1", h.port).as_str())
+    );
+    // Routes without it still serve plain HTTP, without Secure.
+    let r = curl(&["-H", "Host: other.test", &h.proxy.url("/")]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+    let h = Https::start();
+    assert!(h.subject("a.test").contains("v1"));
+    make_cert(h.dir.path(), "a", "a.test", "v2");
+    let start = Instant::now();
+    while !h.subject("a.test").contains("v2") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "renewal not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A key that does not match its certificate: rejected, v2 stays.
+    let d = h.dir.path();
+    make_cert(d, "other", "a.test", "v3");
+    std::fs::copy(d.join("other.crt"), d.join("a.crt")).unwrap();
+    h.proxy.wait_metrics("a rejected TLS reload", |m| {
+        m.sum("edge_proxy_config_reloads_total", &[("result", "failure")]) >= 1.0
+    });
+    assert!(h.subject("a.test").contains("v2"));
+    assert!(
+        h.proxy.log().contains("TLS certificates rejected"),
+        "{}",
+        h.proxy.log()
+    );
+}
+
+#[test]
+fn a_missing_certificate_at_start_up_names_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen:\n  http: \"127.0.0.1:{}\"\n  https: \"127.0.0.1:{}\"\ndiscovery: static\ntls:\n  - hosts: [a.test]\n    cert: /nonexistent/tls.crt\n    key: /nonexistent/tls.key\nroutes:\n  - service: a\n    port: 80\nstatic:\n  a: [\"127.0.0.1:1\"]\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(edge_proxy_bin())
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tls[0]") && stderr.contains("/nonexistent/tls.crt"),
+        "{stderr}"
+    );
+}
