@@ -2,7 +2,6 @@
 
 mod utils;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use utils::*;
@@ -94,11 +93,7 @@ fn an_upgraded_connection_opened_before_a_reload_keeps_working_after_it() {
         &[&a, &b],
         "  - host: ws.test\n    service: a\n    port: 80",
     ));
-    let mut ws = TcpStream::connect(proxy.http).unwrap();
-    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    ws.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
-    let head = read_head(&mut ws);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = websocket_upgrade(proxy.http, "ws.test");
     echo_round_trip(&mut ws, b"before reload");
 
     // The route goes to another service entirely: the open tunnel stays where it is.
@@ -109,23 +104,6 @@ fn an_upgraded_connection_opened_before_a_reload_keeps_working_after_it() {
     proxy.wait_metrics("generation 2", |m| generation(m) == 2.0);
     echo_round_trip(&mut ws, b"after reload");
     assert_eq!(origin_of(&proxy, "ws.test"), Ok("b".into()));
-}
-
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head");
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-fn echo_round_trip(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).unwrap();
-    let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, msg);
 }
 
 #[test]

@@ -456,6 +456,37 @@ impl EchoOrigin {
     }
 }
 
+/// Open a WebSocket-style upgrade through the proxy at `addr`; panics unless
+/// the answer is `101`. The stream is then a raw tunnel to the origin.
+pub fn websocket_upgrade(addr: SocketAddr, host: &str) -> TcpStream {
+    let mut ws = TcpStream::connect(addr).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        ws,
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(ws.read(&mut byte).unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws
+}
+
+/// Send `msg` into an upgraded tunnel to an [`EchoOrigin`] and read it back.
+pub fn echo_round_trip(ws: &mut TcpStream, msg: &[u8]) {
+    ws.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    ws.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("tunnel closed before {msg:?} came back: {e}"));
+    assert_eq!(got, msg);
+}
+
 /// A chunked body, de-chunked; `None` when it is malformed or cut short.
 fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     let mut body = Vec::new();

@@ -324,9 +324,14 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // edge-proxy patch (cloudflare/pingora#946): after the 101, a plain
+                    // `Body` end is the upgrade request's own (empty) body, queued before
+                    // the downstream saw the upgrade; it must not end the tunnel.
+                    let request_body_end_after_upgrade =
+                        upgraded && matches!(body, Some(HttpTask::Body(_, true)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
-                            request_done = send_done;
+                            request_done = send_done && !request_body_end_after_upgrade;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
                                 response_done = true;
