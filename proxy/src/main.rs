@@ -2,6 +2,7 @@
 
 mod admin;
 mod affinity;
+mod client_limits;
 mod config;
 mod discovery;
 mod drain;
@@ -114,10 +115,14 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // Keep idle keep-alive connections for half the drain time after SIGTERM,
     // so busy ones are closed between requests instead (see drain.rs).
     let linger = config.drain_timeout / 2;
-    let mut proxy = Service::new(
-        "edge-proxy".to_string(),
-        drain::Lingering::new(proxy, linger),
+    // Outermost first: a slot per client connection, a deadline per request
+    // head, then pingora's proxy.
+    let app = client_limits::ConnectionLimit::new(
+        client_limits::HeaderDeadline::new(drain::Lingering::new(proxy, linger), snapshot.clone()),
+        config.limits.max_connections,
+        config.limits.header_timeout,
     );
+    let mut proxy = Service::new("edge-proxy".to_string(), app);
     // SO_REUSEPORT: a new proxy can bind the same port while the old one drains.
     let mut sock = TcpSocketOptions::default();
     sock.so_reuseport = Some(true);

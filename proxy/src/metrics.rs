@@ -28,6 +28,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub config_last_success: IntGauge,
     pub rejected_request_ids: IntCounter,
+    pub client_connections: IntGauge,
+    pub client_connections_closed: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -130,6 +132,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rejected_request_ids: register_int_counter!(
             "edge_proxy_request_id_rejected_total",
             "Incoming X-Request-Id values replaced because they were too long or had odd characters."
+        )
+        .expect("register"),
+        client_connections: register_int_gauge!(
+            "edge_proxy_client_connections",
+            "Client connections open now (HTTP and HTTPS)."
+        )
+        .expect("register"),
+        client_connections_closed: register_int_counter_vec!(
+            "edge_proxy_client_connections_closed_total",
+            "Client connections the proxy closed on a limit: header_timeout (request head \
+             not complete in time) or connection_limit (no free slot in time).",
+            &["reason"]
         )
         .expect("register"),
     }

@@ -9,6 +9,7 @@
 //! - `logging`: metrics and the access log.
 
 use crate::affinity::{self, EndpointId};
+use crate::client_limits;
 use crate::config::{IpNet, Limits};
 use crate::logging::ACCESS;
 use crate::metrics::{method_label, METRICS};
@@ -240,6 +241,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        client_limits::head_read();
         ctx.request_id = request_id(session.req_header());
         let snapshot = self.snapshot.load();
         ctx.limits = snapshot.limits;

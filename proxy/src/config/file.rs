@@ -88,6 +88,9 @@ pub struct Limits {
     pub max_header_bytes: Option<i64>,
     pub max_headers: Option<i64>,
     pub max_body_bytes: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 /// Log output: `format` for lifecycle and error logs (stderr), `access` for the

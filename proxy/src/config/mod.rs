@@ -42,6 +42,14 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request body; beyond: 413.
     pub max_body_bytes: u64,
+    /// A request head must be complete this long after the connection opened
+    /// (or, on a kept-alive connection, after `idle_timeout` more): slowloris.
+    pub header_timeout: Duration,
+    /// How long a kept-alive client connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Open client connections per proxy process; more wait for a free slot
+    /// for `header_timeout`, then are closed. Read at start only.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +58,9 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_body_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }

@@ -532,6 +532,23 @@ fn validate_limits(map: &Mapping, problems: &mut Problems) -> Limits {
     if let Some(n) = raw.max_body_bytes {
         limits.max_body_bytes = bounded(n, 0, i64::MAX, "limits.max_body_bytes", problems) as u64;
     }
+    for (name, text, slot) in [
+        (
+            "header_timeout",
+            raw.header_timeout,
+            &mut limits.header_timeout,
+        ),
+        ("idle_timeout", raw.idle_timeout, &mut limits.idle_timeout),
+    ] {
+        let Some(text) = text else { continue };
+        if let Some(d) = duration(&text, &format!("limits.{name}"), problems) {
+            *slot = d;
+        }
+    }
+    if let Some(n) = raw.max_connections {
+        // Each connection costs a file descriptor; the DaemonSet raises nofile well past this.
+        limits.max_connections = bounded(n, 1, 1_000_000, "limits.max_connections", problems);
+    }
     limits
 }
 

@@ -1,0 +1,222 @@
+//! What one client can hold of the proxy: a slowloris head is cut off, idle
+//! keep-alive connections are closed, and connections beyond the limit wait,
+//! then are closed, without disturbing the ones already served.
+
+mod utils;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use utils::*;
+
+fn proxy_to(origin: &EchoOrigin, limits: &str) -> Proxy {
+    Proxy::start(&format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\nlimits:\n{limits}",
+        origin.addr
+    ))
+}
+
+fn connect(proxy: &Proxy) -> TcpStream {
+    let s = TcpStream::connect(proxy.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// One GET on an open connection; the response head and body, read by its Content-Length.
+fn get(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("response");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+/// Whether the proxy closed `s` (EOF or reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("unexpected bytes"),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_slowloris_head_is_cut_off_at_the_header_timeout() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(&origin, "  header_timeout: 1s\n");
+    let mut slow = connect(&proxy);
+    let started = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .unwrap();
+    // A header byte every 200 ms: each read is quick, the head never ends.
+    let mut cut_off = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        if slow.write_all(b"X").is_err() || closed_within(&mut slow, Duration::from_millis(1)) {
+            cut_off = true;
+            break;
+        }
+    }
+    let after = started.elapsed();
+    assert!(cut_off, "still open after {after:?}");
+    assert!(
+        after < Duration::from_secs(5),
+        "cut off only after {after:?}"
+    );
+    assert!(origin.received().is_empty());
+    // Others are served meanwhile and after.
+    assert!(get(&mut connect(&proxy)).starts_with("HTTP/1.1 200"));
+    let m = proxy.metrics();
+    assert_eq!(
+        m.sum(
+            "edge_proxy_client_connections_closed_total",
+            &[("reason", "header_timeout")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_slow_request_head_that_completes_in_time_is_served() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(&origin, "  header_timeout: 3s\n");
+    let mut s = connect(&proxy);
+    for part in [
+        &b"GET /x HTTP/1.1\r\n"[..],
+        b"Host: app.test\r\n",
+        b"X-A: b\r\n",
+    ] {
+        s.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    s.write_all(b"\r\n").unwrap();
+    let mut response = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    response.push_str(&String::from_utf8_lossy(&buf[..n]));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_and_busy_ones_reused() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(&origin, "  idle_timeout: 1s\n  header_timeout: 1s\n");
+    let mut s = connect(&proxy);
+    assert!(get(&mut s).starts_with("HTTP/1.1 200"));
+    // Within the idle time the same connection serves the next request.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(get(&mut s).starts_with("HTTP/1.1 200"));
+    // Then it is closed after about a second of silence.
+    let idle_from = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)),
+        "never closed"
+    );
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(800),
+        "closed after only {idle:?}"
+    );
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_slot_then_are_closed() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(
+        &origin,
+        "  max_connections: 2\n  header_timeout: 2s\n  idle_timeout: 30s\n",
+    );
+    let mut first = connect(&proxy);
+    let mut second = connect(&proxy);
+    assert!(get(&mut first).starts_with("HTTP/1.1 200"));
+    assert!(get(&mut second).starts_with("HTTP/1.1 200"));
+    proxy.wait_metrics("two open connections", |m| {
+        m.sum("edge_proxy_client_connections", &[]) == 2.0
+    });
+
+    // A third gets no answer while both slots are held, and is closed after the wait.
+    let mut third = connect(&proxy);
+    third
+        .write_all(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(6)),
+        "third was never closed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed too early"
+    );
+    proxy.wait_metrics("one refused connection", |m| {
+        m.sum(
+            "edge_proxy_client_connections_closed_total",
+            &[("reason", "connection_limit")],
+        ) == 1.0
+    });
+
+    // A fourth waits while the slots are full and is served once one frees up.
+    let waiting = std::thread::spawn({
+        let addr = proxy.http;
+        move || {
+            let mut fourth = TcpStream::connect(addr).unwrap();
+            fourth
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            get(&mut fourth)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first);
+    assert!(waiting.join().unwrap().starts_with("HTTP/1.1 200"));
+    // The connection kept open all along was never disturbed.
+    assert!(get(&mut second).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn bad_client_limits_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "listen:\n  http: \"127.0.0.1:1\"\ndiscovery: static\nroutes:\n  - service: a\n    port: 80\nstatic:\n  a: [\"127.0.0.1:2\"]\nlimits:\n  header_timeout: soon\n  idle_timeout: 0s\n  max_connections: 0\n",
+    )
+    .unwrap();
+    let out = edge_proxy(&["check", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "limits.header_timeout",
+        "limits.idle_timeout",
+        "limits.max_connections",
+    ] {
+        assert!(err.contains(field), "{field} not named in: {err}");
+    }
+}
