@@ -1,23 +1,9 @@
 //! edge-proxy: the command line.
 
-mod admin;
-mod affinity;
-mod client_limits;
-mod config;
-mod discovery;
-mod drain;
-mod logging;
-mod metrics;
-mod proxy;
-mod reload;
-mod routing;
-mod state;
-mod tls;
-mod upstream;
-
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use edge_proxy::{admin, client_limits, config, drain, logging, proxy, reload, state, tls};
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;

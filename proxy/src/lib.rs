@@ -1,0 +1,30 @@
+//! edge-proxy: a reverse proxy for small Kubernetes clusters, on pingora.
+//!
+//! The binary (`main.rs`) is the command line; everything it runs lives here,
+//! a module per concern, so that fuzz targets and benchmarks reach the same code.
+
+#[cfg(feature = "server")]
+pub mod admin;
+pub mod affinity;
+#[cfg(feature = "server")]
+pub mod client_limits;
+pub mod config;
+#[cfg(feature = "server")]
+pub mod discovery;
+#[cfg(feature = "server")]
+pub mod drain;
+#[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod proxy;
+#[cfg(feature = "server")]
+pub mod reload;
+pub mod routing;
+#[cfg(feature = "server")]
+pub mod state;
+#[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
+pub mod upstream;
