@@ -106,6 +106,12 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// A key that is missing or empty (`routes:` alone is null in YAML): `field`
+/// reports neither, so a required key must be checked with this.
+fn absent(map: &Mapping, key: &str) -> bool {
+    map.get(key).is_none_or(Value::is_null)
+}
+
 /// Deserialize `map[key]` into `T`; a missing key or null is `None`, a wrong
 /// shape is a problem named by its full path.
 fn field<T: DeserializeOwned>(map: &Mapping, key: &str, problems: &mut Problems) -> Option<T> {
@@ -169,7 +175,7 @@ fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<Socket
 
 fn validate_listen(map: &Mapping, problems: &mut Problems) -> Option<Listen> {
     let Some(listen) = field::<file::Listen>(map, "listen", problems) else {
-        if !map.contains_key("listen") {
+        if absent(map, "listen") {
             problems.add("listen.http", "required (e.g. \"0.0.0.0:80\")");
         }
         return None;
@@ -277,7 +283,7 @@ fn validate_routes(
     problems: &mut Problems,
 ) -> Vec<Route> {
     let Some(items) = field::<Vec<Value>>(map, "routes", problems) else {
-        if !map.contains_key("routes") {
+        if absent(map, "routes") {
             problems.add("routes", "required: at least one route");
         }
         return Vec::new();
@@ -680,6 +686,18 @@ routes:
 static:
   hello-app: ["127.0.0.1:8081", "127.0.0.1:8082"]
 "#;
+
+    #[test]
+    fn required_keys_left_empty_are_problems_too() {
+        // Found by the `config` fuzz target: `listen:` alone gave an error with
+        // no problem in it, and `routes:` alone a valid config with no routes.
+        let p = problems_of("listen:\ndiscovery: static\nroutes:\n");
+        assert!(
+            p.iter().any(|p| p.starts_with("listen.http: required")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|p| p.starts_with("routes: required")), "{p:?}");
+    }
 
     #[test]
     fn a_good_file_loads_with_normalized_values() {
