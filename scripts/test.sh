@@ -8,9 +8,13 @@ bash scripts/ci-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The library without the proxy (what the fuzz targets build) and the fuzz targets.
+cargo clippy -p edge-proxy --no-default-features --lib --locked -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --locked -- -D warnings
 
 echo "== hadolint Dockerfile.*"
 hadolint Dockerfile.proxy Dockerfile.app
@@ -20,6 +24,11 @@ hadolint Dockerfile.proxy Dockerfile.app
 echo "== release build (as in Dockerfile.proxy / Dockerfile.app)"
 bash scripts/build-release.sh
 ls -l target/release/edge-proxy target/release/hello-app
+
+# Short runs of the fuzz targets (config loader, cookie decoder, route lookup)
+# from the corpus in fuzz/corpus: a crash fails the run.
+echo "== fuzz smoke"
+bash scripts/fuzz-smoke.sh
 
 echo "== cargo test"
 cargo test --workspace --locked
