@@ -55,6 +55,7 @@ struct Https {
     port: u16,
     dir: tempfile::TempDir,
     _app: HelloApp,
+    _echo: EchoOrigin,
 }
 
 impl Https {
@@ -64,6 +65,7 @@ impl Https {
         make_cert(dir.path(), "a", "a.test", "v1");
         make_cert(dir.path(), "wild", "*.b.test", "v1");
         let app = HelloApp::start("app-1");
+        let echo = EchoOrigin::start("echo");
         let port = free_port();
         let d = dir.path().display();
         let config = format!(
@@ -83,6 +85,9 @@ tls:
     cert: {d}/wild.crt
     key: {d}/wild.key
 routes:
+  - host: ws.b.test
+    service: echo
+    port: 80
   - host: a.test
     service: hello-app
     port: 8080
@@ -92,8 +97,9 @@ routes:
     port: 8080
 static:
   hello-app: ["{}"]
+  echo: ["{}"]
 "#,
-            app.addr
+            app.addr, echo.addr
         );
         let proxy = Proxy::start(&config);
         Https {
@@ -101,6 +107,7 @@ static:
             port,
             dir,
             _app: app,
+            _echo: echo,
         }
     }
 
@@ -227,4 +234,62 @@ fn a_missing_certificate_at_start_up_names_the_entry() {
         stderr.contains("tls[0]") && stderr.contains("/nonexistent/tls.crt"),
         "{stderr}"
     );
+}
+
+#[test]
+fn websocket_upgrades_are_proxied_over_tls() {
+    let h = Https::start();
+    // openssl s_client as a TLS pipe, offering only HTTP/1.1 (WebSocket over
+    // HTTP/2, RFC 8441, is not something pingora 0.9 offers).
+    let mut tls = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_quiet", "-alpn", "http/1.1"])
+        .args(["-servername", "ws.b.test", "-connect"])
+        .arg(format!("127.0.0.1:{}", h.port))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut to_proxy = tls.stdin.take().unwrap();
+    let from_proxy = tls.stdout.take().unwrap();
+    // Read on a thread, so that a silent proxy fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut from_proxy = from_proxy;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from_proxy.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut received = Vec::new();
+    let mut read_until = |needle: &[u8]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !received.windows(needle.len()).any(|w| w == needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => received.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "no {:?} in {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&received)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    use std::io::Write;
+    to_proxy
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: ws.b.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .unwrap();
+    let head = read_until(b"\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for frame in ["first frame over tls", "second frame over tls"] {
+        to_proxy.write_all(frame.as_bytes()).unwrap();
+        read_until(frame.as_bytes());
+    }
+    let _ = tls.kill();
+    let _ = tls.wait();
 }
