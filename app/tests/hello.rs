@@ -1,35 +1,31 @@
 //! hello-app as a process: the contract's body, /healthz, PORT, and the drain on SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn start(args: &[&str], envs: &[(&str, &str)], addr: SocketAddr) -> Child {
+/// Start hello-app on a port the kernel picks (tests pass port 0: no race
+/// for a "free" port) and read the address from its first log line.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hello-app"))
         .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "hello-app exited");
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "hello-app did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let bound: SocketAddr = line
+        .trim_end()
+        .rsplit_once("listening on ")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // 0.0.0.0 (the PORT default) is reached on loopback.
+    (child, SocketAddr::from(([127, 0, 0, 1], bound.port())))
 }
 
 fn get(addr: SocketAddr, path: &str) -> String {
@@ -65,12 +61,7 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn greets_with_pod_name_and_rfc3339_time() {
-    let addr = free_addr();
-    let mut app = start(
-        &["--listen", &addr.to_string()],
-        &[("POD_NAME", "pod-7")],
-        addr,
-    );
+    let (mut app, addr) = start(&["--listen", "127.0.0.1:0"], &[("POD_NAME", "pod-7")]);
     let resp = get(addr, "/");
     assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
     assert!(
@@ -97,13 +88,8 @@ fn greets_with_pod_name_and_rfc3339_time() {
 
 #[test]
 fn port_variable_sets_the_port() {
-    let addr = free_addr();
-    let port = addr.port().to_string();
-    let mut app = start(
-        &[],
-        &[("PORT", &port), ("POD_NAME", "p")],
-        SocketAddr::from(([127, 0, 0, 1], addr.port())),
-    );
+    // PORT=0: the kernel picks; the log line says which, on 0.0.0.0.
+    let (mut app, addr) = start(&[], &[("PORT", "0"), ("POD_NAME", "p")]);
     assert!(get(addr, "/").contains("Hello world from p!"));
     assert_eq!(stop(&mut app).code(), Some(0));
 }
@@ -129,8 +115,7 @@ fn bad_arguments_are_a_usage_error() {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_refuses_new_ones() {
-    let addr = free_addr();
-    let mut app = start(&["--listen", &addr.to_string()], &[("POD_NAME", "d")], addr);
+    let (mut app, addr) = start(&["--listen", "127.0.0.1:0"], &[("POD_NAME", "d")]);
     // A request whose head is half sent: in flight when SIGTERM arrives.
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

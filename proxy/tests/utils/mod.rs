@@ -60,6 +60,21 @@ pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {addr} within {START_DEADLINE:?}");
 }
 
+/// The address in a child's first stderr line, "... listening on ADDR"; the
+/// rest of its stderr is drained on a thread so that it never blocks.
+pub fn listening_addr(child: &mut Child, what: &str) -> SocketAddr {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim_end()
+        .rsplit_once("listening on ")
+        .and_then(|(_, a)| a.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no address in its first line {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    addr
+}
+
 /// Send a signal with the system's `kill` (no unsafe code in tests either).
 pub fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
@@ -90,8 +105,22 @@ pub struct HelloApp {
 }
 
 impl HelloApp {
+    /// Start on a port the kernel picks (no race with other tests for a
+    /// "free" port); the address is read from hello-app's first log line.
     pub fn start(name: &str) -> HelloApp {
-        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], free_port())))
+        let mut child = Command::new(hello_app_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("POD_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hello-app");
+        let addr = listening_addr(&mut child, name);
+        HelloApp {
+            name: name.to_string(),
+            addr,
+            child,
+        }
     }
 
     pub fn start_on(name: &str, addr: SocketAddr) -> HelloApp {
