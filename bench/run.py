@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""edge-proxy beside nginx and HAProxy, in the same run, on the same backends.
+
+Run through bench/run.sh (it installs the packages and builds the binaries).
+Every proxy gets one worker pinned to CPU 1; wrk and the three hello-apps run
+on CPU 0. Upstream keep-alive is on everywhere; traffic stays on 127.0.0.1.
+The proxies are interleaved over several rounds and the medians reported,
+since a small shared machine is noisy. Writes bench/results.md and
+bench/results.json. Not a test: nothing here asserts a timing.
+"""
+
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1 64 512").split()]
+# 10 000 idle connections, or fewer where the file limit does not allow HAProxy
+# its 2 descriptors per connection (this machine's hard limit is 20 000).
+_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+IDLE = int(os.environ.get("BENCH_IDLE_CONNECTIONS", min(10000, _FILES // 2 - 600)))
+OUT = os.environ.get("BENCH_OUT", "bench/results")
+BIN = "target/release"
+# Another edge-proxy binary to measure, e.g. a build from before a change (A/B).
+EDGE = os.environ.get("BENCH_EDGE_PROXY", f"{BIN}/edge-proxy")
+APPS = [18181, 18182, 18183]
+PORTS = {"edge-proxy": 18190, "nginx": 18191, "HAProxy": 18192}
+# pingora with nothing on top (proxy/examples/bare_pingora.rs): the floor under edge-proxy.
+FLOOR, FLOOR_PORT = "pingora, bare", 18193
+PROXY_CPU, CLIENT_CPU = "1", "0"
+
+work = tempfile.mkdtemp(prefix="edge-bench-")
+children = []
+
+
+def spawn(args, cpu, **kw):
+    p = subprocess.Popen(["taskset", "-c", cpu] + args, **kw)
+    children.append(p)
+    return p
+
+
+def wait_port(port, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def family(pid):
+    """The process and its children (nginx's worker)."""
+    try:
+        kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
+                              capture_output=True, text=True).stdout.split()
+    except OSError:
+        kids = []
+    return [pid] + [int(k) for k in kids]
+
+
+def cpu_seconds(pid):
+    """user + system CPU time of the process family, from /proc."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in family(pid):
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / hz
+
+
+def memory_mib(pid, key):
+    """VmRSS (now) or VmHWM (peak) of the process family, MiB."""
+    total = 0
+    for p in family(pid):
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def to_ms(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
+    n, unit = float(m.group(1)), m.group(2)
+    return {"us": n / 1000, "ms": n, "s": n * 1000}[unit]
+
+
+def wrk(port, conns, seconds, headers=()):
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(["taskset", "-c", CLIENT_CPU] + args + [f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.findall(r"(Socket errors:.*|Non-2xx or 3xx responses: \d+)", out)
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99_ms": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+        "errors": errors,
+    }
+
+
+# --- configurations -------------------------------------------------------------
+
+def edge_config(log, affinity):
+    aff = "    affinity: { cookie: route }\n" if affinity else ""
+    return f"""listen: {{ http: "127.0.0.1:{PORTS['edge-proxy']}" }}
+discovery: static
+threads: 1
+logging: {{ format: text, access: {'json' if log else 'off'} }}
+limits: {{ max_connections: {IDLE + 1000} }}
+routes:
+  - service: hello-app
+    port: 8080
+{aff}static:
+  hello-app: [{', '.join(f'"127.0.0.1:{p}"' for p in APPS)}]
+"""
+
+
+def nginx_config(log, affinity):
+    # nginx OSS cannot insert a cookie (that is `sticky`, nginx Plus only); the
+    # closest is hashing a cookie the client already has.
+    balance = "hash $cookie_route consistent;" if affinity else ""
+    access = f"access_log {work}/nginx-access.log combined;" if log else "access_log off;"
+    servers = "".join(f"server 127.0.0.1:{p};" for p in APPS)
+    return f"""worker_processes 1;
+worker_rlimit_nofile {IDLE + 5000};
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections {IDLE + 1000}; }}
+http {{
+    {access}
+    keepalive_requests 1000000;
+    upstream hello {{ {balance} {servers} keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{PORTS['nginx']} reuseport;
+        location / {{
+            proxy_pass http://hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"""
+
+
+def haproxy_config(log, affinity):
+    cookie = "    cookie SRV insert indirect nocache\n" if affinity else ""
+    servers = "".join(
+        f"    server s{i} 127.0.0.1:{p}{f' cookie s{i}' if affinity else ''}\n"
+        for i, p in enumerate(APPS))
+    logging = "    log stdout format raw local0\n" if log else ""
+    return f"""global
+    nbthread 1
+    maxconn {IDLE + 500}
+{logging}defaults
+    mode http
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    http-reuse always
+{'    log global' + chr(10) + '    option httplog' + chr(10) if log else ''}frontend web
+    bind 127.0.0.1:{PORTS['HAProxy']}
+    option forwardfor
+    default_backend hello
+backend hello
+    balance roundrobin
+{cookie}{servers}"""
+
+
+def start_proxies(log, affinity):
+    procs = {}
+    with open(f"{work}/edge.yaml", "w") as f:
+        f.write(edge_config(log, affinity))
+    procs["edge-proxy"] = spawn(
+        [EDGE, "--config", f"{work}/edge.yaml"], PROXY_CPU,
+        stdout=open(f"{work}/edge-access.log", "w"), stderr=open(f"{work}/edge.log", "w"),
+        env={**os.environ, "EDGE_PROXY_LOG": "warn"})
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_config(log, affinity))
+    procs["nginx"] = spawn(["nginx", "-c", f"{work}/nginx.conf", "-p", work,
+                            "-e", f"{work}/nginx-error.log"], PROXY_CPU)
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(haproxy_config(log, affinity))
+    procs["HAProxy"] = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], PROXY_CPU,
+                             stdout=open(f"{work}/haproxy-access.log", "w"),
+                             stderr=subprocess.DEVNULL)
+    if not log and not affinity:
+        procs[FLOOR] = spawn([f"{BIN}/examples/bare_pingora", f"127.0.0.1:{FLOOR_PORT}"]
+                             + [f"127.0.0.1:{p}" for p in APPS], PROXY_CPU,
+                             stderr=subprocess.DEVNULL)
+        wait_port(FLOOR_PORT)
+    for port in PORTS.values():
+        wait_port(port)
+    return procs
+
+
+def affinity_cookie(name):
+    """The cookie a first request gets, sent back on every later one (a browser)."""
+    if name == "nginx":
+        return "Cookie: route=some-client"
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[name]}/") as r:
+        set_cookie = r.headers.get("Set-Cookie", "")
+    return "Cookie: " + set_cookie.split(";")[0]
+
+
+def measure(procs, scenario, conns, affinity):
+    """Interleaved rounds over the proxies and the direct path; medians per proxy."""
+    targets = dict(PORTS)
+    if FLOOR in procs:
+        targets[FLOOR] = FLOOR_PORT
+    if not affinity:
+        targets["direct"] = APPS[0]
+    headers = {name: [affinity_cookie(name)] if affinity else [] for name in targets}
+    samples = {name: [] for name in targets}
+    for name, port in targets.items():  # warm pools and caches
+        wrk(port, conns, 1, headers[name])
+    for _ in range(ROUNDS):
+        for name, port in targets.items():
+            pid = procs[name].pid if name in procs else None
+            before = cpu_seconds(pid) if pid else 0
+            r = wrk(port, conns, SECONDS, headers[name])
+            if pid:
+                r["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(r["requests"], 1)
+            if r["errors"]:
+                print(f"  {name}: {r['errors']}", file=sys.stderr)
+            samples[name].append(r)
+    result = {}
+    for name, runs in samples.items():
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request") if k in runs[0]}
+        if name in procs:
+            med["peak_rss_mib"] = memory_mib(procs[name].pid, "VmHWM")
+        med["errors"] = sum(len(r["errors"]) for r in runs)
+        result[name] = med
+    if "direct" in result:
+        for name in procs:
+            result[name]["p50_overhead_ms"] = result[name]["p50_ms"] - result["direct"]["p50_ms"]
+    print(f"  {scenario} c={conns}: " + ", ".join(
+        f"{n} {r['rps']:.0f} rps" + (f" {r['cpu_us_per_request']:.1f} µs" if "cpu_us_per_request" in r else "")
+        for n, r in result.items()), file=sys.stderr)
+    return result
+
+
+def idle_connections(procs):
+    """RSS with IDLE kept-alive client connections open, each after one request."""
+    out = {}
+    for i, (name, port) in enumerate(PORTS.items()):
+        pid = procs[name].pid
+        before = memory_mib(pid, "VmRSS")
+        socks = []
+        request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+        for _ in range(IDLE):
+            s = socket.socket()
+            s.bind((f"127.0.0.{10 + i}", 0))  # a source address per proxy: ports enough
+            s.connect(("127.0.0.1", port))
+            s.sendall(request)
+            socks.append(s)
+        answered = 0
+        for s in socks:
+            s.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            answered += got.startswith(b"HTTP/1.1 200")
+        time.sleep(1)
+        open_now = max(answered, 1)
+        after = memory_mib(pid, "VmRSS")
+        out[name] = {"rss_before_mib": before, "rss_idle_mib": after, "answered": answered,
+                     "kib_per_connection": (after - before) * 1024 / open_now}
+        for s in socks:
+            s.close()
+        print(f"  idle {name}: {before:.1f} -> {after:.1f} MiB", file=sys.stderr)
+        time.sleep(1)
+    return out
+
+
+def main():
+    os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
+    for i, port in enumerate(APPS):
+        spawn([f"{BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], CLIENT_CPU,
+              stderr=subprocess.DEVNULL, env={**os.environ, "POD_NAME": f"hello-{i + 1}"})
+        wait_port(port)
+
+    results = {"scenarios": []}
+    plan = [("plain", False, False, CONNECTIONS),
+            ("access log", True, False, [64]),
+            ("affinity + access log", True, True, [64])]
+    for scenario, log, affinity, conn_counts in plan:
+        procs = start_proxies(log, affinity)
+        for conns in conn_counts:
+            results["scenarios"].append({
+                "scenario": scenario, "connections": conns,
+                "results": measure(procs, scenario, conns, affinity)})
+        if scenario == "plain":
+            results["idle"] = idle_connections(procs)
+        for p in procs.values():
+            stop(p)
+            children.remove(p)
+
+    results["machine"] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(), "kernel": platform.release(),
+        "seconds": SECONDS, "rounds": ROUNDS,
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1],
+        "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split()[2],
+        "edge-proxy": subprocess.run([EDGE, "--version"], capture_output=True, text=True).stdout.split()[-1],
+    }
+    with open(OUT + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    with open(OUT + ".md", "w") as f:
+        f.write(markdown(results))
+    print(markdown(results))
+
+
+def markdown(res):
+    m = res["machine"]
+    lines = [
+        "# edge-proxy benchmark", "",
+        f"{m['date']} on {m['cpus']} CPUs (Linux {m['kernel']}); nginx {m['nginx']}, "
+        f"HAProxy {m['haproxy']}, edge-proxy {m['edge-proxy']}. wrk -t1, {m['seconds']} s per run, "
+        f"medians of {m['rounds']} interleaved rounds. One proxy worker pinned to CPU 1; wrk and "
+        "three hello-apps on CPU 0; upstream keep-alive on. `bash bench/run.sh` (raw figures in "
+        "`bench/results.json`).", "",
+        "CPU µs/request is the proxy's user+system time over the run (from /proc) divided by the "
+        "requests served: the fairest figure on a small shared machine. Ratios are edge-proxy / other "
+        "(below 1 is better for CPU and latency, above 1 for requests/s). `pingora, bare` is "
+        "`proxy/examples/bare_pingora.rs`: pingora round-robin with nothing of edge-proxy on top, "
+        "the floor under edge-proxy's figures. `direct` is wrk against one hello-app.", "",
+        "| scenario | conns | proxy | requests/s | CPU µs/req | p50 ms | p99 ms | p50 over direct ms | peak RSS MiB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in res["scenarios"]:
+        for name, r in s["results"].items():
+            lines.append(
+                f"| {s['scenario']} | {s['connections']} | {name} | {r['rps']:.0f} | "
+                f"{r.get('cpu_us_per_request', float('nan')):.1f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r.get('p50_overhead_ms', float('nan')):.3f} | {r.get('peak_rss_mib', float('nan')):.1f} |"
+                .replace("nan", ""))
+    lines += ["", "Ratios of edge-proxy to the others:", "",
+              "| scenario | conns | vs | requests/s | CPU per request | p99 |",
+              "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for s in res["scenarios"]:
+        e = s["results"]["edge-proxy"]
+        for other in ("nginx", "HAProxy"):
+            o = s["results"][other]
+            lines.append(f"| {s['scenario']} | {s['connections']} | {other} | {e['rps'] / o['rps']:.2f} | "
+                         f"{e['cpu_us_per_request'] / o['cpu_us_per_request']:.2f} | {e['p99_ms'] / o['p99_ms']:.2f} |")
+    if "idle" in res:
+        lines += ["", f"Memory with {IDLE} idle keep-alive client connections (each after one request):", "",
+                  "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, r in res["idle"].items():
+            lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
+    lines += ["", "Notes: nginx OSS cannot insert an affinity cookie (`sticky` is nginx Plus); its affinity row "
+              "hashes a cookie the client already has (`hash $cookie_route consistent`). In the affinity rows "
+              "every client sends the cookie its first request was given, as a browser does. wrk is "
+              "closed-loop (Debian has no wrk2), so latency under a fixed arrival rate is not measured.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in children:
+            stop(p)
+        shutil.rmtree(work, ignore_errors=True)
