@@ -518,6 +518,10 @@ impl ProxyHttp for EdgeProxy {
                 .inc();
         }
 
+        // With `logging.access: off` nothing below is formatted at all.
+        if !tracing::enabled!(target: ACCESS, tracing::Level::INFO) {
+            return;
+        }
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
