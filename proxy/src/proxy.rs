@@ -360,6 +360,9 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(route), Some(addr)) = (&ctx.route, ctx.endpoint()) {
+            route.upstream.connect_failed(addr);
+        }
         let service = ctx.route.as_ref().map_or("-", |r| r.service.as_str());
         METRICS
             .upstream_connect_errors

@@ -245,3 +245,64 @@ fn websocket_tunnels_survive_a_fast_upstream() {
     });
     assert_eq!(m.sum("edge_proxy_requests_total", &[]), 200.0);
 }
+
+/// An address that takes no connection and refuses none: a listener that never
+/// accepts, its one-slot queue already full, so the kernel drops further SYNs
+/// (as a killed container's address stops answering). Lives as long as the
+/// returned child.
+fn blackhole() -> (SocketAddr, std::process::Child) {
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys,time\n\
+             s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0)\n\
+             fill=[socket.socket() for _ in range(3)]\n\
+             [(f.setblocking(False), f.connect_ex(s.getsockname())) for f in fill]\n\
+             time.sleep(0.3)\n\
+             print(s.getsockname()[1], flush=True); time.sleep(120)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().expect("blackhole port");
+    (SocketAddr::from(([127, 0, 0, 1], port)), child)
+}
+
+#[test]
+fn an_endpoint_that_stops_answering_costs_one_connect_timeout_not_one_per_request() {
+    let app = HelloApp::start("alive");
+    let (silent, mut holder) = blackhole();
+    let config = static_config(
+        "  - service: hello-app\n    port: 8080",
+        &[silent, app.addr],
+    )
+    .replace(
+        "discovery: static",
+        "discovery: static\ntimeouts:\n  connect: 300ms",
+    );
+    let proxy = Proxy::start(&config);
+    // Round robin over two endpoints: without passive health every other
+    // request would wait out the connect timeout on the silent one.
+    for i in 0..10 {
+        let r = curl(&[&proxy.url("/")]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(r.served_by(), "alive");
+    }
+    let m = proxy.metrics();
+    assert_eq!(
+        m.sum(
+            "edge_proxy_upstream_connect_errors_total",
+            &[("service", "default/hello-app:8080")]
+        ),
+        1.0,
+        "the silent endpoint was tried more than once"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
