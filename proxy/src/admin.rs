@@ -84,3 +84,39 @@ impl ServeHttp for Admin {
         }
     }
 }
+
+/// `edge-proxy health`: asks the admin listener's `/readyz`, as a container
+/// HEALTHCHECK does without a shell or curl in the image. Ok only on 200.
+pub fn probe_ready(admin: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    use std::time::Duration;
+    // A wildcard listener is asked on loopback.
+    let ip = match admin.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, admin.port());
+    let ask = || -> std::io::Result<String> {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        // The status line is all we need; a server may keep the connection open.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 256];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 512 {
+            match conn.read(&mut buf)? {
+                0 => break,
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    };
+    let head = ask().map_err(|e| format!("http://{addr}/readyz: {e}"))?;
+    let status = head.lines().next().unwrap_or_default();
+    match status.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!("http://{addr}/readyz: {status}")),
+    }
+}

@@ -16,7 +16,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -28,9 +28,34 @@ tokio::task_local! {
     static REQUESTS_ON_CONNECTION: Cell<u64>;
 }
 
-/// Called by the proxy once a request head is parsed: the deadline no longer applies.
+/// Requests whose head has arrived and whose response is not finished yet
+/// (an upgraded connection counts until its tunnel closes). Shutdown waits for
+/// this to reach zero rather than for the whole drain timeout.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// Called by the proxy once a request head is parsed: the deadline no longer
+/// applies, and the request is in flight until `process_new_http` returns.
 pub fn head_read() {
-    let _ = HEAD_READ.try_with(|read| read.store(true, Ordering::Relaxed));
+    let _ = HEAD_READ.try_with(|read| {
+        if !read.swap(true, Ordering::Relaxed) {
+            IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Ends a request's time in flight when it is served, however that ends.
+struct InFlight(Arc<AtomicBool>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.load(Ordering::Relaxed) {
+            IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct HeaderDeadline<A> {
@@ -71,6 +96,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for HeaderDeadline<
         };
 
         let read = Arc::new(AtomicBool::new(false));
+        let _in_flight = InFlight(read.clone());
         let serve = HEAD_READ.scope(read.clone(), self.inner.process_new_http(session, shutdown));
         tokio::pin!(serve);
         tokio::select! {

@@ -9,12 +9,14 @@
 //! response and moves to the replacement proxy by itself; only connections idle
 //! for the whole linger are dropped.
 
+use crate::client_limits::requests_in_flight;
+use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
-use pingora::server::ShutdownWatch;
+use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Lingering<A> {
     inner: Arc<A>,
@@ -52,4 +54,35 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Lingering<A> {
         tokio::time::sleep(self.linger).await;
         self.inner.http_cleanup().await;
     }
+}
+
+/// pingora sleeps out the whole grace period after SIGTERM, busy or not. This
+/// ends the process as soon as there is nothing left to drain: no client
+/// connection open, or no request in flight once idle keep-alives have had
+/// their `linger`. `drain_timeout` (pingora's grace period) stays the bound.
+pub fn exit_when_drained(server: &Server, linger: Duration) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+            let started = Instant::now();
+            loop {
+                let idle = requests_in_flight() == 0;
+                if METRICS.client_connections.get() == 0 || (idle && started.elapsed() >= linger) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::info!(after = ?started.elapsed(), "drained: exiting");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(0);
+        })
+        .expect("spawn the drain thread");
 }

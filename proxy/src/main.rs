@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Validate a configuration file: exit 0, or print every problem and exit 1.
     Check { file: PathBuf },
+    /// Ask the running proxy's admin listener (from --config) for /readyz:
+    /// exit 0 when ready. A container HEALTHCHECK with no shell in the image.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Health) => {
+            let admin = config::load(&cli.config)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    c.admin.ok_or_else(|| {
+                        format!("{}: no `admin` address to ask", cli.config.display())
+                    })
+                });
+            match admin.and_then(admin::probe_ready) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-proxy health: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => match run(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -146,6 +165,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash, certs).run(),
     );
 
+    drain::exit_when_drained(&server, linger);
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());
     Ok(())

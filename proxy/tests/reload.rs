@@ -124,7 +124,7 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let r = in_flight.join().unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-origin"), Some("a"));
-    // drain_timeout is 3s; the process exits after it, with 0.
+    // The process exits once the request is done, with 0, well within drain_timeout (3 s).
     let status = wait_exit(&mut proxy.child, Duration::from_secs(10)).expect("no exit within 10 s");
     assert!(status.success(), "{status}");
     assert!(
@@ -132,4 +132,47 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
         "took {:?}",
         sent.elapsed()
     );
+}
+
+#[test]
+fn an_idle_proxy_stops_at_once_on_sigterm_not_after_the_drain_timeout() {
+    let a = EchoOrigin::start("a");
+    let config = config_for(&[&a], "  - service: a\n    port: 80")
+        .replace("drain_timeout: 3s", "drain_timeout: 60s");
+    let mut proxy = Proxy::start(&config);
+    assert_eq!(origin_of(&proxy, "any.test"), Ok("a".into()));
+    signal(&proxy.child, "TERM");
+    // drain_timeout is the bound, not a sleep: nothing is in flight, so the
+    // proxy is gone long before 60 s.
+    let status = wait_exit(&mut proxy.child, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM; log:\n{}", proxy.log()));
+    assert!(status.success(), "{status}");
+    assert!(proxy.log().contains("drained: exiting"), "{}", proxy.log());
+}
+
+#[test]
+fn the_health_subcommand_exits_zero_only_while_the_proxy_is_ready() {
+    let a = EchoOrigin::start("a");
+    let mut proxy = Proxy::start(&config_for(&[&a], "  - service: a\n    port: 80"));
+    let config = proxy.config_path.clone();
+    let health = || {
+        std::process::Command::new(edge_proxy_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("health")
+            .output()
+            .unwrap()
+    };
+    let up = health();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _ = proxy.child.kill();
+    let _ = proxy.child.wait();
+    let down = health();
+    assert!(!down.status.success());
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains("/readyz"), "{err}");
 }
