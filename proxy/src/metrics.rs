@@ -23,6 +23,7 @@ pub struct Metrics {
     pub endpoints: IntGaugeVec,
     pub discovery_synced: IntGaugeVec,
     pub discovery_errors: IntCounterVec,
+    pub dns_lookups: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_info: IntGaugeVec,
@@ -99,6 +100,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "edge_proxy_discovery_synced",
             "1 when discovery for a service has its initial endpoint list.",
             &["service"]
+        )
+        .expect("register"),
+        dns_lookups: register_int_counter_vec!(
+            "edge_proxy_dns_lookups_total",
+            "DNS discovery lookups, by service and result: ok, no_records (NXDOMAIN or no addresses: no endpoints), error (timeout, SERVFAIL: last endpoints kept).",
+            &["service", "result"]
         )
         .expect("register"),
         discovery_errors: register_int_counter_vec!(

@@ -5,7 +5,14 @@
 //! second and at most every 30 s. A name that does not exist (or has no
 //! records) means no endpoints; a failed lookup (timeout, SERVFAIL) keeps the
 //! last good set and retries. Name servers come from `/etc/resolv.conf`, or the
-//! file named by `EDGE_PROXY_RESOLV_CONF`.
+//! file named by `EDGE_PROXY_RESOLV_CONF`, and are asked as glibc asks them:
+//! one at a time, in the listed order, the next only when one does not answer.
+//! (hickory's default asks two at once and takes the first reply; in a
+//! container that lists the engine's DNS server and the host's, the host's
+//! NXDOMAIN for a compose service name could then win the race.)
+//!
+//! A name that stops resolving (or starts again) is logged once per change,
+//! and every lookup is counted by result in `edge_proxy_dns_lookups_total`.
 
 use super::backend;
 use crate::config::UpstreamKey;
@@ -13,6 +20,7 @@ use crate::metrics::METRICS;
 use crate::upstream::{AbortOnDrop, Upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use hickory_resolver::config::{ResolverConfig, ServerOrderingStrategy};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::Resolver;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -40,6 +48,15 @@ async fn resolver() -> anyhow::Result<&'static Resolver<TokioRuntimeProvider>> {
                 .map_err(|e| anyhow::anyhow!("discovery: dns: cannot read {path}: {e}"))?;
             let (config, mut options) = hickory_resolver::system_conf::parse_resolv_conf(text)
                 .map_err(|e| anyhow::anyhow!("discovery: dns: {path}: {e}"))?;
+            // glibc's order: one server at a time, as listed; a server's
+            // NXDOMAIN is its answer, the next is asked only on a timeout.
+            options.num_concurrent_reqs = 1;
+            options.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+            let (domain, search, mut servers) = config.into_parts();
+            for server in &mut servers {
+                server.trust_negative_responses = true;
+            }
+            let config = ResolverConfig::from_parts(domain, search, servers);
             // We follow TTLs ourselves; a cached answer must not outlive them.
             options.positive_max_ttl = Some(MAX_INTERVAL);
             options.negative_max_ttl = Some(MIN_INTERVAL);
@@ -89,8 +106,38 @@ async fn follow(
     upstream: Weak<Upstream>,
 ) {
     let mut failures = 0u32;
+    // Whether the name resolved last time: a change is logged once, not each lookup.
+    let mut resolved: Option<bool> = None;
     loop {
-        let (found, wait) = match resolver.lookup_ip(name.as_str()).await {
+        let looked_up = resolver.lookup_ip(name.as_str()).await;
+        let result = match &looked_up {
+            Ok(lookup) if lookup.iter().next().is_some() => "ok",
+            Ok(_) => "no_records",
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => "no_records",
+            Err(_) => "error",
+        };
+        METRICS
+            .dns_lookups
+            .with_label_values(&[&service, result])
+            .inc();
+        let resolves = match result {
+            "ok" => Some(true),
+            "no_records" => Some(false),
+            _ => None,
+        };
+        if resolves.is_some() && resolves != resolved {
+            match resolves {
+                Some(false) => tracing::warn!(
+                    service,
+                    name,
+                    "the name does not resolve (no such name, or no addresses): no endpoints, requests for it get 503"
+                ),
+                _ if resolved.is_some() => tracing::info!(service, name, "the name resolves again"),
+                _ => {}
+            }
+            resolved = resolves;
+        }
+        let (found, wait) = match looked_up {
             Ok(lookup) => {
                 failures = 0;
                 let addrs: BTreeSet<SocketAddr> =
