@@ -24,9 +24,13 @@ use tokio::net::TcpListener;
 /// How long in-flight requests get after SIGTERM before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
-const USAGE: &str = "usage: hello-app [--listen ADDR]   (default 0.0.0.0:$PORT, PORT default 8080)";
+const USAGE: &str = "usage: hello-app [--listen ADDR]   (default 0.0.0.0:$PORT, PORT default 8080)
+       hello-app --health          exit 0 if 127.0.0.1:$PORT/healthz answers 200 (a container HEALTHCHECK)";
 
 fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--health") {
+        return health_check();
+    }
     // Print errors on one line ourselves: anyhow's Debug output adds a backtrace when
     // RUST_BACKTRACE is set, which is noise for a usage error.
     let result = listen_addr().and_then(|addr| {
@@ -152,6 +156,47 @@ fn pod_name() -> String {
         })
         .or_else(|| std::env::var("HOSTNAME").ok().and_then(non_empty))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The image has no shell and no curl: the binary asks its own `/healthz`.
+fn health_check() -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ask = || -> std::io::Result<String> {
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        // The status line is all we need; a server may keep the connection open.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 256];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 512 {
+            match conn.read(&mut buf)? {
+                0 => break,
+                n => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    };
+    match ask() {
+        Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => {
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(head) => {
+            eprintln!(
+                "hello-app: {addr}/healthz: {}",
+                head.lines().next().unwrap_or("")
+            );
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hello-app: {addr}/healthz: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

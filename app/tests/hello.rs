@@ -153,3 +153,26 @@ fn stop_wait(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_health_flag_asks_healthz_on_port_and_exits_zero_only_when_it_answers() {
+    let (mut app, addr) = start(&[], &[("PORT", "0")]);
+    // `--health` asks 127.0.0.1:$PORT: the port the app really took.
+    let health = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_hello-app"))
+            .arg("--health")
+            .env("PORT", port.to_string())
+            .output()
+            .unwrap()
+    };
+    let up = health(addr.port());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(stop(&mut app).success());
+    let down = health(addr.port());
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("/healthz"));
+}
