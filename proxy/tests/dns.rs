@@ -22,7 +22,11 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start(dir: &Path, ips: &[&str]) -> Dnsmasq {
-        let hosts = dir.join("hosts");
+        Self::start_on(DNS_IP, dir, ips)
+    }
+
+    fn start_on(listen: &str, dir: &Path, ips: &[&str]) -> Dnsmasq {
+        let hosts = dir.join(format!("hosts-{listen}"));
         write_hosts(&hosts, ips);
         let mut child = Command::new("dnsmasq")
             .args([
@@ -31,7 +35,7 @@ impl Dnsmasq {
                 "--no-resolv",
                 "--no-hosts",
                 "--bind-interfaces",
-                &format!("--listen-address={DNS_IP}"),
+                &format!("--listen-address={listen}"),
                 "--port=53",
                 "--local-ttl=1",
                 // Authoritative for the cluster domain: unknown names are NXDOMAIN.
@@ -45,7 +49,7 @@ impl Dnsmasq {
             .spawn()
             .expect("dnsmasq (apt-get install dnsmasq-base)");
         // Wait until it answers over TCP (it serves both).
-        let addr: SocketAddr = format!("{DNS_IP}:53").parse().unwrap();
+        let addr: SocketAddr = format!("{listen}:53").parse().unwrap();
         wait_listening(addr, &mut child, "dnsmasq");
         Dnsmasq { child, hosts }
     }
@@ -157,4 +161,73 @@ fn follows_the_records_as_their_ttl_says_and_survives_a_dns_outage() {
     eventually("back", Duration::from_secs(10), || {
         served_set(&proxy, 3) == BTreeSet::from(["pod-2".to_string()])
     });
+}
+
+#[test]
+fn name_servers_are_asked_in_order_so_a_later_ones_nxdomain_never_wins() {
+    // As in a container: the engine's DNS (knows the name) listed before the
+    // host's (NXDOMAIN for it). Asked at once, the NXDOMAIN won about every
+    // other lookup and the route had no endpoints until the next one.
+    let port = free_port();
+    let _app = HelloApp::start_on("pod-1", SocketAddr::from(([127, 0, 0, 1], port)));
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = Dnsmasq::start_on("127.0.0.80", dir.path(), &["127.0.0.1"]);
+    let _host = Dnsmasq::start_on("127.0.0.81", dir.path(), &[]);
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.80\nnameserver 127.0.0.81\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let config = format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: dns\nroutes:\n  - service: hello-app\n    port: {port}\n"
+    );
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start_with_env(&config, http, &[("EDGE_PROXY_RESOLV_CONF", &resolv)]);
+    let service = format!("default/hello-app:{port}");
+    let svc = [("service", service.as_str())];
+    // The 1 s TTL makes the proxy look the name up again and again.
+    proxy.wait_metrics("four lookups", |m| {
+        m.sum("edge_proxy_dns_lookups_total", &svc) >= 4.0
+    });
+    for i in 0..10 {
+        let r = curl(&[&proxy.url("/")]);
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    let m = proxy.metrics();
+    assert_eq!(
+        m.sum(
+            "edge_proxy_dns_lookups_total",
+            &[svc[0], ("result", "no_records")]
+        ),
+        0.0,
+        "the second server's NXDOMAIN was taken; log:\n{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("does not resolve"), "{}", proxy.log());
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_logged_once_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let _dns = Dnsmasq::start_on("127.0.0.79", dir.path(), &[]);
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.79\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let config = "listen:\n  http: \"{http}\"\nadmin: \"{admin}\"\ndiscovery: dns\nroutes:\n  - service: hello-app\n    port: 8080\n";
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start_with_env(config, http, &[("EDGE_PROXY_RESOLV_CONF", &resolv)]);
+    let svc = ("service", "default/hello-app:8080");
+    proxy.wait_metrics("three failed lookups", |m| {
+        m.sum(
+            "edge_proxy_dns_lookups_total",
+            &[svc, ("result", "no_records")],
+        ) >= 3.0
+    });
+    assert_eq!(curl(&[&proxy.url("/")]).status, 503);
+    let log = proxy.log();
+    assert_eq!(log.matches("does not resolve").count(), 1, "{log}");
 }
