@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release binaries into target/release. The one build command that
-# the Dockerfiles, run-local.sh and CI all use, so CI exercises the image build.
+# the Dockerfiles and run-local.sh use; CI builds it inside the images
+# (scripts/container-test.sh).
 #   bash scripts/build-release.sh [PACKAGE...]    (default: edge-proxy hello-app)
 set -euo pipefail
 cd "$(dirname "$0")/.."
