@@ -79,6 +79,14 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// edge-proxy patch: resolve once a read would not wait (data, EOF or an
+    /// error is there), without reading anything. A server can then hold an
+    /// idle keep-alive connection without the buffers and request state it
+    /// allocates to read the next request. The default resolves at once.
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 use std::any::Any;

@@ -750,6 +750,26 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    // edge-proxy patch: see `Peek::wait_readable`. Bytes already held in user
+    // space (rewound, or in the read buffer) are ready at once; otherwise the
+    // socket's readiness is awaited (tokio clears it after a short read, so a
+    // connection whose last request was read whole waits for the next one).
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        let buffered = match self.stream() {
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+            BufferedStream::UnbufferedRead(_) => false,
+        };
+        if buffered || !self.rewind_read_buf.is_empty() {
+            return Ok(());
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.readable().await,
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.readable().await,
+            RawStream::Virtual(_) => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
