@@ -8,6 +8,9 @@
 //! meantime each busy connection gets its `Connection: close` on its next
 //! response and moves to the replacement proxy by itself; only connections idle
 //! for the whole linger are dropped.
+//!
+//! Connections idle between requests wait in `client_limits`, which closes
+//! them when [`Lingering::closing`] turns true.
 
 use crate::client_limits::requests_in_flight;
 use crate::metrics::METRICS;
@@ -17,10 +20,13 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub struct Lingering<A> {
     inner: Arc<A>,
     linger: Duration,
+    /// Set once the linger is over: idle connections close.
+    closing: watch::Sender<bool>,
 }
 
 impl<A> Lingering<A> {
@@ -28,7 +34,13 @@ impl<A> Lingering<A> {
         Lingering {
             inner: Arc::new(inner),
             linger,
+            closing: watch::Sender::new(false),
         }
+    }
+
+    /// Turns true once the linger after SIGTERM is over: idle connections close.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 }
 
@@ -52,6 +64,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Lingering<A> {
 
     async fn http_cleanup(&self) {
         tokio::time::sleep(self.linger).await;
+        self.closing.send_replace(true);
         self.inner.http_cleanup().await;
     }
 }
