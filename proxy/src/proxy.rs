@@ -360,7 +360,11 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(route), Some(addr)) = (&ctx.route, ctx.endpoint()) {
+        // A silent endpoint (timeout, no route) costs every request the connect
+        // timeout: hold it back for a while. A refusal costs nothing, and the
+        // endpoint may be back the next moment (a restart on the same address).
+        let silent = matches!(e.etype(), ConnectTimedout | ConnectNoRoute);
+        if let (true, Some(route), Some(addr)) = (silent, &ctx.route, ctx.endpoint()) {
             route.upstream.connect_failed(addr);
         }
         let service = ctx.route.as_ref().map_or("-", |r| r.service.as_str());

@@ -7,11 +7,12 @@
 //! still serving (terminating pods): pinned sessions may finish there, new ones
 //! never start there.
 //!
-//! Passive health: an endpoint that failed a connect (refused, or no answer
-//! within the connect timeout, as a killed container's address does) is
-//! skipped for [`FAILED_CONNECT_HOLD`], by new and pinned sessions alike, so a
-//! vanished endpoint costs one timeout rather than one per request until
-//! discovery drops it. When every endpoint is held, they are tried anyway.
+//! Passive health: an endpoint whose connect timed out (a killed container's
+//! address stops answering) is skipped for [`FAILED_CONNECT_HOLD`], by new and
+//! pinned sessions alike, so a vanished endpoint costs one timeout rather than
+//! one per request until discovery drops it. A refused connect is not held:
+//! it costs nothing, and the endpoint may be back at once. When every
+//! endpoint is held, they are tried anyway.
 
 use crate::affinity::{EndpointHasher, EndpointId};
 use crate::config::UpstreamKey;
