@@ -94,7 +94,7 @@ pub fn exit_when_drained(server: &Server, linger: Duration) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             tracing::info!(after = ?started.elapsed(), "drained: exiting");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            crate::access_log::flush();
             std::process::exit(0);
         })
         .expect("spawn the drain thread");

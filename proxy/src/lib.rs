@@ -4,6 +4,8 @@
 //! a module per concern, so that fuzz targets and benchmarks reach the same code.
 
 #[cfg(feature = "server")]
+pub mod access_log;
+#[cfg(feature = "server")]
 pub mod admin;
 pub mod affinity;
 #[cfg(feature = "server")]

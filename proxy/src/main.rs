@@ -3,7 +3,9 @@
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
-use edge_proxy::{admin, client_limits, config, drain, logging, proxy, reload, state, tls};
+use edge_proxy::{
+    access_log, admin, client_limits, config, drain, logging, proxy, reload, state, tls,
+};
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -180,5 +182,6 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     drain::exit_when_drained(&server, linger);
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());
+    access_log::flush();
     Ok(())
 }

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub discovery_synced: IntGaugeVec,
     pub discovery_errors: IntCounterVec,
     pub dns_lookups: IntCounterVec,
+    pub access_log_dropped: IntCounter,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_info: IntGaugeVec,
@@ -100,6 +101,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "edge_proxy_discovery_synced",
             "1 when discovery for a service has its initial endpoint list.",
             &["service"]
+        )
+        .expect("register"),
+        access_log_dropped: register_int_counter!(
+            "edge_proxy_access_log_dropped_total",
+            "Access log lines dropped because stdout did not take them (16 MiB were waiting)."
         )
         .expect("register"),
         dns_lookups: register_int_counter_vec!(

@@ -8,10 +8,10 @@
 //! - `fail_to_proxy`: the proxy's own error responses;
 //! - `logging`: metrics and the access log.
 
+use crate::access_log;
 use crate::affinity::{self, EndpointId};
 use crate::client_limits;
 use crate::config::{IpNet, Limits};
-use crate::logging::ACCESS;
 use crate::metrics::{method_label, METRICS};
 use crate::routing::normalize_host;
 use crate::state::{RouteEntry, SharedSnapshot};
@@ -526,34 +526,25 @@ impl ProxyHttp for EdgeProxy {
         }
 
         // With `logging.access: off` nothing below is formatted at all.
-        if !tracing::enabled!(target: ACCESS, tracing::Level::INFO) {
-            return;
+        if access_log::enabled() {
+            access_log::record(&access_log::Entry {
+                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                host: request_host(req),
+                method: req.method.as_str(),
+                path: req.uri.path().as_bytes(),
+                protocol: req.version,
+                status,
+                bytes_in: session.body_bytes_read(),
+                bytes_out: session.body_bytes_sent(),
+                duration: elapsed,
+                upstream: ctx.endpoint(),
+                route,
+                service,
+                affinity: ctx.affinity.as_str(),
+                request_id: &ctx.request_id,
+                error: e.map(|e| e as &dyn std::fmt::Display),
+            });
         }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.to_string());
-        let upstream = ctx.endpoint().map(|a| a.to_string());
-        let request_host = request_host(req).map(String::from_utf8_lossy);
-        tracing::info!(
-            target: ACCESS,
-            client = client.as_deref().unwrap_or("-"),
-            host = request_host.as_deref().unwrap_or("-"),
-            method = req.method.as_str(),
-            path = req.uri.path(),
-            protocol = ?req.version,
-            status,
-            bytes_in = session.body_bytes_read(),
-            bytes_out = session.body_bytes_sent(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream = upstream.as_deref().unwrap_or("-"),
-            route,
-            service,
-            affinity = ctx.affinity.as_str(),
-            request_id = ctx.request_id.as_str(),
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
     }
 }
 
