@@ -272,6 +272,35 @@ def measure(procs, scenario, conns, affinity):
     return result
 
 
+def syscalls_per_request(procs, conns, affinity):
+    """strace -c over a short wrk run of each proxy: system calls per request,
+    by name. strace slows the proxy down; the counts per request stay true."""
+    out = {}
+    for name, port in PORTS.items():
+        pid = procs[name].pid
+        trace = f"{work}/strace-{name}.txt"
+        # Every process of the proxy: nginx's master only forks its worker.
+        targets = [a for p in family(pid) for a in ("-p", str(p))]
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", trace] + targets,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        r = wrk(port, conns, 3, [affinity_cookie(name)] if affinity else [])
+        tracer.terminate()
+        tracer.wait()
+        calls = {}
+        for line in open(trace):
+            fields = line.split()
+            # "% time seconds usecs/call calls [errors] syscall"
+            if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+                calls[fields[-1]] = int(fields[3])
+        per = {k: v / max(r["requests"], 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+        out[name] = {"total": sum(per.values()),
+                     "by_call": {k: round(v, 2) for k, v in per.items() if v >= 0.05}}
+        print(f"  syscalls {name}: {out[name]['total']:.2f}/request {out[name]['by_call']}",
+              file=sys.stderr)
+    return out
+
+
 def idle_connections(procs):
     """RSS with IDLE kept-alive client connections open, each after one request."""
     out = {}
@@ -327,6 +356,8 @@ def main():
                 "results": measure(procs, scenario, conns, affinity)})
         if scenario == "plain":
             results["idle"] = idle_connections(procs)
+        if scenario == "affinity + access log":
+            results["syscalls"] = syscalls_per_request(procs, 64, affinity)
         for p in procs.values():
             stop(p)
             children.remove(p)
@@ -385,6 +416,13 @@ def markdown(res):
                   "| --- | ---: | ---: | ---: |"]
         for name, r in res["idle"].items():
             lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
+    if "syscalls" in res:
+        lines += ["", "System calls per proxied request (`strace -c -f` over a 3 s wrk run, affinity + "
+                  "access log, 64 connections; strace slows the proxy, the counts per request stay true):", "",
+                  "| proxy | per request | by call |", "| --- | ---: | --- |"]
+        for name, r in res["syscalls"].items():
+            calls = ", ".join(f"{k} {v:.2f}" for k, v in r["by_call"].items())
+            lines.append(f"| {name} | {r['total']:.2f} | {calls} |")
     lines += ["", "Notes: nginx OSS cannot insert an affinity cookie (`sticky` is nginx Plus); its affinity row "
               "hashes a cookie the client already has (`hash $cookie_route consistent`). In the affinity rows "
               "every client sends the cookie its first request was given, as a browser does. wrk is "

@@ -16,6 +16,7 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v strace >/dev/null || need+=(strace)
 command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
