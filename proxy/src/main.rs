@@ -156,7 +156,14 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
                 .context("TLS settings")?;
             settings.set_cert_resolver(resolver.clone());
             settings.enable_h2();
-            proxy.add_tls_with_settings(&https.to_string(), Some(sock), settings);
+            // No L4 read buffer here either: rustls keeps its own buffer of
+            // TLS records, so pingora's 64 KiB one only doubled it.
+            proxy.add_listener(
+                ListenerConfig::tcp(https.to_string())
+                    .tcp_socket_options(sock)
+                    .tls(settings)
+                    .l4_buffer(L4BufferSettings::default().read(0)),
+            );
             Some(resolver)
         }
         None => None,
