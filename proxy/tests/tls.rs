@@ -293,3 +293,49 @@ fn websocket_upgrades_are_proxied_over_tls() {
     let _ = tls.kill();
     let _ = tls.wait();
 }
+
+#[test]
+fn keep_alive_requests_over_tls_are_served_after_idle_gaps_without_waiting() {
+    // An idle TLS keep-alive connection waits for the next TLS record before
+    // any request state is allocated: each request after a gap must still be
+    // answered at once. (Pipelined requests are not served by pingora, over
+    // TLS or not, before or after this change: it answers the first and closes.)
+    let https = Https::start();
+    let script = format!(
+        r#"
+import socket, ssl, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="a.test")
+s.settimeout(5)
+answered, slowest = 0, 0.0
+for gap in (0, 0.3, 1.0, 0.1):
+    time.sleep(gap)
+    start = time.monotonic()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    got = b""
+    while b"Hello world from app-1!" not in got or not got.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk: break
+        got += chunk
+    answered += b"Hello world from app-1!" in got
+    slowest = max(slowest, time.monotonic() - start)
+print(answered, round(slowest, 2))
+"#,
+        port = https.port
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut fields = stdout.split_whitespace();
+    assert_eq!(fields.next(), Some("4"), "{stdout} {stderr}");
+    // A stall would wait out the 5 s socket timeout (or the idle timeout).
+    let slowest: f64 = fields.next().unwrap().parse().unwrap();
+    assert!(
+        slowest < 3.0,
+        "slowest request {slowest} s: {stdout} {stderr}"
+    );
+}

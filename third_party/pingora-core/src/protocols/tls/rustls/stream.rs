@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::listeners::tls::Acceptor;
+use async_trait::async_trait;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::tls::TlsRef;
 use crate::protocols::{tls::SslDigest, Peek, TimingDigest, UniqueIDType};
@@ -428,4 +429,19 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+#[async_trait]
+impl<S: Peek + Send + Sync> Peek for TlsStream<S> {
+    // edge-proxy patch: see `Peek::wait_readable`. Plaintext rustls already
+    // holds (or a received close_notify) is ready at once; otherwise the next
+    // TLS record has to come from the transport, so wait for that.
+    async fn wait_readable(&self) -> std::io::Result<()> {
+        let Some(stream) = self.tls.stream.as_ref() else {
+            return Ok(());
+        };
+        let (io, state) = stream.get_ref();
+        if !state.wants_read() {
+            return Ok(());
+        }
+        io.wait_readable().await
+    }
+}
