@@ -36,6 +36,9 @@ BIN = "target/release"
 EDGE = os.environ.get("BENCH_EDGE_PROXY", f"{BIN}/edge-proxy")
 APPS = [18181, 18182, 18183]
 PORTS = {"edge-proxy": 18190, "nginx": 18191, "HAProxy": 18192}
+# The same proxies' HTTPS listeners (a self-signed certificate made per run).
+TLS_PORTS = {"edge-proxy": 18195, "nginx": 18196, "HAProxy": 18197}
+TLS_IDLE = int(os.environ.get("BENCH_TLS_IDLE_CONNECTIONS", "3000"))
 # pingora with nothing on top (proxy/examples/bare_pingora.rs): the floor under edge-proxy.
 FLOOR, FLOOR_PORT = "pingora, bare", 18193
 PROXY_CPU, CLIENT_CPU = "1", "0"
@@ -128,9 +131,22 @@ def wrk(port, conns, seconds, headers=()):
 
 # --- configurations -------------------------------------------------------------
 
+def make_certificate():
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=bench.test",
+                    "-keyout", f"{work}/tls.key", "-out", f"{work}/tls.crt"],
+                   check=True, capture_output=True)
+    with open(f"{work}/tls.pem", "w") as f:  # HAProxy wants both in one file
+        f.write(open(f"{work}/tls.crt").read() + open(f"{work}/tls.key").read())
+
+
 def edge_config(log, affinity):
     aff = "    affinity: { cookie: route }\n" if affinity else ""
-    return f"""listen: {{ http: "127.0.0.1:{PORTS['edge-proxy']}" }}
+    return f"""listen: {{ http: "127.0.0.1:{PORTS['edge-proxy']}", https: "127.0.0.1:{TLS_PORTS['edge-proxy']}" }}
+tls:
+  - hosts: [bench.test]
+    cert: {work}/tls.crt
+    key: {work}/tls.key
 discovery: static
 threads: 1
 logging: {{ format: text, access: {'json' if log else 'off'} }}
@@ -161,6 +177,9 @@ http {{
     upstream hello {{ {balance} {servers} keepalive 64; }}
     server {{
         listen 127.0.0.1:{PORTS['nginx']} reuseport;
+        listen 127.0.0.1:{TLS_PORTS['nginx']} ssl reuseport;
+        ssl_certificate {work}/tls.crt;
+        ssl_certificate_key {work}/tls.key;
         location / {{
             proxy_pass http://hello;
             proxy_http_version 1.1;
@@ -191,6 +210,7 @@ def haproxy_config(log, affinity):
     http-reuse always
 {'    log global' + chr(10) + '    option httplog' + chr(10) if log else ''}frontend web
     bind 127.0.0.1:{PORTS['HAProxy']}
+    bind 127.0.0.1:{TLS_PORTS['HAProxy']} ssl crt {work}/tls.pem
     option forwardfor
     default_backend hello
 backend hello
@@ -220,7 +240,7 @@ def start_proxies(log, affinity):
                              + [f"127.0.0.1:{p}" for p in APPS], PROXY_CPU,
                              stderr=subprocess.DEVNULL)
         wait_port(FLOOR_PORT)
-    for port in PORTS.values():
+    for port in list(PORTS.values()) + list(TLS_PORTS.values()):
         wait_port(port)
     return procs
 
@@ -301,6 +321,41 @@ def syscalls_per_request(procs, conns, affinity):
     return out
 
 
+def idle_tls_connections(procs):
+    """RSS with TLS_IDLE kept-alive TLS client connections open, each after one request."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    out = {}
+    for name, port in TLS_PORTS.items():
+        pid = procs[name].pid
+        before = memory_mib(pid, "VmRSS")
+        socks, answered = [], 0
+        for _ in range(TLS_IDLE):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench.test")
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+            s.settimeout(10)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            answered += got.startswith(b"HTTP/1.1 200")
+            socks.append(s)
+        time.sleep(1)
+        after = memory_mib(pid, "VmRSS")
+        out[name] = {"rss_before_mib": before, "rss_idle_mib": after, "answered": answered,
+                     "kib_per_connection": (after - before) * 1024 / max(answered, 1)}
+        for s in socks:
+            s.close()
+        print(f"  idle TLS {name}: {before:.1f} -> {after:.1f} MiB", file=sys.stderr)
+        time.sleep(1)
+    return out
+
+
 def idle_connections(procs):
     """RSS with IDLE kept-alive client connections open, each after one request."""
     out = {}
@@ -339,6 +394,7 @@ def idle_connections(procs):
 
 def main():
     os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
+    make_certificate()
     for i, port in enumerate(APPS):
         spawn([f"{BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], CLIENT_CPU,
               stderr=subprocess.DEVNULL, env={**os.environ, "POD_NAME": f"hello-{i + 1}"})
@@ -361,6 +417,15 @@ def main():
         for p in procs.values():
             stop(p)
             children.remove(p)
+
+    # TLS idle connections on fresh processes of their own: a heap freed by an
+    # earlier run would hide the growth, and 3 000 closing connections would
+    # disturb a measurement after them.
+    procs = start_proxies(False, False)
+    results["idle_tls"] = idle_tls_connections(procs)
+    for p in procs.values():
+        stop(p)
+        children.remove(p)
 
     results["machine"] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -415,6 +480,12 @@ def markdown(res):
                   "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
                   "| --- | ---: | ---: | ---: |"]
         for name, r in res["idle"].items():
+            lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
+    if "idle_tls" in res:
+        lines += ["", f"Memory with {TLS_IDLE} idle keep-alive TLS client connections (TLS 1.3, each after one request):", "",
+                  "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, r in res["idle_tls"].items():
             lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
     if "syscalls" in res:
         lines += ["", "System calls per proxied request (`strace -c -f` over a 3 s wrk run, affinity + "

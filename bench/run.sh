@@ -17,6 +17,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v strace >/dev/null || need+=(strace)
+command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
