@@ -321,6 +321,30 @@ def syscalls_per_request(procs, conns, affinity):
     return out
 
 
+def answered_ok(s):
+    """Read one response head from `s`: was it a 200?"""
+    s.settimeout(10)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got.startswith(b"HTTP/1.1 200")
+
+
+def rss_growth(name, pid, before, socks, answered, what):
+    """RSS now against `before`, per answered connection; then close them all."""
+    time.sleep(1)
+    after = memory_mib(pid, "VmRSS")
+    for s in socks:
+        s.close()
+    print(f"  idle {what}{name}: {before:.1f} -> {after:.1f} MiB", file=sys.stderr)
+    time.sleep(1)
+    return {"rss_before_mib": before, "rss_idle_mib": after, "answered": answered,
+            "kib_per_connection": (after - before) * 1024 / max(answered, 1)}
+
+
 def idle_tls_connections(procs):
     """RSS with TLS_IDLE kept-alive TLS client connections open, each after one request."""
     import ssl
@@ -336,23 +360,9 @@ def idle_tls_connections(procs):
         for _ in range(TLS_IDLE):
             s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench.test")
             s.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
-            s.settimeout(10)
-            got = b""
-            while b"\r\n\r\n" not in got:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
-            answered += got.startswith(b"HTTP/1.1 200")
+            answered += answered_ok(s)
             socks.append(s)
-        time.sleep(1)
-        after = memory_mib(pid, "VmRSS")
-        out[name] = {"rss_before_mib": before, "rss_idle_mib": after, "answered": answered,
-                     "kib_per_connection": (after - before) * 1024 / max(answered, 1)}
-        for s in socks:
-            s.close()
-        print(f"  idle TLS {name}: {before:.1f} -> {after:.1f} MiB", file=sys.stderr)
-        time.sleep(1)
+        out[name] = rss_growth(name, pid, before, socks, answered, "TLS ")
     return out
 
 
@@ -363,32 +373,15 @@ def idle_connections(procs):
         pid = procs[name].pid
         before = memory_mib(pid, "VmRSS")
         socks = []
-        request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
         for _ in range(IDLE):
             s = socket.socket()
             s.bind((f"127.0.0.{10 + i}", 0))  # a source address per proxy: ports enough
             s.connect(("127.0.0.1", port))
-            s.sendall(request)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
             socks.append(s)
-        answered = 0
-        for s in socks:
-            s.settimeout(10)
-            got = b""
-            while b"\r\n\r\n" not in got:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
-            answered += got.startswith(b"HTTP/1.1 200")
-        time.sleep(1)
-        open_now = max(answered, 1)
-        after = memory_mib(pid, "VmRSS")
-        out[name] = {"rss_before_mib": before, "rss_idle_mib": after, "answered": answered,
-                     "kib_per_connection": (after - before) * 1024 / open_now}
-        for s in socks:
-            s.close()
-        print(f"  idle {name}: {before:.1f} -> {after:.1f} MiB", file=sys.stderr)
-        time.sleep(1)
+        # All requests sent first, then the answers read: a burst, as before.
+        answered = sum(answered_ok(s) for s in socks)
+        out[name] = rss_growth(name, pid, before, socks, answered, "")
     return out
 
 
