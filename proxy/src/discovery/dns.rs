@@ -109,35 +109,7 @@ async fn follow(
     // Whether the name resolved last time: a change is logged once, not each lookup.
     let mut resolved: Option<bool> = None;
     loop {
-        let looked_up = resolver.lookup_ip(name.as_str()).await;
-        let result = match &looked_up {
-            Ok(lookup) if lookup.iter().next().is_some() => "ok",
-            Ok(_) => "no_records",
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => "no_records",
-            Err(_) => "error",
-        };
-        METRICS
-            .dns_lookups
-            .with_label_values(&[&service, result])
-            .inc();
-        let resolves = match result {
-            "ok" => Some(true),
-            "no_records" => Some(false),
-            _ => None,
-        };
-        if resolves.is_some() && resolves != resolved {
-            match resolves {
-                Some(false) => tracing::warn!(
-                    service,
-                    name,
-                    "the name does not resolve (no such name, or no addresses): no endpoints, requests for it get 503"
-                ),
-                _ if resolved.is_some() => tracing::info!(service, name, "the name resolves again"),
-                _ => {}
-            }
-            resolved = resolves;
-        }
-        let (found, wait) = match looked_up {
+        let (found, wait) = match resolver.lookup_ip(name.as_str()).await {
             Ok(lookup) => {
                 failures = 0;
                 let addrs: BTreeSet<SocketAddr> =
@@ -165,6 +137,28 @@ async fn follow(
                 (None, (MIN_INTERVAL * failures).min(MAX_INTERVAL))
             }
         };
+        // What the lookup said, counted, and logged when it changes.
+        let (result, resolves) = match &found {
+            None => ("error", None),
+            Some(addrs) if addrs.is_empty() => ("no_records", Some(false)),
+            Some(_) => ("ok", Some(true)),
+        };
+        METRICS
+            .dns_lookups
+            .with_label_values(&[&service, result])
+            .inc();
+        if resolves.is_some() && resolves != resolved {
+            match resolves {
+                Some(false) => tracing::warn!(
+                    service,
+                    name,
+                    "the name does not resolve (no such name, or no addresses): no endpoints, requests for it get 503"
+                ),
+                _ if resolved.is_some() => tracing::info!(service, name, "the name resolves again"),
+                _ => {}
+            }
+            resolved = resolves;
+        }
         let Some(upstream) = upstream.upgrade() else {
             return;
         };
