@@ -46,7 +46,7 @@ impl Admin {
             METRICS
                 .discovery_synced
                 .with_label_values(&[&service])
-                .set(1);
+                .set(i64::from(upstream.is_synced()));
         }
     }
 }

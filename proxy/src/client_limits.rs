@@ -162,6 +162,9 @@ impl<A> ConnectionLimit<A> {
                 .client_connections_closed
                 .with_label_values(&[reason]);
         }
+        METRICS
+            .client_connections_max
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
         ConnectionLimit {
             inner: Arc::new(inner),
             slots: Arc::new(Semaphore::new(max_connections)),

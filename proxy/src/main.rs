@@ -4,7 +4,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use edge_proxy::{
-    access_log, admin, client_limits, config, drain, logging, proxy, reload, state, tls,
+    access_log, admin, client_limits, config, drain, logging, metrics, proxy, reload, state, tls,
 };
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
@@ -102,6 +102,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
 
     reload::record_loaded(hash, 1);
+    metrics::publish_memory_limit();
     // SIGTERM: pingora stops accepting at once, lets in-flight requests run for
     // the grace period, then gives its runtimes one more second to exit.
     let drain_seconds = config.drain_timeout.as_secs_f64().ceil() as u64;

@@ -29,9 +29,12 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_info: IntGaugeVec,
     pub config_last_success: IntGauge,
+    pub config_last_reload_successful: IntGauge,
     pub rejected_request_ids: IntCounter,
     pub client_connections: IntGauge,
+    pub client_connections_max: IntGauge,
     pub client_connections_closed: IntCounterVec,
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -46,7 +49,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
-    Metrics {
+    let metrics = Metrics {
         requests: register_int_counter_vec!(
             "edge_proxy_requests_total",
             "Requests handled, by route, host pattern, service, method and status code.",
@@ -142,6 +145,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Unix time of the last successful configuration load."
         )
         .expect("register"),
+        config_last_reload_successful: register_int_gauge!(
+            "edge_proxy_config_last_reload_successful",
+            "1 when the last load of the configuration (and its certificates) succeeded, \
+             0 while the file on disk is rejected and the previous configuration serves."
+        )
+        .expect("register"),
         rejected_request_ids: register_int_counter!(
             "edge_proxy_request_id_rejected_total",
             "Incoming X-Request-Id values replaced because they were too long or had odd characters."
@@ -152,6 +161,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Client connections open now (HTTP and HTTPS)."
         )
         .expect("register"),
+        client_connections_max: register_int_gauge!(
+            "edge_proxy_client_connections_max",
+            "The client connection limit (`limits.max_connections`)."
+        )
+        .expect("register"),
         client_connections_closed: register_int_counter_vec!(
             "edge_proxy_client_connections_closed_total",
             "Client connections the proxy closed on a limit: header_timeout (request head \
@@ -159,8 +173,97 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["reason"]
         )
         .expect("register"),
+        tls_certificate_expiry: register_int_gauge_vec!(
+            "edge_proxy_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the certificate served for a host expires (its notAfter).",
+            &["host"]
+        )
+        .expect("register"),
+    };
+    // Counters whose label values are known from the start are exported at 0,
+    // so that `increase()` and alerts see the first event, not only the second.
+    for result in ["success", "failure"] {
+        metrics.config_reloads.with_label_values(&[result]);
     }
+    for code in ["400", "404", "413", "431", "502", "503", "504"] {
+        metrics.proxy_responses.with_label_values(&[code]);
+    }
+    metrics
 });
+
+/// Export the per-route and per-service counters of a new snapshot at 0 (see
+/// above). Creating a series that exists already is a lookup, nothing more.
+pub fn export_at_zero(services: &[String], affinity_routes: &[String]) {
+    for service in services {
+        let labels = [service.as_str()];
+        METRICS.upstream_connect_errors.with_label_values(&labels);
+        METRICS.upstream_retries.with_label_values(&labels);
+        METRICS.discovery_errors.with_label_values(&labels);
+    }
+    for route in affinity_routes {
+        for outcome in ["new", "pinned", "repinned", "rejected"] {
+            METRICS.affinity.with_label_values(&[route, outcome]);
+        }
+    }
+}
+
+/// The container's memory limit in bytes: the cgroup's own limit (v2
+/// `memory.max`, v1 `memory.limit_in_bytes`), else `EDGE_PROXY_MEMORY_LIMIT`
+/// (the DaemonSet sets it from `resources.limits.memory` through the downward
+/// API). `None` when neither says: no series then, rather than a 0 that would
+/// make "memory near the limit" divide by zero.
+pub fn memory_limit() -> Option<u64> {
+    cgroup_memory_limit().or_else(|| {
+        std::env::var("EDGE_PROXY_MEMORY_LIMIT")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&n: &u64| n > 0)
+    })
+}
+
+fn cgroup_memory_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit(&own, |file| std::fs::read_to_string(file).ok())
+}
+
+/// The limit of the cgroup named in `proc_self_cgroup`, reading its files with `read`.
+fn cgroup_limit(proc_self_cgroup: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    proc_self_cgroup.lines().find_map(|line| {
+        // v2: `0::/path`; v1: `N:memory:/path` (the memory controller may share a line).
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_end_matches('/');
+        let file = if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else {
+            return None;
+        };
+        // "max" (v2) or a page-rounded i64::MAX (v1) mean no limit.
+        read(&file)?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n < 1 << 62)
+    })
+}
+
+/// Register `edge_proxy_memory_limit_bytes` when the limit is known.
+pub fn publish_memory_limit() {
+    let Some(limit) = memory_limit() else {
+        return;
+    };
+    let gauge = IntGauge::new(
+        "edge_proxy_memory_limit_bytes",
+        "The container's memory limit (cgroup, else EDGE_PROXY_MEMORY_LIMIT).",
+    )
+    .expect("static metric");
+    gauge.set(i64::try_from(limit).unwrap_or(i64::MAX));
+    if let Err(e) = prometheus::register(Box::new(gauge)) {
+        tracing::warn!("edge_proxy_memory_limit_bytes: {e}");
+    }
+}
 
 /// The method label: the common methods by name, anything else as OTHER.
 pub fn method_label(method: &http::Method) -> &'static str {
@@ -205,5 +308,27 @@ mod tests {
             method_label(&http::Method::from_bytes(b"BREW").unwrap()),
             "OTHER"
         );
+    }
+
+    #[test]
+    fn reads_the_memory_limit_of_the_own_cgroup_v1_or_v2() {
+        let files = |file: &str| match file {
+            "/sys/fs/cgroup/memory.max" => Some("536870912\n".to_string()),
+            "/sys/fs/cgroup/kubepods/pod1/memory.max" => Some("max\n".to_string()),
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => {
+                Some("268435456\n".to_string())
+            }
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes" => {
+                Some("9223372036854771712\n".to_string())
+            }
+            _ => None,
+        };
+        assert_eq!(cgroup_limit("0::/\n", files), Some(512 << 20));
+        assert_eq!(cgroup_limit("0::/kubepods/pod1\n", files), None);
+        let v1 = "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n";
+        assert_eq!(cgroup_limit(v1, files), Some(256 << 20));
+        // An unlimited v1 group, and a v2 path that is not mounted here.
+        assert_eq!(cgroup_limit("4:memory:/\n", files), None);
+        assert_eq!(cgroup_limit("0::/elsewhere\n", files), None);
     }
 }

@@ -35,10 +35,18 @@ pub fn record_loaded(hash: u64, generation: i64) {
         .with_label_values(&[&format!("{hash:016x}")])
         .set(1);
     METRICS.config_generation.set(generation);
+    METRICS.config_last_reload_successful.set(1);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     METRICS.config_last_success.set(now);
+}
+
+/// Count a rejected configuration (or certificate set) and flag it until the
+/// next good load: the alert is on the flag, the counter is for the graph.
+fn reload_failed() {
+    METRICS.config_reloads.with_label_values(&["failure"]).inc();
+    METRICS.config_last_reload_successful.set(0);
 }
 
 pub struct Reloader {
@@ -89,12 +97,13 @@ impl Reloader {
             Ok(store) => {
                 resolver.replace(store);
                 self.certs_seen = hash;
+                METRICS.config_last_reload_successful.set(1);
                 tracing::info!(certificates = tls.len(), "TLS certificates reloaded");
                 true
             }
             Err(e) => {
                 self.certs_seen = hash;
-                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                reload_failed();
                 tracing::error!("TLS certificates rejected, the running ones stay: {e:#}");
                 false
             }
@@ -141,7 +150,7 @@ impl Reloader {
         let config = match config::parse(&self.path.display().to_string(), &text) {
             Ok(c) => c,
             Err(e) => {
-                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                reload_failed();
                 tracing::error!(
                     problems = e.problems.len(),
                     "configuration rejected, the running one stays: {e}"
@@ -169,7 +178,7 @@ impl Reloader {
                 );
             }
             Err(e) => {
-                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                reload_failed();
                 tracing::error!("configuration rejected, the running one stays: {e:#}");
             }
         }

@@ -92,6 +92,12 @@ impl Snapshot {
             };
             router.insert(host, path, *path_type, Arc::new(entry));
         }
+        let services: Vec<String> = upstreams.keys().map(|k| k.to_string()).collect();
+        let affinity_routes: Vec<String> = (config.routes.iter().enumerate())
+            .filter(|(_, r)| r.affinity.is_some())
+            .map(|(i, _)| format!("routes[{i}]"))
+            .collect();
+        crate::metrics::export_at_zero(&services, &affinity_routes);
         Ok(Snapshot {
             router,
             upstreams,

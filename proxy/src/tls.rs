@@ -19,6 +19,9 @@ pub struct CertStore {
     /// `*.example.com` under "example.com".
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// Each configured host with its certificate's notAfter (Unix time), for
+    /// `edge_proxy_tls_certificate_expiry_timestamp_seconds`.
+    expiry: Vec<(String, i64)>,
 }
 
 impl CertStore {
@@ -43,11 +46,14 @@ impl CertStore {
                 .key_provider
                 .load_private_key(key)
                 .map_err(|e| anyhow::anyhow!("tls[{i}].key: {}: {e}", c.key))?;
+            let not_after = not_after(&chain[0])
+                .map_err(|e| anyhow::anyhow!("tls[{i}].cert: {}: {e}", c.cert))?;
             let certified = Arc::new(CertifiedKey::new(chain, signing_key));
             certified.keys_match().map_err(|e| {
                 anyhow::anyhow!("tls[{i}]: {} does not belong to {}: {e}", c.key, c.cert)
             })?;
             for host in &c.hosts {
+                store.expiry.push((host.clone(), not_after));
                 match host.strip_prefix("*.") {
                     Some(suffix) => store.wildcard.entry(suffix.to_string()),
                     None => store.exact.entry(host.clone()),
@@ -57,6 +63,15 @@ impl CertStore {
             store.default.get_or_insert(certified);
         }
         Ok(store)
+    }
+
+    /// Publish the certificates' expiry times, replacing the previous set's.
+    fn export_expiry(&self) {
+        let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
+        gauge.reset();
+        for (host, not_after) in &self.expiry {
+            gauge.with_label_values(&[host]).set(*not_after);
+        }
     }
 
     fn find(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
@@ -84,12 +99,14 @@ impl std::fmt::Debug for SniResolver {
 
 impl SniResolver {
     pub fn new(store: CertStore) -> Self {
+        store.export_expiry();
         SniResolver {
             store: ArcSwap::from_pointee(store),
         }
     }
 
     pub fn replace(&self, store: CertStore) {
+        store.export_expiry();
         self.store.store(Arc::new(store));
     }
 }
@@ -98,6 +115,13 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.store.load().find(hello.server_name())
     }
+}
+
+/// The leaf certificate's notAfter as Unix time.
+fn not_after(leaf: &[u8]) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// A fingerprint of the PEM files' contents, to notice a renewed certificate.
