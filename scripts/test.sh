@@ -16,6 +16,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p edge-proxy --no-default-features --lib --locked -- -D warnings
 cargo clippy --manifest-path fuzz/Cargo.toml --locked -- -D warnings
 
+# The dashboard is what its generator builds; the alert rules load and pass
+# their unit tests. (proxy/tests/monitoring.rs runs them against Prometheus.)
+echo "== monitoring: dashboard, alert rules"
+python3 k8s/monitoring/dashboard.py --check
+promtool check rules k8s/monitoring/alerts.yaml
+(cd k8s/monitoring && promtool test rules alerts.test.yaml)
+
 echo "== hadolint Dockerfile.*"
 hadolint Dockerfile.proxy Dockerfile.app
 

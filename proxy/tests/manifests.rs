@@ -273,3 +273,37 @@ fn docker_compose_file_follows_the_compose_spec() {
     assert_eq!(config["discovery"], "dns");
     assert_eq!(config["dns_name"], "{service}");
 }
+
+#[test]
+fn the_prometheus_rule_carries_exactly_the_alert_rules_file() {
+    let read = |file: &str| -> Value {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        serde_yaml::from_str(&text).unwrap()
+    };
+    let rules = read("k8s/monitoring/alerts.yaml");
+    let operator = read("k8s/monitoring/prometheusrule.yaml");
+    assert_eq!(operator["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(operator["kind"], "PrometheusRule");
+    assert_eq!(operator["metadata"]["namespace"], "edge-proxy");
+    assert!(rules["groups"].as_sequence().is_some_and(|g| !g.is_empty()));
+    assert_eq!(
+        operator["spec"]["groups"], rules["groups"],
+        "prometheusrule.yaml's spec.groups differ from alerts.yaml: change both together"
+    );
+}
+
+#[test]
+fn the_proxy_knows_its_memory_limit_for_the_memory_alert() {
+    let docs = documents();
+    let ds = find(&docs, "DaemonSet", "edge-proxy");
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    let limit = env
+        .iter()
+        .find(|e| e["name"] == "EDGE_PROXY_MEMORY_LIMIT")
+        .expect("EDGE_PROXY_MEMORY_LIMIT in the DaemonSet");
+    let field = &limit["valueFrom"]["resourceFieldRef"];
+    assert_eq!(field["resource"], "limits.memory");
+    assert_eq!(field["containerName"], container["name"]);
+    assert!(container["resources"]["limits"]["memory"].is_string());
+}

@@ -4,51 +4,9 @@
 
 mod utils;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use utils::*;
-
-/// A self-signed certificate for `name` in DIR/NAME.crt and DIR/NAME.key.
-fn make_cert(dir: &Path, file: &str, name: &str, org: &str) {
-    let (crt, key) = (
-        dir.join(format!("{file}.crt")),
-        dir.join(format!("{file}.key")),
-    );
-    let (tmp_crt, tmp_key) = (dir.join("new.crt"), dir.join("new.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            &format!("/O={org}/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ])
-        .arg("-keyout")
-        .arg(&tmp_key)
-        .arg("-out")
-        .arg(&tmp_crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Renamed into place, as a Secret update lands whole.
-    std::fs::rename(tmp_key, key).unwrap();
-    std::fs::rename(tmp_crt, crt).unwrap();
-}
 
 struct Https {
     proxy: Proxy,

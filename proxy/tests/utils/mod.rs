@@ -447,6 +447,48 @@ pub fn edge_proxy(args: &[&str]) -> Output {
     Command::new(edge_proxy_bin()).args(args).output().unwrap()
 }
 
+/// A self-signed certificate for `name` in DIR/FILE.crt and DIR/FILE.key, valid
+/// for 2 days (the monitoring test relies on that for the expiry alert).
+pub fn make_cert(dir: &Path, file: &str, name: &str, org: &str) {
+    let (crt, key) = (
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
+    let (tmp_crt, tmp_key) = (dir.join("new.crt"), dir.join("new.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/O={org}/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .arg("-keyout")
+        .arg(&tmp_key)
+        .arg("-out")
+        .arg(&tmp_crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Renamed into place, as a Secret update lands whole.
+    std::fs::rename(tmp_key, key).unwrap();
+    std::fs::rename(tmp_crt, crt).unwrap();
+}
+
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
