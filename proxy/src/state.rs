@@ -39,35 +39,36 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 impl Snapshot {
     /// Build a snapshot for `config`, keeping the upstreams of `previous` whose
-    /// discovery source is unchanged. New upstreams are refreshed once here.
+    /// discovery source is unchanged. New upstreams start all at once, so the
+    /// wait for their first endpoint lists is the longest one, not their sum.
     pub async fn build(config: Config, previous: Option<&Snapshot>) -> anyhow::Result<Snapshot> {
-        let mut upstreams = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for route in &config.routes {
             let key = &route.upstream;
-            if upstreams.contains_key(key) {
-                continue;
+            if !sources.contains_key(key) {
+                sources.insert(key.clone(), Source::for_upstream(&config, key)?);
             }
-            let source = Source::for_upstream(&config, key)?;
+        }
+        let starts = sources.into_iter().map(|(key, source)| async move {
             let kept = previous
-                .and_then(|p| p.upstreams.get(key))
+                .and_then(|p| p.upstreams.get(&key))
                 .filter(|(old, _)| *old == source)
                 .map(|(_, u)| u.clone());
             let upstream = match kept {
                 Some(u) => u,
-                None => match source.start(key).await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        let service = key.to_string();
-                        crate::metrics::METRICS
-                            .discovery_errors
-                            .with_label_values(&[&service])
-                            .inc();
-                        return Err(e);
-                    }
-                },
+                None => source.start(&key).await.inspect_err(|_| {
+                    crate::metrics::METRICS
+                        .discovery_errors
+                        .with_label_values(&[&key.to_string()])
+                        .inc();
+                })?,
             };
-            upstreams.insert(key.clone(), (source, upstream));
-        }
+            anyhow::Ok((key, (source, upstream)))
+        });
+        let upstreams: BTreeMap<_, _> = futures::future::try_join_all(starts)
+            .await?
+            .into_iter()
+            .collect();
         let mut router = Router::default();
         for (i, route) in config.routes.iter().enumerate() {
             let Route {

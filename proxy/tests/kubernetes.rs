@@ -254,6 +254,35 @@ fn not_ready_until_synced_and_reloads_start_and_stop_watches() {
 }
 
 #[test]
+fn upstreams_wait_for_their_first_lists_together_not_one_after_another() {
+    let cluster = Cluster::start();
+    // Six routed Services and an API server that answers no list: started one
+    // after another, each waiting its 5 s for a first list, the proxy would bind
+    // after 30 s, past Proxy::start's 20 s deadline.
+    cluster.api.hold_lists(true);
+    let routes: Vec<String> = (0..6)
+        .map(|i| format!("  - host: s{i}.test\n    service: svc-{i}\n    port: 80"))
+        .chain(["  - host: hello.test
+    service: hello-app
+    port: 80"
+            .to_string()])
+        .collect();
+    let started = Instant::now();
+    let proxy = cluster.proxy(&routes.join("\n"));
+    let bound = started.elapsed();
+    assert!(bound < Duration::from_secs(15), "bound after {bound:?}");
+    let unsynced = curl(&["-H", "Host: hello.test", &proxy.url("/")]);
+    assert_eq!(unsynced.status, 503);
+    // The lists arrive: the watches sync and the route serves.
+    cluster.api.hold_lists(false);
+    let start = Instant::now();
+    while curl(&["-H", "Host: hello.test", &proxy.url("/")]).status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never synced");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn without_an_api_server_start_up_fails_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.yaml");
