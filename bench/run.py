@@ -428,6 +428,11 @@ def main():
         "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split()[2],
         "edge-proxy": subprocess.run([EDGE, "--version"], capture_output=True, text=True).stdout.split()[-1],
     }
+    # Stripped executables on disk (nginx and HAProxy also load shared
+    # libraries; edge-proxy links everything but libc statically).
+    results["binary_bytes"] = {name: os.path.getsize(path) for name, path in
+                               (("edge-proxy", EDGE), ("nginx", shutil.which("nginx")),
+                                ("HAProxy", shutil.which("haproxy")))}
     with open(OUT + ".json", "w") as f:
         json.dump(results, f, indent=2)
     with open(OUT + ".md", "w") as f:
@@ -487,6 +492,10 @@ def markdown(res):
         for name, r in res["syscalls"].items():
             calls = ", ".join(f"{k} {v:.2f}" for k, v in r["by_call"].items())
             lines.append(f"| {name} | {r['total']:.2f} | {calls} |")
+    if "binary_bytes" in res:
+        sizes = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in res["binary_bytes"].items())
+        lines += ["", f"Executable size (stripped, on disk; nginx and HAProxy load shared libraries "
+                  f"besides): {sizes}."]
     lines += ["", "Notes: nginx OSS cannot insert an affinity cookie (`sticky` is nginx Plus); its affinity row "
               "hashes a cookie the client already has (`hash $cookie_route consistent`). In the affinity rows "
               "every client sends the cookie its first request was given, as a browser does. wrk is "
