@@ -256,16 +256,13 @@ fn not_ready_until_synced_and_reloads_start_and_stop_watches() {
 #[test]
 fn upstreams_wait_for_their_first_lists_together_not_one_after_another() {
     let cluster = Cluster::start();
-    // Six routed Services and an API server that answers no list: started one
+    // Seven routed Services and an API server that answers no list: started one
     // after another, each waiting its 5 s for a first list, the proxy would bind
-    // after 30 s, past Proxy::start's 20 s deadline.
+    // after 35 s, past Proxy::start's 20 s deadline.
     cluster.api.hold_lists(true);
     let routes: Vec<String> = (0..6)
         .map(|i| format!("  - host: s{i}.test\n    service: svc-{i}\n    port: 80"))
-        .chain(["  - host: hello.test
-    service: hello-app
-    port: 80"
-            .to_string()])
+        .chain(["  - host: hello.test\n    service: hello-app\n    port: 80".to_string()])
         .collect();
     let started = Instant::now();
     let proxy = cluster.proxy(&routes.join("\n"));
