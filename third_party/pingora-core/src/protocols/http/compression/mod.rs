@@ -27,6 +27,8 @@ use std::time::Duration;
 use strum::EnumCount;
 use strum_macros::EnumCount as EnumCountMacro;
 
+// edge-proxy patch: Brotli only with the `brotli` feature.
+#[cfg(feature = "brotli")]
 mod brotli;
 mod gzip;
 mod zstd;
@@ -473,6 +475,7 @@ impl Algorithm {
         } else {
             match self {
                 Self::Gzip => Some(Box::new(gzip::Compressor::new(level))),
+                #[cfg(feature = "brotli")] // edge-proxy patch
                 Self::Brotli => Some(Box::new(brotli::Compressor::new(level))),
                 Self::Zstd => Some(Box::new(zstd::Compressor::new(level))),
                 _ => None, // not implemented
@@ -511,7 +514,10 @@ impl Algorithm {
     fn decompressor_impl(&self) -> Option<fn() -> Box<dyn Encode + Send + Sync>> {
         match self {
             Self::Gzip => Some(|| Box::new(gzip::Decompressor::new())),
+            #[cfg(feature = "brotli")] // edge-proxy patch
             Self::Brotli => Some(|| Box::new(brotli::Decompressor::new())),
+            #[cfg(not(feature = "brotli"))] // edge-proxy patch
+            Self::Brotli => None,
             // not implemented
             Self::Any | Self::Zstd | Self::Dcb | Self::Dcz | Self::Other => None,
         }
