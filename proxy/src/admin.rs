@@ -17,14 +17,17 @@ impl Admin {
         Admin { snapshot }
     }
 
-    /// Ready when every upstream's discovery has its first complete list. An
-    /// upstream with no endpoints is still "ready" as a proxy: it answers 503.
-    fn ready(&self) -> bool {
+    /// Ready when every upstream's discovery has its first complete list (an
+    /// upstream with no endpoints is still "ready" as a proxy: it answers 503);
+    /// else the upstreams still waiting.
+    fn unsynced(&self) -> Vec<String> {
         self.snapshot
             .load()
             .upstreams
-            .values()
-            .all(|(_, u)| u.is_synced())
+            .iter()
+            .filter(|(_, (_, u))| !u.is_synced())
+            .map(|(key, _)| key.to_string())
+            .collect()
     }
 
     /// Gauges that describe the current snapshot are set at scrape time.
@@ -73,8 +76,16 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/readyz" => match self.unsynced() {
+                waiting if waiting.is_empty() => text(StatusCode::OK, "ready\n"),
+                waiting => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "not ready: no endpoint list yet for {}\n",
+                        waiting.join(", ")
+                    ),
+                ),
+            },
             "/metrics" => {
                 self.update_gauges();
                 let (content_type, body) = metrics::render();

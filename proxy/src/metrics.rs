@@ -23,6 +23,7 @@ pub struct Metrics {
     pub endpoints: IntGaugeVec,
     pub discovery_synced: IntGaugeVec,
     pub discovery_errors: IntCounterVec,
+    pub discovery_watches: IntGauge,
     pub dns_lookups: IntCounterVec,
     pub access_log_dropped: IntCounter,
     pub config_reloads: IntCounterVec,
@@ -121,6 +122,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "edge_proxy_discovery_errors_total",
             "Discovery errors (failed lists, watches or lookups), by service.",
             &["service"]
+        )
+        .expect("register"),
+        discovery_watches: register_int_gauge!(
+            "edge_proxy_discovery_watches",
+            "EndpointSlice watches open on the API server: one per proxy while it routes to Kubernetes Services."
         )
         .expect("register"),
         config_reloads: register_int_counter_vec!(

@@ -167,13 +167,24 @@ fn is_tls(session: &Session) -> bool {
 }
 
 /// Answer the client directly, with a short text body and the request id.
+/// A 503 for an upstream whose endpoints are not known yet (discovery has not
+/// answered since start-up or the reload) says so, and to retry in a second.
 async fn respond(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
     body: &'static str,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let unsynced = status == 503 && ctx.route.as_ref().is_some_and(|r| !r.upstream.is_synced());
+    let body = if unsynced {
+        "this service's endpoints are not known yet\n"
+    } else {
+        body
+    };
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    if unsynced {
+        resp.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;

@@ -1,8 +1,9 @@
 //! One Service port behind the proxy: its endpoints, balancer and affinity index.
 //!
-//! Endpoints come from a [`ServiceDiscovery`] (the seam every discovery mode
-//! plugs into) through pingora-load-balancing's [`LoadBalancer`], which balances
-//! new sessions over *ready* endpoints. The affinity index maps cookie ids to
+//! Every discovery mode feeds an upstream the same way: [`Upstream::publish`]
+//! with an [`EndpointSet`]. The set reaches pingora-load-balancing's
+//! [`LoadBalancer`] through one [`ServiceDiscovery`] (the feed below), which
+//! balances new sessions over *ready* endpoints. The affinity index maps cookie ids to
 //! every *discovered* endpoint, including those discovery marks as not ready but
 //! still serving (terminating pods): pinned sessions may finish there, new ones
 //! never start there.
@@ -17,14 +18,34 @@
 use crate::affinity::{EndpointHasher, EndpointId};
 use crate::config::UpstreamKey;
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The endpoints of one upstream, as discovery last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// Take new sessions.
+    pub ready: BTreeSet<SocketAddr>,
+    /// Terminating but still serving: finish the sessions pinned to them only.
+    pub serving_terminating: BTreeSet<SocketAddr>,
+}
+
+impl EndpointSet {
+    pub fn ready(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        EndpointSet {
+            ready: addrs.into_iter().collect(),
+            serving_terminating: BTreeSet::new(),
+        }
+    }
+}
 
 /// How long an endpoint that failed a connect is skipped.
 pub const FAILED_CONNECT_HOLD: Duration = Duration::from_secs(10);
@@ -35,15 +56,17 @@ pub struct Upstream {
     balancer: LoadBalancer<RoundRobin>,
     /// Cookie id -> endpoint address, for every discovered endpoint.
     pinnable: ArcSwap<HashMap<EndpointId, SocketAddr>>,
+    /// The set the balancer reads on `refresh` (see [`Feed`]).
+    current: Arc<ArcSwap<EndpointSet>>,
     /// Discovery has delivered its first complete endpoint list.
-    synced: AtomicBool,
+    synced: watch::Sender<bool>,
     /// Endpoints that failed a connect, skipped until the instant beside them.
     failed: Mutex<Vec<(SocketAddr, Instant)>>,
     /// `failed` is not empty: the request path looks no further when it is.
     any_failed: AtomicBool,
-    /// The discovery task feeding this upstream, stopped when it is dropped
-    /// (its routes are gone from the configuration).
-    task: OnceLock<AbortOnDrop>,
+    /// What ties discovery to this upstream (a task, a watch registration),
+    /// dropped with it when its routes leave the configuration.
+    discovery: OnceLock<Box<dyn Send + Sync>>,
 }
 
 /// Aborts a control-plane task when dropped.
@@ -56,35 +79,63 @@ impl Drop for AbortOnDrop {
 }
 
 impl Upstream {
-    pub fn new(key: UpstreamKey, discovery: Box<dyn ServiceDiscovery + Send + Sync>) -> Self {
+    /// An upstream with no endpoints yet, not synced.
+    pub fn new(key: UpstreamKey) -> Self {
         let hasher = EndpointHasher::new(&key.namespace, &key.service);
+        let current = Arc::new(ArcSwap::from_pointee(EndpointSet::default()));
+        let feed = Feed {
+            current: current.clone(),
+        };
         Upstream {
             key,
             hasher,
-            balancer: LoadBalancer::from_backends(Backends::new(discovery)),
+            balancer: LoadBalancer::from_backends(Backends::new(Box::new(feed))),
             pinnable: ArcSwap::from_pointee(HashMap::new()),
-            synced: AtomicBool::new(false),
+            current,
+            synced: watch::Sender::new(false),
             failed: Mutex::new(Vec::new()),
             any_failed: AtomicBool::new(false),
-            task: OnceLock::new(),
+            discovery: OnceLock::new(),
         }
     }
 
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        *self.synced.borrow()
     }
 
-    pub fn set_synced(&self) {
-        self.synced.store(true, Ordering::Release);
+    /// Wait until discovery has delivered a first list, at most `limit`.
+    pub async fn wait_synced(&self, limit: Duration) -> bool {
+        let mut synced = self.synced.subscribe();
+        tokio::time::timeout(limit, synced.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
-    /// Tie a discovery task's life to this upstream's.
-    pub fn attach_task(&self, task: AbortOnDrop) {
-        let _ = self.task.set(task);
+    /// Tie what feeds this upstream (a task, a registration) to its life.
+    pub fn attach(&self, discovery: Box<dyn Send + Sync>) {
+        let _ = self.discovery.set(discovery);
     }
 
-    /// Ask discovery for the current endpoints and publish them.
-    pub async fn refresh(&self) -> pingora::Result<()> {
+    /// Discovery's latest complete endpoint set: applied when it changed, and
+    /// the upstream counts as synced from the first one on.
+    pub async fn publish(&self, next: EndpointSet) {
+        if **self.current.load() != next {
+            tracing::info!(
+                service = %self.key,
+                ready = next.ready.len(),
+                serving_terminating = next.serving_terminating.len(),
+                "endpoints changed"
+            );
+            self.current.store(Arc::new(next));
+            if let Err(e) = self.refresh().await {
+                tracing::error!(service = %self.key, "cannot apply endpoints: {e}");
+            }
+        }
+        self.synced.send_replace(true);
+    }
+
+    /// Ask the feed for the current endpoints and publish them to the balancer.
+    async fn refresh(&self) -> pingora::Result<()> {
         self.balancer.update().await?;
         let backends = self.balancer.backends().get_backend();
         let index = backends
@@ -160,5 +211,82 @@ impl Upstream {
         let all = backends.get_backend();
         let ready = all.iter().filter(|b| backends.ready(b)).count();
         (ready, all.len() - ready)
+    }
+}
+
+/// The pingora side of every discovery mode: the current set, with
+/// serving-but-terminating endpoints present (pinnable) but disabled (no new
+/// sessions).
+struct Feed {
+    current: Arc<ArcSwap<EndpointSet>>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for Feed {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let set = self.current.load();
+        let mut backends = BTreeSet::new();
+        let mut enablement = HashMap::new();
+        for addr in &set.ready {
+            backends.insert(crate::discovery::backend(*addr));
+        }
+        for addr in &set.serving_terminating {
+            let b = crate::discovery::backend(*addr);
+            enablement.insert(enablement_key(&b), false);
+            backends.insert(b);
+        }
+        Ok((backends, enablement))
+    }
+}
+
+/// The key pingora-load-balancing expects in the enablement map: what its
+/// `Backend::hash_key` (crate-private) computes, std's `DefaultHasher` over the
+/// backend. Only used within this process, so its instability across Rust
+/// releases does not matter here (unlike in a cookie).
+fn enablement_key(b: &Backend) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServicePort;
+
+    fn addrs(list: &[&str]) -> BTreeSet<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn terminating_endpoints_are_pinnable_but_not_ready() {
+        let key = UpstreamKey {
+            namespace: "default".into(),
+            service: "web".into(),
+            port: ServicePort::Number(80),
+        };
+        let upstream = Upstream::new(key);
+        assert!(!upstream.is_synced());
+        upstream
+            .publish(EndpointSet {
+                ready: addrs(&["10.0.0.1:80"]),
+                serving_terminating: addrs(&["10.0.0.2:80"]),
+            })
+            .await;
+        assert!(upstream.wait_synced(Duration::ZERO).await);
+        let draining: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(
+            upstream.pinned(upstream.endpoint_id(&draining)),
+            Some(draining)
+        );
+        for _ in 0..10 {
+            assert_eq!(upstream.pick(&[]), Some("10.0.0.1:80".parse().unwrap()));
+        }
+        assert_eq!(upstream.endpoint_counts(), (1, 1));
+        // An empty list is a list: synced, nothing to pick.
+        upstream.publish(EndpointSet::default()).await;
+        assert_eq!(upstream.pick(&[]), None);
+        assert_eq!(upstream.endpoint_counts(), (0, 0));
     }
 }

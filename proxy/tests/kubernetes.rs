@@ -210,18 +210,26 @@ fn a_410_relists_and_the_last_good_set_serves_meanwhile() {
 }
 
 #[test]
-fn not_ready_until_synced_and_reloads_start_and_stop_watches() {
+fn not_ready_until_synced_and_reloads_re_scope_the_one_watch() {
     let cluster = Cluster::start();
     cluster.api.hold_lists(true);
     let proxy = cluster.proxy(AFFINITY_ROUTE);
     let readyz = format!("http://{}/readyz", proxy.admin);
-    assert_eq!(curl(&[&readyz]).status, 503);
-    assert_eq!(served(&proxy, None).status, 503);
+    let waiting = curl(&[&readyz]);
+    assert_eq!(waiting.status, 503);
+    assert!(
+        waiting.body.contains("default/hello-app:80"),
+        "{}",
+        waiting.body
+    );
+    let unknown = served(&proxy, None);
+    assert_eq!(unknown.status, 503);
+    assert_eq!(unknown.header("retry-after"), Some("1"));
     cluster.api.hold_lists(false);
     within("ready", || curl(&[&readyz]).status == 200);
     assert_eq!(served(&proxy, None).status, 200);
 
-    // A reload that adds a route to another Service starts its watch...
+    // A reload that adds a route to another Service re-scopes the watch...
     cluster.api.apply(
         "default",
         "other-abc",
@@ -241,24 +249,67 @@ fn not_ready_until_synced_and_reloads_start_and_stop_watches() {
     let r = curl(&["-H", "Host: other.test", &proxy.url("/")]);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.served_by(), "pod-1");
-    // ...and one that removes it stops it; the hello-app watch is kept, not restarted.
-    let lists = cluster.api.lists();
+    // ...still one watch for both, and hello-app served all along.
+    assert_eq!(cluster.api.watches(), 1);
+    assert_eq!(cluster.api.open_watches("hello-app"), 1);
+    assert_eq!(served(&proxy, None).status, 200);
+    // One that removes it drops other from the watch; hello-app keeps its endpoints.
     proxy.rewrite_config(&format!(
         "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: kubernetes\nroutes:\n{AFFINITY_ROUTE}\n"
     ));
     within("watch on other stopped", || {
-        cluster.api.open_watches("other") == 0
+        cluster.api.open_watches("other") == 0 && cluster.api.open_watches("hello-app") == 1
     });
-    assert_eq!(cluster.api.open_watches("hello-app"), 1);
-    assert_eq!(cluster.api.lists(), lists);
+    assert_eq!(cluster.api.watches(), 1);
+    for _ in 0..5 {
+        assert_eq!(served(&proxy, None).status, 200);
+    }
+    let m = proxy.metrics();
+    assert_eq!(m.sum("edge_proxy_discovery_watches", &[]), 1.0);
 }
 
 #[test]
-fn upstreams_wait_for_their_first_lists_together_not_one_after_another() {
+fn after_an_api_server_outage_changes_reach_routing_within_3_s() {
     let cluster = Cluster::start();
-    // Seven routed Services and an API server that answers no list: started one
-    // after another, each waiting its 5 s for a first list, the proxy would bind
-    // after 35 s, past Proxy::start's 20 s deadline.
+    let proxy = cluster.proxy(AFFINITY_ROUTE);
+    within("three endpoints", || ready_endpoints(&proxy) == 3.0);
+
+    // Down for 8 s: the last known endpoints keep serving every request.
+    cluster.api.set_down(true);
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(8) {
+        assert_eq!(served(&proxy, None).status, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let errors = proxy.metrics().sum(
+        "edge_proxy_discovery_errors_total",
+        &[("service", "default/hello-app:80")],
+    );
+    assert!(errors >= 1.0, "the outage was not noticed");
+    // A pod went away meanwhile; the API server comes back.
+    cluster.set(&[(1, true, true, false), (2, true, true, false)]);
+    cluster.api.set_down(false);
+    let back = Instant::now();
+    while ready_endpoints(&proxy) != 2.0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "the change took more than 3 s after the API server returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "caught up {:?} after the API server returned",
+        back.elapsed()
+    );
+    assert_eq!(cluster.api.watches(), 1);
+}
+
+#[test]
+fn binds_at_once_while_no_list_is_answered_with_one_watch_for_every_service() {
+    let cluster = Cluster::start();
+    // Seven routed Services and an API server that answers no list: the proxy
+    // binds without waiting (it used to wait 5 s per Service), answers 503 with
+    // Retry-After, and serves once the lists arrive.
     cluster.api.hold_lists(true);
     let routes: Vec<String> = (0..6)
         .map(|i| format!("  - host: s{i}.test\n    service: svc-{i}\n    port: 80"))
@@ -267,16 +318,23 @@ fn upstreams_wait_for_their_first_lists_together_not_one_after_another() {
     let started = Instant::now();
     let proxy = cluster.proxy(&routes.join("\n"));
     let bound = started.elapsed();
-    assert!(bound < Duration::from_secs(15), "bound after {bound:?}");
+    eprintln!("bound {bound:?} after start with no list answered");
+    assert!(bound < Duration::from_secs(3), "bound after {bound:?}");
     let unsynced = curl(&["-H", "Host: hello.test", &proxy.url("/")]);
     assert_eq!(unsynced.status, 503);
-    // The lists arrive: the watches sync and the route serves.
+    assert_eq!(unsynced.header("retry-after"), Some("1"));
     cluster.api.hold_lists(false);
     let start = Instant::now();
     while curl(&["-H", "Host: hello.test", &proxy.url("/")]).status != 200 {
         assert!(start.elapsed() < Duration::from_secs(10), "never synced");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(cluster.api.watches(), 1);
+    assert_eq!(cluster.api.open_watches("svc-3"), 1);
+    assert_eq!(
+        curl(&[&format!("http://{}/readyz", proxy.admin)]).status,
+        200
+    );
 }
 
 #[test]

@@ -14,28 +14,20 @@
 //! A name that stops resolving (or starts again) is logged once per change,
 //! and every lookup is counted by result in `edge_proxy_dns_lookups_total`.
 
-use super::backend;
 use crate::config::UpstreamKey;
 use crate::metrics::METRICS;
-use crate::upstream::{AbortOnDrop, Upstream};
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
+use crate::upstream::{AbortOnDrop, EndpointSet, Upstream};
 use hickory_resolver::config::{ResolverConfig, ServerOrderingStrategy};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::Resolver;
-use pingora::lb::discovery::ServiceDiscovery;
-use pingora::lb::Backend;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a new upstream waits for its first answer before it is published.
-const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 static RESOLVER: OnceCell<Resolver<TokioRuntimeProvider>> = OnceCell::const_new();
 
@@ -71,29 +63,15 @@ async fn resolver() -> anyhow::Result<&'static Resolver<TokioRuntimeProvider>> {
 /// Start following `name` for `key`, with `port` on every address.
 pub async fn start(key: &UpstreamKey, name: String, port: u16) -> anyhow::Result<Arc<Upstream>> {
     let resolver = resolver().await?;
-    let current = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
-    let upstream = Arc::new(Upstream::new(
-        key.clone(),
-        Box::new(DnsDiscovery {
-            current: current.clone(),
-        }),
-    ));
+    let upstream = Arc::new(Upstream::new(key.clone()));
     let task = tokio::spawn(follow(
         resolver,
         key.to_string(),
-        name.clone(),
+        name,
         port,
-        current,
         Arc::downgrade(&upstream),
     ));
-    upstream.attach_task(AbortOnDrop(task.abort_handle()));
-    let deadline = Instant::now() + FIRST_LOOKUP_WAIT;
-    while !upstream.is_synced() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !upstream.is_synced() {
-        tracing::warn!(service = %key, name, "no DNS answer yet; serving 503 for it until one comes");
-    }
+    upstream.attach(Box::new(AbortOnDrop(task.abort_handle())));
     Ok(upstream)
 }
 
@@ -102,7 +80,6 @@ async fn follow(
     service: String,
     name: String,
     port: u16,
-    current: Arc<ArcSwap<BTreeSet<SocketAddr>>>,
     upstream: Weak<Upstream>,
 ) {
     let mut failures = 0u32;
@@ -162,29 +139,11 @@ async fn follow(
         let Some(upstream) = upstream.upgrade() else {
             return;
         };
+        // A failed lookup keeps the last good set (and an unsynced upstream unsynced).
         if let Some(addrs) = found {
-            if **current.load() != addrs {
-                tracing::info!(service, name, endpoints = addrs.len(), "endpoints changed");
-                current.store(Arc::new(addrs));
-                if let Err(e) = upstream.refresh().await {
-                    tracing::error!(service, "cannot apply endpoints: {e}");
-                }
-            }
-            upstream.set_synced();
+            upstream.publish(EndpointSet::ready(addrs)).await;
         }
         drop(upstream);
         tokio::time::sleep(wait).await;
-    }
-}
-
-struct DnsDiscovery {
-    current: Arc<ArcSwap<BTreeSet<SocketAddr>>>,
-}
-
-#[async_trait]
-impl ServiceDiscovery for DnsDiscovery {
-    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let backends = self.current.load().iter().copied().map(backend).collect();
-        Ok((backends, HashMap::new()))
     }
 }

@@ -1,148 +1,227 @@
-//! `discovery: kubernetes`: watch the EndpointSlices of each routed Service.
+//! `discovery: kubernetes`: one EndpointSlice watch for the whole proxy.
 //!
-//! One kube-rs `watcher` + `reflector` per upstream (namespace, Service, port),
-//! selected by the label `kubernetes.io/service-name`. The reflector's store
-//! swaps in a relisted state only when the relist is complete (after a 410 Gone,
-//! say), so the last good endpoint set keeps serving meanwhile; watch errors
-//! back off and retry. Every change republishes the upstream's endpoints:
+//! One kube-rs `watcher` + `reflector` over every namespace, selecting the
+//! slices of the routed Services by name (`kubernetes.io/service-name in
+//! (a,b,…)`); each upstream (namespace, Service, port) takes its endpoints from
+//! the store. When the set of routed Service names changes (a reload), the watch
+//! is re-scoped: a new LIST and WATCH with the new selector, while every
+//! upstream keeps serving its last set until the new list is complete. The
+//! reflector swaps in a relisted state only when the relist is complete (after
+//! a 410 Gone, say), so the last good set serves meanwhile too. Endpoints:
 //! - `ready` endpoints take new sessions;
 //! - `serving` and `terminating` ones only finish the sessions pinned to them;
 //! - anything else is dropped, and its pinned clients fail over.
 //!
+//! Errors back off from 250 ms, doubling, to at most 2 s, jittered: after an
+//! API server outage a change reaches routing within about 3 s, and 1 000 nodes
+//! reconnecting spread over those 2 s rather than arriving at once.
+//!
 //! The client comes from kube-rs's usual inference: in-cluster service account,
 //! else `KUBECONFIG` / `~/.kube/config`.
 
-use super::backend;
 use crate::config::{ServicePort, UpstreamKey};
 use crate::metrics::METRICS;
-use crate::upstream::{AbortOnDrop, Upstream};
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use futures::StreamExt;
+pub use crate::upstream::EndpointSet;
+use crate::upstream::Upstream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use pingora::lb::discovery::ServiceDiscovery;
-use pingora::lb::Backend;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
-/// How long a new upstream waits for its first list before it is published.
-const FIRST_SYNC_WAIT: Duration = Duration::from_secs(5);
+const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 
-/// The endpoints of one upstream, as the slices describe them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointSet {
-    pub ready: BTreeSet<SocketAddr>,
-    pub serving_terminating: BTreeSet<SocketAddr>,
+static WATCH: OnceCell<Arc<SliceWatch>> = OnceCell::const_new();
+
+/// The proxy's one watch and the upstreams it feeds.
+pub struct SliceWatch {
+    upstreams: Mutex<Vec<Weak<Upstream>>>,
+    /// An upstream came or went: maybe a new selector, maybe one to fill.
+    changed: Notify,
 }
 
-static CLIENT: OnceCell<Client> = OnceCell::const_new();
+/// Held by an upstream; its drop tells the watch to look again.
+struct Registration(Arc<SliceWatch>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.changed.notify_one();
+    }
+}
 
 async fn client() -> anyhow::Result<Client> {
-    CLIENT
-        .get_or_try_init(|| async {
-            Client::try_default().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "discovery: kubernetes needs an API server: in a pod, a service account; \
-                     outside, KUBECONFIG or ~/.kube/config ({e})"
-                )
-            })
-        })
-        .await
-        .cloned()
+    Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "discovery: kubernetes needs an API server: in a pod, a service account; \
+             outside, KUBECONFIG or ~/.kube/config ({e})"
+        )
+    })
 }
 
-/// Start watching `key`'s slices; returns once synced or after a short wait.
+/// A new upstream fed by the proxy's watch (started on first use). Returns at
+/// once; the upstream is synced when the watch's list covering it is complete.
 pub async fn start(key: &UpstreamKey) -> anyhow::Result<Arc<Upstream>> {
-    let client = client().await?;
-    let current = Arc::new(ArcSwap::from_pointee(EndpointSet::default()));
-    let upstream = Arc::new(Upstream::new(
-        key.clone(),
-        Box::new(SliceDiscovery {
-            current: current.clone(),
-        }),
-    ));
-    let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
-    let task = tokio::spawn(watch(api, key.clone(), current, Arc::downgrade(&upstream)));
-    upstream.attach_task(AbortOnDrop(task.abort_handle()));
-
-    let deadline = tokio::time::Instant::now() + FIRST_SYNC_WAIT;
-    while !upstream.is_synced() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !upstream.is_synced() {
-        tracing::warn!(service = %key, "no endpoint list yet; serving 503 for it until the watch syncs");
-    }
+    let watch = WATCH
+        .get_or_try_init(|| async {
+            let client = client().await?;
+            let watch = Arc::new(SliceWatch {
+                upstreams: Mutex::new(Vec::new()),
+                changed: Notify::new(),
+            });
+            tokio::spawn(run(Api::all(client), watch.clone()));
+            anyhow::Ok(watch)
+        })
+        .await?
+        .clone();
+    let upstream = Arc::new(Upstream::new(key.clone()));
+    watch.lock().push(Arc::downgrade(&upstream));
+    upstream.attach(Box::new(Registration(watch.clone())));
+    watch.changed.notify_one();
     Ok(upstream)
 }
 
-async fn watch(
-    api: Api<EndpointSlice>,
-    key: UpstreamKey,
-    current: Arc<ArcSwap<EndpointSet>>,
-    upstream: Weak<Upstream>,
-) {
-    let (reader, writer) = reflector::store();
-    let config =
-        watcher::Config::default().labels(&format!("kubernetes.io/service-name={}", key.service));
-    let mut events = std::pin::pin!(watcher::watcher(api, config)
-        .default_backoff()
-        .reflect(writer));
-    let service = key.to_string();
-    let mut listed = false;
-    while let Some(event) = events.next().await {
-        match event {
-            Err(e) => {
-                METRICS
-                    .discovery_errors
-                    .with_label_values(&[&service])
-                    .inc();
-                tracing::warn!(
-                    service,
-                    "EndpointSlice watch error, retrying with backoff: {e}"
-                );
-                continue;
-            }
-            // A (re)list in progress: the store still holds the last good state.
-            Ok(Event::Init | Event::InitApply(_)) => continue,
-            Ok(Event::InitDone) => listed = true,
-            Ok(Event::Apply(_) | Event::Delete(_)) if !listed => continue,
-            Ok(Event::Apply(_) | Event::Delete(_)) => {}
+impl SliceWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Upstream>>> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live upstreams (the dead are forgotten).
+    fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut list = self.lock();
+        list.retain(|u| u.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The label selector for the routed Services, sorted: `None` when none.
+    fn selector(&self) -> Option<String> {
+        let names: BTreeSet<String> = self
+            .upstreams()
+            .iter()
+            .map(|u| u.key.service.clone())
+            .collect();
+        let names: Vec<String> = names.into_iter().collect();
+        (!names.is_empty()).then(|| format!("{SERVICE_LABEL} in ({})", names.join(",")))
+    }
+
+    /// Every upstream's endpoints from the store.
+    async fn publish_all(&self, store: &Store<EndpointSlice>) {
+        let slices = store.state();
+        for upstream in self.upstreams() {
+            let key = &upstream.key;
+            let own = slices.iter().filter(|s| {
+                s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_LABEL))
+                        == Some(&key.service)
+            });
+            upstream
+                .publish(endpoints_from_slices(own.map(|s| s.as_ref()), &key.port))
+                .await;
         }
-        let Some(upstream) = upstream.upgrade() else {
-            return;
-        };
-        publish(&reader, &key, &current, &upstream).await;
-        upstream.set_synced();
+    }
+
+    fn count_error(&self) {
+        for upstream in self.upstreams() {
+            METRICS
+                .discovery_errors
+                .with_label_values(&[&upstream.key.to_string()])
+                .inc();
+        }
     }
 }
 
-async fn publish(
-    reader: &Store<EndpointSlice>,
-    key: &UpstreamKey,
-    current: &ArcSwap<EndpointSet>,
-    upstream: &Upstream,
-) {
-    let slices = reader.state();
-    let next = endpoints_from_slices(slices.iter().map(|s| s.as_ref()), &key.port);
-    if **current.load() == next {
-        return;
+/// The watch, for the life of the process: one stream per selector.
+async fn run(api: Api<EndpointSlice>, watch: Arc<SliceWatch>) {
+    loop {
+        let Some(selector) = watch.selector() else {
+            METRICS.discovery_watches.set(0);
+            watch.changed.notified().await;
+            continue;
+        };
+        tracing::info!(selector, "watching EndpointSlices");
+        let (reader, writer) = reflector::store();
+        let events = watcher::watcher(api.clone(), watcher::Config::default().labels(&selector))
+            .backoff(CatchUpBackoff::default())
+            .reflect(writer);
+        METRICS.discovery_watches.set(1);
+        follow(events, &reader, &watch, &selector).await;
     }
-    tracing::info!(
-        service = %key,
-        ready = next.ready.len(),
-        serving_terminating = next.serving_terminating.len(),
-        "endpoints changed"
-    );
-    current.store(Arc::new(next));
-    if let Err(e) = upstream.refresh().await {
-        tracing::error!(service = %key, "cannot apply endpoints: {e}");
+}
+
+/// Apply one stream's events until it ends or the selector must change.
+/// Upstreams are published only from a complete list (after `InitDone`), so a
+/// relist or a re-scope never shows them a partial state.
+pub async fn follow(
+    events: impl Stream<Item = Result<Event<EndpointSlice>, watcher::Error>>,
+    reader: &Store<EndpointSlice>,
+    watch: &SliceWatch,
+    selector: &str,
+) {
+    let mut events = std::pin::pin!(events);
+    let mut listed = false;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                None => return,
+                Some(Err(e)) => {
+                    watch.count_error();
+                    tracing::warn!("EndpointSlice watch error, retrying with backoff: {e}");
+                }
+                // A (re)list in progress: the store still holds the last good state.
+                Some(Ok(Event::Init | Event::InitApply(_))) => {}
+                Some(Ok(Event::InitDone)) => {
+                    listed = true;
+                    watch.publish_all(reader).await;
+                }
+                Some(Ok(Event::Apply(_) | Event::Delete(_))) => {
+                    if listed {
+                        watch.publish_all(reader).await;
+                    }
+                }
+            },
+            () = watch.changed.notified() => {
+                if watch.selector().as_deref() != Some(selector) {
+                    return;
+                }
+                // A new upstream of a Service already watched: fill it now.
+                if listed {
+                    watch.publish_all(reader).await;
+                }
+            }
+        }
+    }
+}
+
+/// 250 ms, doubling, at most 2 s, each delay drawn from its upper half.
+#[derive(Default)]
+struct CatchUpBackoff {
+    failures: u32,
+}
+
+impl Iterator for CatchUpBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = Duration::from_millis(250) * 2u32.pow(self.failures.min(3));
+        self.failures += 1;
+        // uuid's thread-local generator: no new dependency for a little jitter.
+        let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
+        Some(base.mul_f64(0.5 + jitter / 2.0).min(Duration::from_secs(2)))
+    }
+}
+
+impl Backoff for CatchUpBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -207,41 +286,6 @@ fn slice_port(slice: &EndpointSlice, port: &ServicePort) -> Option<u16> {
     found
         .and_then(|p| p.port)
         .and_then(|p| u16::try_from(p).ok())
-}
-
-/// The pingora side: the current set, with serving-but-terminating endpoints
-/// present (pinnable) but disabled (no new sessions).
-struct SliceDiscovery {
-    current: Arc<ArcSwap<EndpointSet>>,
-}
-
-#[async_trait]
-impl ServiceDiscovery for SliceDiscovery {
-    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let set = self.current.load();
-        let mut backends = BTreeSet::new();
-        let mut enablement = HashMap::new();
-        for addr in &set.ready {
-            backends.insert(backend(*addr));
-        }
-        for addr in &set.serving_terminating {
-            let b = backend(*addr);
-            enablement.insert(enablement_key(&b), false);
-            backends.insert(b);
-        }
-        Ok((backends, enablement))
-    }
-}
-
-/// The key pingora-load-balancing expects in the enablement map: what its
-/// `Backend::hash_key` (crate-private) computes, std's `DefaultHasher` over the
-/// backend. Only used within this process, so its instability across Rust
-/// releases does not matter here (unlike in a cookie).
-fn enablement_key(b: &Backend) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    b.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -343,27 +387,97 @@ mod tests {
         assert!(set.serving_terminating.is_empty());
     }
 
-    #[tokio::test]
-    async fn terminating_endpoints_are_pinnable_but_not_ready() {
-        let current = Arc::new(ArcSwap::from_pointee(EndpointSet {
-            ready: addrs(&["10.0.0.1:80"]),
-            serving_terminating: addrs(&["10.0.0.2:80"]),
-        }));
-        let key = UpstreamKey {
-            namespace: "default".into(),
-            service: "web".into(),
-            port: ServicePort::Number(80),
+    /// A slice of Service `web` in `namespace`, one ready endpoint on 8080.
+    fn web_slice(namespace: &str, name: &str, ip: &str) -> EndpointSlice {
+        let mut s = slice(&[("http", 8080)], &[(ip, Some(true), None, None)]);
+        s.metadata.namespace = Some(namespace.into());
+        s.metadata.name = Some(name.into());
+        s.metadata.labels = Some([(SERVICE_LABEL.to_string(), "web".to_string())].into());
+        s
+    }
+
+    fn watched(namespaces: &[&str]) -> (SliceWatch, Vec<Arc<Upstream>>) {
+        let upstreams: Vec<Arc<Upstream>> = namespaces
+            .iter()
+            .map(|ns| {
+                Arc::new(Upstream::new(UpstreamKey {
+                    namespace: ns.to_string(),
+                    service: "web".into(),
+                    port: ServicePort::Number(80),
+                }))
+            })
+            .collect();
+        let watch = SliceWatch {
+            upstreams: Mutex::new(upstreams.iter().map(Arc::downgrade).collect()),
+            changed: Notify::new(),
         };
-        let upstream = Upstream::new(key, Box::new(SliceDiscovery { current }));
-        upstream.refresh().await.unwrap();
-        let draining: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        (watch, upstreams)
+    }
+
+    fn ready_of(upstream: &Upstream) -> BTreeSet<SocketAddr> {
+        let (ready, _) = upstream.endpoint_counts();
+        (0..ready * 2).filter_map(|_| upstream.pick(&[])).collect()
+    }
+
+    const SELECTOR: &str = "kubernetes.io/service-name in (web)";
+
+    #[tokio::test]
+    async fn a_list_in_progress_publishes_nothing() {
+        let (watch, upstreams) = watched(&["default"]);
+        let (reader, writer) = reflector::store();
+        let events = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(web_slice("default", "web-1", "10.0.0.1"))),
+            Err(watcher::Error::NoResourceVersion),
+        ])
+        .reflect(writer);
+        follow(events, &reader, &watch, SELECTOR).await;
+        assert!(!upstreams[0].is_synced());
+        assert_eq!(upstreams[0].endpoint_counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_watch_feeds_each_upstream_its_own_namespace_and_follows_changes() {
+        let (watch, upstreams) = watched(&["default", "shop"]);
+        let (reader, writer) = reflector::store();
+        let events = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(web_slice("default", "web-1", "10.0.0.1"))),
+            Ok(Event::InitApply(web_slice("shop", "web-1", "10.0.1.1"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(web_slice("default", "web-2", "10.0.0.2"))),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Delete(web_slice("shop", "web-1", "10.0.1.1"))),
+        ])
+        .reflect(writer);
+        follow(events, &reader, &watch, SELECTOR).await;
         assert_eq!(
-            upstream.pinned(upstream.endpoint_id(&draining)),
-            Some(draining)
+            ready_of(&upstreams[0]),
+            addrs(&["10.0.0.1:8080", "10.0.0.2:8080"])
         );
-        for _ in 0..10 {
-            assert_eq!(upstream.pick(&[]), Some("10.0.0.1:80".parse().unwrap()));
-        }
-        assert_eq!(upstream.endpoint_counts(), (1, 1));
+        // Synced, and empty once its only slice was deleted: 503, not "unknown".
+        assert!(upstreams[1].is_synced());
+        assert_eq!(upstreams[1].endpoint_counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_selector_names_each_routed_service_once_and_forgets_dropped_ones() {
+        let (watch, mut upstreams) = watched(&["default", "shop"]);
+        assert_eq!(watch.selector().as_deref(), Some(SELECTOR));
+        upstreams.clear();
+        assert_eq!(watch.selector(), None);
+    }
+
+    #[test]
+    fn the_backoff_is_bounded_jittered_and_resets() {
+        let mut b = CatchUpBackoff::default();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] >= Duration::from_millis(125) && delays[0] <= Duration::from_millis(250));
+        assert!(delays
+            .iter()
+            .all(|d| *d <= Duration::from_secs(2) && *d >= Duration::from_millis(125)));
+        assert!(delays[7] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next().unwrap() <= Duration::from_millis(250));
     }
 }

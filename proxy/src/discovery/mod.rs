@@ -1,9 +1,13 @@
-//! Where endpoints come from: one [`ServiceDiscovery`] per upstream.
+//! Where endpoints come from.
 //!
-//! Every mode implements pingora-load-balancing's `ServiceDiscovery`, so the
-//! balancer, readiness and the affinity index treat them all alike. A
-//! [`Source`] describes what an upstream's discovery depends on: on a reload, an
-//! upstream whose source did not change is kept, with its watch and state.
+//! Every mode feeds its upstreams the same way, [`Upstream::publish`] with an
+//! endpoint set, so the balancer, readiness and the affinity index treat them
+//! all alike. A [`Source`] describes what an upstream's discovery depends on: on
+//! a reload, an upstream whose source did not change is kept, with its state.
+//!
+//! Starting an upstream never waits for its first list: the snapshot is
+//! published at once, its routes answer 503 (with `Retry-After`) until the list
+//! arrives, and `/readyz` names the upstreams still waiting.
 //!
 //! Discovery tasks run on the control-plane runtime, never on the proxy's.
 
@@ -11,10 +15,8 @@ pub mod dns;
 pub mod kubernetes;
 
 use crate::config::{Config, Discovery, ServicePort, UpstreamKey};
-use crate::upstream::Upstream;
-use pingora::lb::discovery::Static;
+use crate::upstream::{EndpointSet, Upstream};
 use pingora::lb::Backend;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,18 +54,15 @@ impl Source {
         }
     }
 
-    /// A new upstream fed by this source. Kubernetes upstreams wait a short
-    /// while for their first endpoint list, so a reload does not route to an
-    /// empty upstream; past that they start empty (503) and /readyz says so.
+    /// A new upstream fed by this source; returns at once (see above). The
+    /// error is one that no retry mends: no API server configured, say.
     pub async fn start(&self, key: &UpstreamKey) -> anyhow::Result<Arc<Upstream>> {
         match self {
             Source::Static(addrs) => {
-                let upstream = Arc::new(Upstream::new(key.clone(), Static::new(backends(addrs))));
+                let upstream = Arc::new(Upstream::new(key.clone()));
                 upstream
-                    .refresh()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("discovery for {key}: {e}"))?;
-                upstream.set_synced();
+                    .publish(EndpointSet::ready(addrs.iter().copied()))
+                    .await;
                 Ok(upstream)
             }
             Source::Kubernetes => kubernetes::start(key).await,
@@ -78,8 +77,4 @@ pub fn backend(addr: SocketAddr) -> Backend {
         weight: 1,
         ext: Default::default(),
     }
-}
-
-fn backends(addrs: &[SocketAddr]) -> BTreeSet<Backend> {
-    addrs.iter().copied().map(backend).collect()
 }

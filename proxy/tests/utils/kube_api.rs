@@ -26,8 +26,12 @@ struct State {
     expire_generation: u64,
     /// LIST requests wait while this is set.
     hold_lists: bool,
-    /// Open watch streams per service name.
+    /// Down: open watches are cut and every new connection is closed unanswered.
+    down: bool,
+    /// Open watch streams selecting each service name.
     open_watches: BTreeMap<String, usize>,
+    /// Open watch streams in all.
+    watches: usize,
     lists: usize,
 }
 
@@ -159,6 +163,14 @@ impl FakeApiServer {
         cvar.notify_all();
     }
 
+    /// Take the server down (watches cut, connections closed without an
+    /// answer, as a restarting API server behind a load balancer) or back up.
+    pub fn set_down(&self, down: bool) {
+        let (lock, cvar) = &*self.shared;
+        lock.lock().unwrap().down = down;
+        cvar.notify_all();
+    }
+
     pub fn hold_lists(&self, hold: bool) {
         let (lock, cvar) = &*self.shared;
         lock.lock().unwrap().hold_lists = hold;
@@ -176,6 +188,11 @@ impl FakeApiServer {
             .unwrap_or(0)
     }
 
+    /// Open watch streams, whatever they select.
+    pub fn watches(&self) -> usize {
+        self.shared.0.lock().unwrap().watches
+    }
+
     pub fn lists(&self) -> usize {
         self.shared.0.lock().unwrap().lists
     }
@@ -183,7 +200,7 @@ impl FakeApiServer {
     fn serve(&self, stream: TcpStream) {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request_line = String::new();
-        if reader.read_line(&mut request_line).is_err() {
+        if reader.read_line(&mut request_line).is_err() || self.shared.0.lock().unwrap().down {
             return;
         }
         loop {
@@ -206,10 +223,12 @@ impl FakeApiServer {
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // apis/discovery.k8s.io/v1/endpointslices (every namespace) or
         // apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices
         let namespace = match parts.as_slice() {
+            ["apis", "discovery.k8s.io", "v1", "endpointslices"] => None,
             ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"] => {
-                ns.to_string()
+                Some(ns.to_string())
             }
             _ => {
                 return respond(
@@ -219,23 +238,22 @@ impl FakeApiServer {
                 )
             }
         };
-        let service = params
-            .get("labelSelector")
-            .and_then(|s| s.strip_prefix("kubernetes.io/service-name="))
-            .unwrap_or("")
-            .to_string();
+        let selector = Selector {
+            namespace,
+            services: services_selected(params.get("labelSelector").map(String::as_str)),
+        };
         if params.get("watch").map(String::as_str) == Some("true") {
             let from: u64 = params
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            self.watch(stream, reader, &namespace, &service, from);
+            self.watch(stream, reader, &selector, from);
         } else {
-            self.list(stream, &namespace, &service);
+            self.list(stream, &selector);
         }
     }
 
-    fn list(&self, stream: TcpStream, namespace: &str, service: &str) {
+    fn list(&self, stream: TcpStream, selector: &Selector) {
         let (lock, cvar) = &*self.shared;
         let mut st = lock.lock().unwrap();
         while st.hold_lists {
@@ -246,8 +264,10 @@ impl FakeApiServer {
             .slices
             .iter()
             .filter(|((ns, _), obj)| {
-                ns == namespace
-                    && obj["metadata"]["labels"]["kubernetes.io/service-name"] == service
+                let service = obj["metadata"]["labels"]["kubernetes.io/service-name"]
+                    .as_str()
+                    .unwrap_or_default();
+                selector.selects(ns, service)
             })
             .map(|(_, obj)| obj.clone())
             .collect();
@@ -260,8 +280,7 @@ impl FakeApiServer {
         &self,
         mut stream: TcpStream,
         mut reader: BufReader<TcpStream>,
-        namespace: &str,
-        service: &str,
+        selector: &Selector,
         from: u64,
     ) {
         let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -271,12 +290,18 @@ impl FakeApiServer {
         let (lock, cvar) = &*self.shared;
         let mut st = lock.lock().unwrap();
         let generation = st.expire_generation;
-        *st.open_watches.entry(service.to_string()).or_default() += 1;
+        for service in &selector.services {
+            *st.open_watches.entry(service.clone()).or_default() += 1;
+        }
+        st.watches += 1;
         let mut sent = from;
         let _ = reader
             .get_ref()
             .set_read_timeout(Some(Duration::from_millis(1)));
         loop {
+            if st.down {
+                break; // cut mid-stream, no final chunk
+            }
             if st.expire_generation != generation {
                 let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
                 let _ = write_chunk(&mut stream, &gone);
@@ -286,9 +311,7 @@ impl FakeApiServer {
             let pending: Vec<Value> = st
                 .events
                 .iter()
-                .filter(|(rv, ns, svc, _)| {
-                    *rv > sent && ((ns == namespace && svc == service) || ns == "*")
-                })
+                .filter(|(rv, ns, svc, _)| *rv > sent && (selector.selects(ns, svc) || ns == "*"))
                 .map(|(_, _, _, e)| e.clone())
                 .collect();
             sent = st.rv;
@@ -303,8 +326,39 @@ impl FakeApiServer {
                 break;
             }
         }
-        *st.open_watches.entry(service.to_string()).or_default() -= 1;
+        for service in &selector.services {
+            *st.open_watches.entry(service.clone()).or_default() -= 1;
+        }
+        st.watches -= 1;
     }
+}
+
+/// What a LIST or WATCH asked for: a namespace (or all) and the Services named
+/// by `kubernetes.io/service-name=NAME` or `kubernetes.io/service-name in (A,B)`.
+struct Selector {
+    namespace: Option<String>,
+    services: Vec<String>,
+}
+
+impl Selector {
+    fn selects(&self, namespace: &str, service: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && self.services.iter().any(|s| s == service)
+    }
+}
+
+fn services_selected(selector: Option<&str>) -> Vec<String> {
+    let Some(selector) = selector else {
+        return Vec::new();
+    };
+    if let Some(name) = selector.strip_prefix("kubernetes.io/service-name=") {
+        return vec![name.to_string()];
+    }
+    selector
+        .strip_prefix("kubernetes.io/service-name in (")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default()
 }
 
 fn write_chunk(stream: &mut TcpStream, event: &Value) -> std::io::Result<()> {
