@@ -41,8 +41,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { file }) => match config::load(&file) {
-            Ok(c) => {
-                println!("{}: ok ({} routes)", file.display(), c.routes.len());
+            Ok(loaded) => {
+                println!(
+                    "{}: ok ({} routes)",
+                    file.display(),
+                    loaded.config.routes.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -53,8 +57,8 @@ fn main() -> ExitCode {
         Some(Command::Health) => {
             let admin = config::load(&cli.config)
                 .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    c.admin.ok_or_else(|| {
+                .and_then(|loaded| {
+                    loaded.config.admin.ok_or_else(|| {
                         format!("{}: no `admin` address to ask", cli.config.display())
                     })
                 });
@@ -77,13 +81,8 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config = config::parse(
-        &path.display().to_string(),
-        &String::from_utf8_lossy(&bytes),
-    )?;
+    let config::Loaded { config, hash } = config::load(path)?;
     logging::init(config.logging);
-    let hash = reload::content_hash(&bytes);
     let listen = config.listen.clone();
     let admin_addr = config.admin;
     let threads = config.threads;

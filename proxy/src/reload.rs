@@ -7,11 +7,10 @@
 //! short debounce; SIGHUP reloads at once. A bad file is logged with its field
 //! paths and counted; the running snapshot stays until a good one arrives.
 
-use crate::config::{self, Config};
+use crate::config::{self, content_hash, Config};
 use crate::metrics::METRICS;
 use crate::state::{SharedSnapshot, Snapshot};
-use siphasher::sip::SipHasher13;
-use std::hash::Hasher;
+use crate::tls::CertWatcher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,13 +18,6 @@ use std::time::{Duration, SystemTime};
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// A change must hold this long before it is loaded (editors write in steps).
 const DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// A stable hash of the file's bytes, shown in `edge_proxy_config_info`.
-pub fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h = SipHasher13::new();
-    h.write(bytes);
-    h.finish()
-}
 
 /// Record a successfully loaded configuration in the metrics.
 pub fn record_loaded(hash: u64, generation: i64) {
@@ -57,9 +49,8 @@ pub struct Reloader {
     /// Hash of the last file contents acted upon (loaded or rejected).
     seen: u64,
     generation: i64,
-    /// The HTTPS listener's certificates, and a hash of their files.
-    certs: Option<Arc<crate::tls::SniResolver>>,
-    certs_seen: u64,
+    /// The HTTPS listener's certificates.
+    certs: Option<CertWatcher>,
 }
 
 impl Reloader {
@@ -70,7 +61,7 @@ impl Reloader {
         hash: u64,
         certs: Option<Arc<crate::tls::SniResolver>>,
     ) -> Self {
-        let certs_seen = crate::tls::files_hash(&running.tls);
+        let certs = certs.map(|resolver| CertWatcher::new(resolver, &running.tls));
         Reloader {
             path,
             snapshot,
@@ -78,31 +69,23 @@ impl Reloader {
             seen: hash,
             generation: 1,
             certs,
-            certs_seen,
         }
     }
 
     /// Reload the certificates when `tls` or the PEM files changed. A set that
-    /// does not load (a half-written renewal, a key that does not match) is
-    /// logged and counted; the running certificates stay.
-    fn check_certs(&mut self, tls: &[crate::config::TlsCert]) -> bool {
-        let Some(resolver) = &self.certs else {
+    /// does not load is logged and counted; the running certificates stay.
+    async fn check_certs(&mut self, tls: &[crate::config::TlsCert]) -> bool {
+        let Some(watcher) = &mut self.certs else {
             return true;
         };
-        let hash = crate::tls::files_hash(tls);
-        if hash == self.certs_seen {
-            return true;
-        }
-        match crate::tls::CertStore::load(tls) {
-            Ok(store) => {
-                resolver.replace(store);
-                self.certs_seen = hash;
+        match watcher.check(tls).await {
+            Ok(false) => true,
+            Ok(true) => {
                 METRICS.config_last_reload_successful.set(1);
                 tracing::info!(certificates = tls.len(), "TLS certificates reloaded");
                 true
             }
             Err(e) => {
-                self.certs_seen = hash;
                 reload_failed();
                 tracing::error!("TLS certificates rejected, the running ones stay: {e:#}");
                 false
@@ -138,7 +121,7 @@ impl Reloader {
         let running_tls = self.running.tls.clone();
         let Some(bytes) = self.read_settled(forced).await else {
             // The config is unchanged; its certificate files may not be.
-            self.check_certs(&running_tls);
+            self.check_certs(&running_tls).await;
             return;
         };
         let hash = content_hash(&bytes);
@@ -146,9 +129,8 @@ impl Reloader {
             return;
         }
         self.seen = hash;
-        let text = String::from_utf8_lossy(&bytes);
-        let config = match config::parse(&self.path.display().to_string(), &text) {
-            Ok(c) => c,
+        let config = match config::from_bytes(&self.path.display().to_string(), &bytes) {
+            Ok(loaded) => loaded.config,
             Err(e) => {
                 reload_failed();
                 tracing::error!(
@@ -159,7 +141,7 @@ impl Reloader {
             }
         };
         self.warn_about_restart_only_settings(&config);
-        if !self.check_certs(&config.tls) {
+        if !self.check_certs(&config.tls).await {
             return;
         }
         let previous = self.snapshot.load_full();
@@ -185,10 +167,10 @@ impl Reloader {
     }
 
     /// The file's bytes once two reads `DEBOUNCE` apart agree; `None` when it
-    /// is unchanged, unreadable or still changing.
-    // A small file read on the reload thread: blocking is fine here.
+    /// is unchanged, unreadable or still changing. (tokio::fs reads on the
+    /// blocking pool, off the runtime the discovery watches share.)
     async fn read_settled(&self, forced: bool) -> Option<Vec<u8>> {
-        let first = match std::fs::read(&self.path) {
+        let first = match tokio::fs::read(&self.path).await {
             Ok(b) => b,
             Err(e) => {
                 // Mid-swap or deleted: keep serving; say so only when asked.
@@ -202,7 +184,7 @@ impl Reloader {
             return None;
         }
         tokio::time::sleep(DEBOUNCE).await;
-        let second = std::fs::read(&self.path).ok()?;
+        let second = tokio::fs::read(&self.path).await.ok()?;
         (first == second).then_some(second)
     }
 

@@ -125,7 +125,7 @@ fn not_after(leaf: &[u8]) -> Result<i64, String> {
 }
 
 /// A fingerprint of the PEM files' contents, to notice a renewed certificate.
-pub fn files_hash(certs: &[TlsCert]) -> u64 {
+fn files_hash(certs: &[TlsCert]) -> u64 {
     let mut bytes = Vec::new();
     for c in certs {
         for path in [&c.cert, &c.key] {
@@ -133,5 +133,47 @@ pub fn files_hash(certs: &[TlsCert]) -> u64 {
             bytes.extend(std::fs::read(path).unwrap_or_default());
         }
     }
-    crate::reload::content_hash(&bytes)
+    crate::config::content_hash(&bytes)
+}
+
+/// Follows the HTTPS listener's certificates: the set is reloaded when `tls`
+/// or any PEM file changes (a renewed Secret). The files are read on tokio's
+/// blocking pool, never on the runtime the discovery watches share.
+pub struct CertWatcher {
+    resolver: Arc<SniResolver>,
+    /// Hash of the files last acted upon (loaded or rejected).
+    seen: u64,
+}
+
+impl CertWatcher {
+    /// Start from the set `resolver` serves, loaded from `tls` (read here, once,
+    /// before the runtimes start).
+    pub fn new(resolver: Arc<SniResolver>, tls: &[TlsCert]) -> Self {
+        CertWatcher {
+            resolver,
+            seen: files_hash(tls),
+        }
+    }
+
+    /// `Ok(true)`: a new set is served; `Ok(false)`: nothing changed; `Err`: the
+    /// changed files do not load (a half-written renewal, a key that does not
+    /// match) and the running set stays; the same files are not retried.
+    pub async fn check(&mut self, tls: &[TlsCert]) -> anyhow::Result<bool> {
+        let certs = tls.to_vec();
+        let seen = self.seen;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let hash = files_hash(&certs);
+            let store = (hash != seen).then(|| CertStore::load(&certs));
+            (hash, store)
+        })
+        .await?;
+        match loaded {
+            (_, None) => Ok(false),
+            (hash, Some(result)) => {
+                self.seen = hash;
+                self.resolver.replace(result?);
+                Ok(true)
+            }
+        }
+    }
 }

@@ -88,3 +88,41 @@ fn every_example_config_in_the_repo_passes_check() {
     }
     assert!(checked >= 1, "no example configs found");
 }
+
+#[test]
+fn check_start_up_and_reload_read_a_file_alike_invalid_utf8_is_refused_by_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("latin1.yaml");
+    // A valid configuration but for one Latin-1 byte in a comment.
+    let mut bytes = b"# caf\xe9\nlisten:\n  http: \"127.0.0.1:0\"\ndiscovery: static\nroutes:\n  - service: a\n    port: 80\nstatic:\n  a: [\"127.0.0.1:1\"]\n".to_vec();
+    std::fs::write(&file, &bytes).unwrap();
+    let check = edge_proxy(&["check", file.to_str().unwrap()]);
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success());
+    assert!(
+        check_err.contains("not UTF-8 text: invalid byte at offset 5"),
+        "{check_err}"
+    );
+    let start = edge_proxy(&["--config", file.to_str().unwrap()]);
+    let start_err = String::from_utf8_lossy(&start.stderr);
+    assert!(!start.status.success());
+    assert!(
+        start_err.contains("not UTF-8 text: invalid byte at offset 5"),
+        "{start_err}"
+    );
+
+    // A running proxy refuses the same bytes on reload and keeps serving.
+    let app = HelloApp::start("app");
+    let proxy = Proxy::start(&static_config(
+        "  - service: hello-app\n    port: 8080",
+        &[app.addr],
+    ));
+    let good = std::fs::read_to_string(&proxy.config_path).unwrap();
+    bytes = [b"# caf\xe9\n".as_slice(), good.as_bytes()].concat();
+    std::fs::write(&proxy.config_path, &bytes).unwrap();
+    proxy.wait_metrics("the rejected reload", |m| {
+        m.sum("edge_proxy_config_reloads_total", &[("result", "failure")]) == 1.0
+    });
+    assert!(proxy.log().contains("not UTF-8 text"), "{}", proxy.log());
+    assert_eq!(curl(&[&proxy.url("/")]).status, 200);
+}

@@ -263,17 +263,51 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Read and validate the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// A configuration file as loaded: the validated configuration and a hash of
+/// the file's bytes (shown in `edge_proxy_config_info`, and how a reload
+/// notices a change).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub hash: u64,
+}
+
+/// Read and validate the configuration file at `path`: the one way `check`,
+/// start-up and reloads read it.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         source_name: name.clone(),
         problems: vec![Problem {
             path: String::new(),
             message: format!("cannot read the file: {e}"),
         }],
     })?;
-    parse(&name, &text)
+    from_bytes(&name, &bytes)
+}
+
+/// Validate a configuration file's bytes. YAML is UTF-8 text: anything else is
+/// a problem, named with the offset of the first bad byte.
+pub fn from_bytes(source_name: &str, bytes: &[u8]) -> Result<Loaded, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError {
+        source_name: source_name.to_string(),
+        problems: vec![Problem {
+            path: String::new(),
+            message: format!("not UTF-8 text: invalid byte at offset {}", e.valid_up_to()),
+        }],
+    })?;
+    Ok(Loaded {
+        config: parse(source_name, text)?,
+        hash: content_hash(bytes),
+    })
+}
+
+/// A stable hash of a file's bytes (SipHash-1-3, fixed keys).
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher13::new();
+    h.write(bytes);
+    h.finish()
 }
 
 /// Parse and validate configuration text; `source_name` names it in errors.
