@@ -153,6 +153,77 @@ pub fn set_cookie(affinity: &Affinity, id: EndpointId, secure: bool) -> String {
     out
 }
 
+/// What affinity did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AffinityOutcome {
+    /// Not an affinity route.
+    #[default]
+    None,
+    /// No cookie: a new session was pinned.
+    New,
+    /// The cookie's endpoint served the request.
+    Pinned,
+    /// The cookie's endpoint is gone, not serving or refused: pinned anew.
+    Repinned,
+    /// The cookie's value was not one we issue (tampered, garbage): pinned anew.
+    Rejected,
+}
+
+impl AffinityOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AffinityOutcome::None => "none",
+            AffinityOutcome::New => "new",
+            AffinityOutcome::Pinned => "pinned",
+            AffinityOutcome::Repinned => "repinned",
+            AffinityOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// What a request's affinity cookie asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Requested {
+    /// No cookie of that name.
+    #[default]
+    NoCookie,
+    /// A value we issued: this endpoint.
+    Endpoint(EndpointId),
+    /// A value we never issue (tampered, truncated, another site's).
+    Invalid,
+}
+
+/// The affinity cookie `name` among a request's `Cookie` header values (the
+/// first one that has it).
+pub fn requested<'a>(cookie_headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Requested {
+    match cookie_headers
+        .into_iter()
+        .find_map(|h| find_cookie(h, name))
+    {
+        None => Requested::NoCookie,
+        Some(value) => decode(value).map_or(Requested::Invalid, Requested::Endpoint),
+    }
+}
+
+impl Requested {
+    pub fn endpoint(self) -> Option<EndpointId> {
+        match self {
+            Requested::Endpoint(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The outcome when the request is not served by the endpoint it names:
+    /// none named (new), gone or refusing (re-pinned), or not ours (rejected).
+    pub fn outcome_of_a_new_pick(self) -> AffinityOutcome {
+        match self {
+            Requested::NoCookie => AffinityOutcome::New,
+            Requested::Endpoint(_) => AffinityOutcome::Repinned,
+            Requested::Invalid => AffinityOutcome::Rejected,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +330,34 @@ mod tests {
         assert_eq!(
             set_cookie(&lasting, 1, true),
             "r=0000000000000001; Path=/; HttpOnly; SameSite=Lax; Max-Age=172800; Secure"
+        );
+    }
+
+    #[test]
+    fn the_requested_endpoint_and_the_outcome_of_a_new_pick() {
+        let id = EndpointHasher::new("default", "web").id(&"10.0.0.1:8080".parse().unwrap());
+        let value = String::from_utf8(encode(id).to_vec()).unwrap();
+        let ours = format!("theme=dark; route={value}");
+        let headers = [b"a=1".as_slice(), ours.as_bytes()];
+        assert_eq!(requested(headers, "route"), Requested::Endpoint(id));
+        assert_eq!(requested(headers, "other"), Requested::NoCookie);
+        assert_eq!(
+            requested([b"route=0123456789abcdeg".as_slice()], "route"),
+            Requested::Invalid
+        );
+        assert_eq!(Requested::Endpoint(id).endpoint(), Some(id));
+        assert_eq!(Requested::Invalid.endpoint(), None);
+        assert_eq!(
+            Requested::NoCookie.outcome_of_a_new_pick(),
+            AffinityOutcome::New
+        );
+        assert_eq!(
+            Requested::Endpoint(id).outcome_of_a_new_pick(),
+            AffinityOutcome::Repinned
+        );
+        assert_eq!(
+            Requested::Invalid.outcome_of_a_new_pick(),
+            AffinityOutcome::Rejected
         );
     }
 }

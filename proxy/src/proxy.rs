@@ -9,17 +9,16 @@
 //! - `logging`: metrics and the access log.
 
 use crate::access_log;
-use crate::affinity::{self, EndpointId};
+use crate::affinity::{self, AffinityOutcome, Requested};
 use crate::client_limits;
-use crate::config::{IpNet, Limits};
+use crate::config::Limits;
+use crate::forwarding;
 use crate::metrics::{method_label, METRICS};
 use crate::routing::normalize_host;
-use crate::state::{RouteEntry, SharedSnapshot};
+use crate::state::{RouteEntry, SharedSnapshot, Snapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{
-    CONTENT_LENGTH, CONTENT_TYPE, COOKIE, FORWARDED, HOST, SET_COOKIE, TRANSFER_ENCODING,
-};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -41,44 +40,15 @@ impl EdgeProxy {
     }
 }
 
-/// What affinity did for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AffinityOutcome {
-    /// Not an affinity route.
-    #[default]
-    None,
-    /// No cookie: a new session was pinned.
-    New,
-    /// The cookie's endpoint served the request.
-    Pinned,
-    /// The cookie's endpoint is gone, not serving or refused: pinned anew.
-    Repinned,
-    /// The cookie's value was not one we issue (tampered, garbage): pinned anew.
-    Rejected,
-}
-
-impl AffinityOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AffinityOutcome::None => "none",
-            AffinityOutcome::New => "new",
-            AffinityOutcome::Pinned => "pinned",
-            AffinityOutcome::Repinned => "repinned",
-            AffinityOutcome::Rejected => "rejected",
-        }
-    }
-}
-
 /// Per-request state, shared by the phases.
 pub struct RequestCtx {
     started: Instant,
     request_id: String,
+    /// The snapshot this request reads from start to end (one load).
+    snapshot: Arc<Snapshot>,
     route: Option<Arc<RouteEntry>>,
-    timeouts: crate::config::Timeouts,
-    retries: usize,
-    /// The endpoint id the client's cookie names, when it decoded.
-    cookie_id: Option<EndpointId>,
-    cookie_rejected: bool,
+    /// What the client's affinity cookie asks for (affinity routes only).
+    requested: Requested,
     affinity: AffinityOutcome,
     /// Endpoints tried, in order; the last one is the current one.
     tried: Vec<SocketAddr>,
@@ -86,8 +56,6 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     /// The status of the endpoint's response, when one came.
     upstream_status: Option<u16>,
-    limits: Limits,
-    trusted_proxies: Arc<[IpNet]>,
     /// Request body bytes seen so far, against `limits.max_body_bytes`.
     body_bytes: u64,
 }
@@ -236,17 +204,13 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
+            snapshot: self.snapshot.load_full(),
             route: None,
-            timeouts: Default::default(),
-            retries: 0,
-            cookie_id: None,
-            cookie_rejected: false,
+            requested: Requested::NoCookie,
             affinity: AffinityOutcome::None,
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
-            limits: Limits::default(),
-            trusted_proxies: Arc::from([]),
             body_bytes: 0,
         }
     }
@@ -254,10 +218,8 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         client_limits::head_read();
         ctx.request_id = request_id(session.req_header());
-        let snapshot = self.snapshot.load();
-        ctx.limits = snapshot.limits;
-        ctx.trusted_proxies = snapshot.trusted_proxies.clone();
-        if let Some((status, body)) = refuse(session.req_header(), &ctx.limits) {
+        let snapshot = ctx.snapshot.clone();
+        if let Some((status, body)) = refuse(session.req_header(), &snapshot.limits) {
             respond(session, ctx, status, body).await?;
             return Ok(true);
         }
@@ -278,18 +240,9 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         if let Some(affinity) = &route.affinity {
-            let value = req
-                .headers
-                .get_all(COOKIE)
-                .iter()
-                .find_map(|h| affinity::find_cookie(h.as_bytes(), &affinity.cookie));
-            if let Some(value) = value {
-                ctx.cookie_id = affinity::decode(value);
-                ctx.cookie_rejected = ctx.cookie_id.is_none();
-            }
+            let cookies = req.headers.get_all(COOKIE).into_iter();
+            ctx.requested = affinity::requested(cookies.map(|h| h.as_bytes()), &affinity.cookie);
         }
-        ctx.timeouts = snapshot.timeouts;
-        ctx.retries = snapshot.retries;
         ctx.route = Some(route);
         Ok(false)
     }
@@ -303,7 +256,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         // Chunked bodies declare no length: count them as they stream.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > ctx.limits.max_body_bytes {
+        if ctx.body_bytes > ctx.snapshot.limits.max_body_bytes {
             return Error::e_explain(HTTPStatus(413), "request body too large");
         }
         Ok(())
@@ -318,7 +271,8 @@ impl ProxyHttp for EdgeProxy {
         let upstream = &route.upstream;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         let pinned = ctx
-            .cookie_id
+            .requested
+            .endpoint()
             .and_then(|id| upstream.pinned(id))
             .filter(|addr| !ctx.tried.contains(addr));
         let endpoint = match pinned {
@@ -328,13 +282,7 @@ impl ProxyHttp for EdgeProxy {
             }
             None => {
                 if route.affinity.is_some() {
-                    ctx.affinity = if ctx.cookie_rejected {
-                        AffinityOutcome::Rejected
-                    } else if ctx.cookie_id.is_some() {
-                        AffinityOutcome::Repinned
-                    } else {
-                        AffinityOutcome::New
-                    };
+                    ctx.affinity = ctx.requested.outcome_of_a_new_pick();
                 }
                 upstream.pick(&ctx.tried)
             }
@@ -349,7 +297,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.tried.push(addr);
 
         let mut peer = HttpPeer::new(addr, false, String::new());
-        let t = &ctx.timeouts;
+        let t = &ctx.snapshot.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
         peer.options.write_timeout = Some(t.write);
@@ -384,7 +332,7 @@ impl ProxyHttp for EdgeProxy {
             .with_label_values(&[service])
             .inc();
         // Nothing was sent yet: another endpoint can serve the request.
-        if ctx.tried.len() <= ctx.retries {
+        if ctx.tried.len() <= ctx.snapshot.retries {
             METRICS.upstream_retries.with_label_values(&[service]).inc();
             e.set_retry(true);
         }
@@ -397,49 +345,16 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Absolute-form target: the authority is the host (RFC 9112 3.2.2);
-        // forward it as Host with an origin-form target, as a server expects.
-        if let RawTargetAuthority::Absolute { authority, .. } =
-            raw_target_authority(upstream_request.raw_path())
-        {
-            let host = http::HeaderValue::from_bytes(authority)
-                .or_err(InvalidHTTPHeader, "request authority")?;
-            let origin_form = upstream_request.uri.clone();
-            upstream_request.insert_header(HOST, host)?;
-            upstream_request.set_uri(origin_form);
-        }
-        // X-Forwarded-For: a client's own list is kept (and extended) only when
-        // the client is a trusted proxy; anyone else could write anything there.
-        // Upstreams read the *last* address as the client the proxy saw.
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted =
-            client.is_some_and(|ip| ctx.trusted_proxies.iter().any(|net| net.contains(ip)));
-        if !trusted {
-            upstream_request.remove_header(&FORWARDED);
-        }
-        if let Some(ip) = client {
-            let previous = upstream_request
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let xff = if trusted && !previous.is_empty() {
-                format!("{previous}, {ip}")
-            } else {
-                ip.to_string()
-            };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
-        }
-        let proto = if is_tls(session) { "https" } else { "http" };
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
-        if let Some(host) = upstream_request.headers.get(HOST).cloned() {
-            upstream_request.insert_header("x-forwarded-host", host)?;
-        }
+        forwarding::apply(
+            upstream_request,
+            client,
+            is_tls(session),
+            &ctx.snapshot.trusted_proxies,
+        )?;
         upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         Ok(())
     }

@@ -66,31 +66,13 @@ impl Default for Limits {
 }
 
 /// An address range like `10.0.0.0/8` or `2001:db8::/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: std::net::IpAddr,
-    pub prefix: u8,
-}
+/// An address range of `trusted_proxies` (the `ipnet` crate's type).
+pub use ipnet::IpNet;
 
-impl IpNet {
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
+/// Whether `net` holds `ip`; an IPv4-mapped IPv6 client (`::ffff:10.0.0.1`, as
+/// a dual-stack listener reports it) matches IPv4 ranges.
+pub fn net_contains(net: &IpNet, ip: std::net::IpAddr) -> bool {
+    net.contains(&ip.to_canonical())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -583,7 +583,7 @@ fn ip_net(text: &str, path: &str, problems: &mut Problems) -> Option<IpNet> {
             return None;
         }
     };
-    Some(IpNet { addr, prefix })
+    IpNet::new(addr, prefix).ok()
 }
 
 fn validate_logging(map: &Mapping, problems: &mut Problems) -> Logging {

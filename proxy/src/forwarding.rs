@@ -1,0 +1,130 @@
+//! What the proxy tells an upstream about the request it forwards.
+//!
+//! - An absolute-form target (`GET http://host/path`) names the host (RFC 9112
+//!   section 3.2.2): it is forwarded as `Host` with an origin-form target.
+//! - `X-Forwarded-For`: a client's own list is kept (and extended) only when the
+//!   client is a trusted proxy (`trusted_proxies`); anyone else could write
+//!   anything there. Upstreams read the *last* address as the client the proxy
+//!   saw. `Forwarded` is dropped from untrusted clients for the same reason.
+//! - `X-Forwarded-Proto` (http or https) and `X-Forwarded-Host` (the Host).
+
+use crate::config::{net_contains, IpNet};
+use http::header::{FORWARDED, HOST};
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use std::net::IpAddr;
+
+/// Rewrite `req` for the upstream; `client` is the peer the proxy accepted.
+pub fn apply(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    tls: bool,
+    trusted_proxies: &[IpNet],
+) -> Result<()> {
+    if let RawTargetAuthority::Absolute { authority, .. } = raw_target_authority(req.raw_path()) {
+        let host = http::HeaderValue::from_bytes(authority)
+            .or_err(InvalidHTTPHeader, "request authority")?;
+        let origin_form = req.uri.clone();
+        req.insert_header(HOST, host)?;
+        req.set_uri(origin_form);
+    }
+    let trusted = client.is_some_and(|ip| trusted_proxies.iter().any(|n| net_contains(n, ip)));
+    if !trusted {
+        req.remove_header(&FORWARDED);
+    }
+    if let Some(ip) = client {
+        let previous = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let xff = if trusted && !previous.is_empty() {
+            format!("{previous}, {ip}")
+        } else {
+            ip.to_string()
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+    }
+    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    if let Some(host) = req.headers.get(HOST).cloned() {
+        req.insert_header("x-forwarded-host", host)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn header<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_untrusted_clients_forwarding_claims_are_replaced() {
+        let mut req = request(
+            "/x",
+            &[
+                ("host", "app.test"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("forwarded", "for=6.6.6.6"),
+            ],
+        );
+        let client = Some("203.0.113.7".parse().unwrap());
+        apply(&mut req, client, false, &nets(&["10.0.0.0/8"])).unwrap();
+        assert_eq!(header(&req, "x-forwarded-for"), ["203.0.113.7"]);
+        assert!(header(&req, "forwarded").is_empty());
+        assert_eq!(header(&req, "x-forwarded-proto"), ["http"]);
+        assert_eq!(header(&req, "x-forwarded-host"), ["app.test"]);
+    }
+
+    #[test]
+    fn a_trusted_proxys_list_is_extended_also_when_it_connects_over_ipv4_mapped_ipv6() {
+        let mut req = request(
+            "/x",
+            &[
+                ("host", "app.test"),
+                ("x-forwarded-for", "198.51.100.1"),
+                ("x-forwarded-for", "10.1.2.3"),
+                ("forwarded", "for=198.51.100.1"),
+            ],
+        );
+        let client = Some("::ffff:10.0.0.9".parse().unwrap());
+        apply(&mut req, client, true, &nets(&["10.0.0.0/8"])).unwrap();
+        assert_eq!(
+            header(&req, "x-forwarded-for"),
+            ["198.51.100.1, 10.1.2.3, ::ffff:10.0.0.9"]
+        );
+        assert_eq!(header(&req, "forwarded"), ["for=198.51.100.1"]);
+        assert_eq!(header(&req, "x-forwarded-proto"), ["https"]);
+    }
+
+    #[test]
+    fn an_absolute_form_target_becomes_host_and_an_origin_form_target() {
+        let mut req = request("http://named.test/p?q=1", &[("host", "other.test")]);
+        apply(&mut req, None, false, &[]).unwrap();
+        assert_eq!(header(&req, "host"), ["named.test"]);
+        assert_eq!(header(&req, "x-forwarded-host"), ["named.test"]);
+        assert_eq!(req.uri.path_and_query().unwrap().as_str(), "/p?q=1");
+        assert!(header(&req, "x-forwarded-for").is_empty());
+    }
+}
