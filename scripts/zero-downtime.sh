@@ -25,6 +25,7 @@ ip link set lo up
 sysctl -qw net.ipv4.tcp_migrate_req="${ZD_MIGRATE_REQ:-1}"
 
 bin=$(cd "${1:-target/release}" && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
 secs=${2:-15}
 work=$(mktemp -d)
 cfg="$work/config"
@@ -40,17 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The kubelet's atomic writer: stdin becomes the new proxy.yaml.
-kubelet_write() {
-    local version old
-    version="..$(date +%Y_%m_%d_%H_%M_%S.%N)"
-    mkdir "$cfg/$version"
-    cat >"$cfg/$version/proxy.yaml"
-    old=$(readlink "$cfg/..data" || true)
-    ln -s "$version" "$cfg/..data_tmp"
-    mv -T "$cfg/..data_tmp" "$cfg/..data"
-    [ -e "$cfg/proxy.yaml" ] || ln -s ..data/proxy.yaml "$cfg/proxy.yaml"
-    if [ -n "$old" ]; then rm -rf "${cfg:?}/$old"; fi
-}
+kubelet_write() { bash "$repo/scripts/kubelet-write.sh" "$cfg"; }
 
 # Version N of the config: the catch-all route stays; N adds a route of its own,
 # toggles affinity, and version 5 is invalid (port out of range).

@@ -9,13 +9,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use utils::*;
 
-fn proxy_to(origin: &EchoOrigin, limits: &str) -> Proxy {
-    Proxy::start(&format!(
-        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\nlimits:\n{limits}",
-        origin.addr
-    ))
-}
-
 fn connect(proxy: &Proxy) -> TcpStream {
     let s = TcpStream::connect(proxy.http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -69,7 +62,7 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 #[test]
 fn a_slowloris_head_is_cut_off_at_the_header_timeout() {
     let origin = EchoOrigin::start("echo");
-    let proxy = proxy_to(&origin, "  header_timeout: 1s\n");
+    let proxy = proxy_to(&origin, "limits:\n  header_timeout: 1s\n");
     let mut slow = connect(&proxy);
     let started = Instant::now();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
@@ -105,7 +98,7 @@ fn a_slowloris_head_is_cut_off_at_the_header_timeout() {
 #[test]
 fn a_slow_request_head_that_completes_in_time_is_served() {
     let origin = EchoOrigin::start("echo");
-    let proxy = proxy_to(&origin, "  header_timeout: 3s\n");
+    let proxy = proxy_to(&origin, "limits:\n  header_timeout: 3s\n");
     let mut s = connect(&proxy);
     for part in [
         &b"GET /x HTTP/1.1\r\n"[..],
@@ -127,7 +120,10 @@ fn a_slow_request_head_that_completes_in_time_is_served() {
 #[test]
 fn idle_keep_alive_connections_are_closed_and_busy_ones_reused() {
     let origin = EchoOrigin::start("echo");
-    let proxy = proxy_to(&origin, "  idle_timeout: 1s\n  header_timeout: 1s\n");
+    let proxy = proxy_to(
+        &origin,
+        "limits:\n  idle_timeout: 1s\n  header_timeout: 1s\n",
+    );
     let mut s = connect(&proxy);
     assert!(get(&mut s).starts_with("HTTP/1.1 200"));
     // Within the idle time the same connection serves the next request.
@@ -151,7 +147,7 @@ fn connections_beyond_the_limit_wait_for_a_slot_then_are_closed() {
     let origin = EchoOrigin::start("echo");
     let proxy = proxy_to(
         &origin,
-        "  max_connections: 2\n  header_timeout: 2s\n  idle_timeout: 30s\n",
+        "limits:\n  max_connections: 2\n  header_timeout: 2s\n  idle_timeout: 30s\n",
     );
     let mut first = connect(&proxy);
     let mut second = connect(&proxy);

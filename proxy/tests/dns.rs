@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use utils::*;
 
 const DNS_IP: &str = "127.0.0.77";
@@ -84,15 +84,6 @@ fn served_set(proxy: &Proxy, n: usize) -> BTreeSet<String> {
             }
         })
         .collect()
-}
-
-fn eventually(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
 }
 
 #[test]

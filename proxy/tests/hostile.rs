@@ -5,13 +5,6 @@ mod utils;
 
 use utils::*;
 
-fn proxy_to(origin: &EchoOrigin, extra: &str) -> Proxy {
-    Proxy::start(&format!(
-        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - host: app.test\n    service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\n{extra}",
-        origin.addr
-    ))
-}
-
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
     text.split_whitespace()

@@ -81,18 +81,6 @@ fn ready_endpoints(proxy: &Proxy) -> f64 {
 }
 
 /// Poll until `cond` holds; return how long it took. At most 5 s.
-fn within(what: &str, cond: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
-}
-
 fn served(proxy: &Proxy, cookie: Option<&str>) -> Response {
     let url = proxy.url("/");
     match cookie {
@@ -130,7 +118,9 @@ fn follows_adds_removals_and_terminating_endpoints_within_a_second() {
         (2, false, true, true),
         (3, true, true, false),
     ]);
-    let took = within("pod-2 draining", || ready_endpoints(&proxy) == 2.0);
+    let took = eventually("pod-2 draining", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 2.0
+    });
     assert!(took < Duration::from_secs(1), "took {took:?}");
     for _ in 0..5 {
         let r = served(&proxy, Some(&cookie));
@@ -152,7 +142,7 @@ fn follows_adds_removals_and_terminating_endpoints_within_a_second() {
         (2, false, false, true),
         (3, true, true, false),
     ]);
-    within("pod-2 gone", || {
+    eventually("pod-2 gone", Duration::from_secs(5), || {
         proxy
             .metrics()
             .sum("edge_proxy_endpoints", &[("state", "serving_terminating")])
@@ -164,7 +154,9 @@ fn follows_adds_removals_and_terminating_endpoints_within_a_second() {
 
     // pod-2 removed and pod-3 removed; then a scale-up brings both back.
     cluster.set(&[(1, true, true, false)]);
-    let took = within("one endpoint", || ready_endpoints(&proxy) == 1.0);
+    let took = eventually("one endpoint", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 1.0
+    });
     assert!(took < Duration::from_secs(1), "took {took:?}");
     for _ in 0..5 {
         assert_eq!(served(&proxy, None).served_by(), "pod-1");
@@ -174,14 +166,18 @@ fn follows_adds_removals_and_terminating_endpoints_within_a_second() {
         (2, true, true, false),
         (3, true, true, false),
     ]);
-    let took = within("three endpoints", || ready_endpoints(&proxy) == 3.0);
+    let took = eventually("three endpoints", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 3.0
+    });
     assert!(took < Duration::from_secs(1), "took {took:?}");
     // The old cookie for pod-2 pins to it again: the value is the endpoint's.
     assert_eq!(served(&proxy, Some(&cookie)).served_by(), "pod-2");
 
     // The whole slice deleted: 503, not a hang; the proxy stays up.
     cluster.api.delete("default", SLICE);
-    within("no endpoints", || ready_endpoints(&proxy) == 0.0);
+    eventually("no endpoints", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 0.0
+    });
     assert_eq!(served(&proxy, None).status, 503);
     drop(cluster.apps);
 }
@@ -202,7 +198,9 @@ fn a_410_relists_and_the_last_good_set_serves_meanwhile() {
     // A change made while the watcher was away is seen after the relist.
     cluster.set(&[(3, true, true, false)]);
     cluster.api.hold_lists(false);
-    within("relist", || ready_endpoints(&proxy) == 1.0);
+    eventually("relist", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 1.0
+    });
     assert!(cluster.api.lists() > lists_before);
     for _ in 0..5 {
         assert_eq!(served(&proxy, None).served_by(), "pod-3");
@@ -226,7 +224,9 @@ fn not_ready_until_synced_and_reloads_re_scope_the_one_watch() {
     assert_eq!(unknown.status, 503);
     assert_eq!(unknown.header("retry-after"), Some("1"));
     cluster.api.hold_lists(false);
-    within("ready", || curl(&[&readyz]).status == 200);
+    eventually("ready", Duration::from_secs(5), || {
+        curl(&[&readyz]).status == 200
+    });
     assert_eq!(served(&proxy, None).status, 200);
 
     // A reload that adds a route to another Service re-scopes the watch...
@@ -242,7 +242,9 @@ fn not_ready_until_synced_and_reloads_re_scope_the_one_watch() {
     proxy.rewrite_config(&format!(
         "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: kubernetes\nroutes:\n{two_routes}\n"
     ));
-    within("watch on other", || cluster.api.open_watches("other") == 1);
+    eventually("watch on other", Duration::from_secs(5), || {
+        cluster.api.open_watches("other") == 1
+    });
     proxy.wait_metrics("generation 2", |m| {
         m.sum("edge_proxy_config_generation", &[]) == 2.0
     });
@@ -257,7 +259,7 @@ fn not_ready_until_synced_and_reloads_re_scope_the_one_watch() {
     proxy.rewrite_config(&format!(
         "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: kubernetes\nroutes:\n{AFFINITY_ROUTE}\n"
     ));
-    within("watch on other stopped", || {
+    eventually("watch on other stopped", Duration::from_secs(5), || {
         cluster.api.open_watches("other") == 0 && cluster.api.open_watches("hello-app") == 1
     });
     assert_eq!(cluster.api.watches(), 1);
@@ -272,7 +274,9 @@ fn not_ready_until_synced_and_reloads_re_scope_the_one_watch() {
 fn after_an_api_server_outage_changes_reach_routing_within_3_s() {
     let cluster = Cluster::start();
     let proxy = cluster.proxy(AFFINITY_ROUTE);
-    within("three endpoints", || ready_endpoints(&proxy) == 3.0);
+    eventually("three endpoints", Duration::from_secs(5), || {
+        ready_endpoints(&proxy) == 3.0
+    });
 
     // Down for 8 s: the last known endpoints keep serving every request.
     cluster.api.set_down(true);

@@ -300,26 +300,44 @@ impl Drop for Proxy {
     }
 }
 
+/// edge-proxy with one route, `app.test` to `origin`; `extra` is appended at the
+/// top level of the configuration (`limits:`, `trusted_proxies:`, ...).
+pub fn proxy_to(origin: &EchoOrigin, extra: &str) -> Proxy {
+    Proxy::start(&format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - host: app.test\n    service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\n{extra}",
+        origin.addr
+    ))
+}
+
+/// Poll `cond` until it holds, at most `limit`; how long that took.
+pub fn eventually(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 /// Write `proxy.yaml` into `dir` as the kubelet's atomic writer does:
 /// `proxy.yaml -> ..data/proxy.yaml`, `..data -> ..TIMESTAMP/`, where each update
 /// creates a new `..TIMESTAMP` directory and renames a new `..data` symlink over
 /// the old one, then removes the old directory.
 pub fn kubelet_write(dir: &Path, text: &str) {
-    use std::os::unix::fs::symlink;
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let version = format!("..2026_11_24_{seq:06}.{}", std::process::id());
-    std::fs::create_dir(dir.join(&version)).unwrap();
-    std::fs::write(dir.join(&version).join("proxy.yaml"), text).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    symlink(&version, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    if !dir.join("proxy.yaml").exists() {
-        symlink("..data/proxy.yaml", dir.join("proxy.yaml")).unwrap();
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
+    // One implementation for these tests and scripts/zero-downtime.sh.
+    let mut writer = Command::new("bash")
+        .arg(repo_root().join("scripts/kubelet-write.sh"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("bash scripts/kubelet-write.sh");
+    writer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(writer.wait().unwrap().success(), "kubelet-write.sh failed");
 }
 
 /// A static-discovery config with one route per `(host, path, path_type)`, all to
