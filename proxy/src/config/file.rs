@@ -4,7 +4,64 @@
 //! internal types of `config/mod.rs`, which the proxy uses without re-checking.
 
 use serde::Deserialize;
+use serde_yaml::Value;
 use std::collections::BTreeMap;
+
+/// The file's top level. Each key stays a YAML value here and is deserialized
+/// on its own (validate.rs), so that one bad key does not hide the problems of
+/// the others. The list of known keys is read off this struct
+/// (`top_level_keys`); any other key is reported.
+#[derive(Debug, Deserialize, Default)]
+pub struct File {
+    pub listen: Option<Value>,
+    pub admin: Option<Value>,
+    pub discovery: Option<Value>,
+    pub dns_name: Option<Value>,
+    pub tls: Option<Value>,
+    pub routes: Option<Value>,
+    #[serde(rename = "static")]
+    pub static_endpoints: Option<Value>,
+    pub timeouts: Option<Value>,
+    pub threads: Option<Value>,
+    pub retries: Option<Value>,
+    pub drain_timeout: Option<Value>,
+    pub logging: Option<Value>,
+    pub limits: Option<Value>,
+    pub trusted_proxies: Option<Value>,
+}
+
+/// `discovery:`
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    Kubernetes,
+    Dns,
+    Static,
+}
+
+/// `routes[].path_type`, as in an Ingress.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum PathType {
+    Prefix,
+    Exact,
+}
+
+/// `logging.format`
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `logging.access`
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    Json,
+    Text,
+    Off,
+}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +83,7 @@ pub struct TlsCert {
 pub struct Route {
     pub host: Option<String>,
     pub path: Option<String>,
-    pub path_type: Option<String>,
+    pub path_type: Option<PathType>,
     pub service: String,
     pub namespace: Option<String>,
     pub port: Port,
@@ -62,24 +119,58 @@ pub struct Timeouts {
 /// The endpoints of `discovery: static`, keyed by service name.
 pub type StaticEndpoints = BTreeMap<String, Vec<String>>;
 
-/// The top-level keys of the file; each one is deserialized on its own so that
-/// one bad key does not hide the problems of the others.
-pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen",
-    "admin",
-    "discovery",
-    "dns_name",
-    "tls",
-    "routes",
-    "static",
-    "timeouts",
-    "threads",
-    "retries",
-    "drain_timeout",
-    "logging",
-    "limits",
-    "trusted_proxies",
-];
+/// The keys `File` knows, in its order: read off its `Deserialize` impl (the
+/// fields serde asks a deserializer for), so the list cannot drift from the
+/// struct.
+pub fn top_level_keys() -> &'static [&'static str] {
+    use serde::de::{self, Deserializer, Visitor};
+    use std::sync::OnceLock;
+
+    struct Fields(&'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Captured;
+    impl std::fmt::Display for Captured {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names captured")
+        }
+    }
+    impl std::error::Error for Captured {}
+    impl de::Error for Captured {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Captured
+        }
+    }
+
+    struct Introspect<'a>(&'a mut Fields);
+    impl<'de> Deserializer<'de> for Introspect<'_> {
+        type Error = Captured;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Captured> {
+            Err(Captured)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Captured> {
+            self.0 .0 = fields;
+            Err(Captured)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut fields = Fields(&[]);
+        let _ = File::deserialize(Introspect(&mut fields));
+        fields.0.to_vec()
+    })
+}
 
 /// Bounds on what a client may send.
 #[derive(Debug, Deserialize, Default)]
@@ -98,6 +189,8 @@ pub struct Limits {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
-    pub format: Option<String>,
-    pub access: Option<String>,
+    /// A [`LogFormat`]; each key is read on its own, so both can be reported.
+    pub format: Option<Value>,
+    /// An [`AccessLog`].
+    pub access: Option<Value>,
 }

@@ -3,7 +3,7 @@
 //! Each top-level key and each route is deserialized on its own, so a type error in
 //! one place does not hide the problems of the others.
 
-use super::file::{self, TOP_LEVEL_KEYS};
+use super::file;
 use super::*;
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
@@ -40,46 +40,51 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             return Err(problems.0);
         }
     };
+    let keys = file::top_level_keys();
     for key in map.keys() {
         match key.as_str() {
-            Some(k) if TOP_LEVEL_KEYS.contains(&k) => {}
+            Some(k) if keys.contains(&k) => {}
             _ => problems.add(
                 yaml_key_name(key),
-                format!(
-                    "unknown key, expected one of: {}",
-                    TOP_LEVEL_KEYS.join(", ")
-                ),
+                format!("unknown key, expected one of: {}", keys.join(", ")),
             ),
         }
     }
+    // Every value of a mapping fits (each field is a YAML value): no problem to report.
+    let file: file::File = serde_yaml::from_value(Value::Mapping(map.clone())).unwrap_or_default();
 
-    let listen = validate_listen(&map, &mut problems);
-    let admin = field::<String>(&map, "admin", &mut problems)
+    let listen = validate_listen(&file, &mut problems);
+    let admin = field::<String>(file.admin.as_ref(), "admin", &mut problems)
         .and_then(|a| socket_addr(&a, "admin", &mut problems));
-    let tls = validate_tls(&map, &mut problems);
-    let discovery = validate_discovery(&map, &mut problems);
-    let routes = validate_routes(&map, discovery.as_ref(), &mut problems);
-    let timeouts = validate_timeouts(&map, &mut problems);
-    let threads = field::<i64>(&map, "threads", &mut problems)
+    let tls = validate_tls(&file, &mut problems);
+    let discovery = validate_discovery(&file, &mut problems);
+    let routes = validate_routes(&file, discovery.as_ref(), &mut problems);
+    let timeouts = validate_timeouts(&file, &mut problems);
+    let threads = field::<i64>(file.threads.as_ref(), "threads", &mut problems)
         .map(|n| bounded(n, 1, 256, "threads", &mut problems))
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let retries = field::<i64>(&map, "retries", &mut problems)
+    let retries = field::<i64>(file.retries.as_ref(), "retries", &mut problems)
         .map(|n| bounded(n, 0, 10, "retries", &mut problems))
         .unwrap_or(2);
-    let drain_timeout = field::<String>(&map, "drain_timeout", &mut problems)
-        .and_then(|text| duration(&text, "drain_timeout", &mut problems))
-        .unwrap_or(Duration::from_secs(10));
+    let drain_timeout =
+        field::<String>(file.drain_timeout.as_ref(), "drain_timeout", &mut problems)
+            .and_then(|text| duration(&text, "drain_timeout", &mut problems))
+            .unwrap_or(Duration::from_secs(10));
     if drain_timeout > Duration::from_secs(600) {
         problems.add("drain_timeout", "must be at most 10m");
     }
-    let logging = validate_logging(&map, &mut problems);
-    let limits = validate_limits(&map, &mut problems);
-    let trusted_proxies = field::<Vec<String>>(&map, "trusted_proxies", &mut problems)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, text)| ip_net(text, &format!("trusted_proxies[{i}]"), &mut problems))
-        .collect();
+    let logging = validate_logging(&file, &mut problems);
+    let limits = validate_limits(&file, &mut problems);
+    let trusted_proxies = field::<Vec<String>>(
+        file.trusted_proxies.as_ref(),
+        "trusted_proxies",
+        &mut problems,
+    )
+    .unwrap_or_default()
+    .iter()
+    .enumerate()
+    .filter_map(|(i, text)| ip_net(text, &format!("trusted_proxies[{i}]"), &mut problems))
+    .collect();
 
     if let (Some(listen), true) = (&listen, tls.is_empty()) {
         if listen.https.is_some() {
@@ -108,14 +113,18 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 
 /// A key that is missing or empty (`routes:` alone is null in YAML): `field`
 /// reports neither, so a required key must be checked with this.
-fn absent(map: &Mapping, key: &str) -> bool {
-    map.get(key).is_none_or(Value::is_null)
+fn absent(value: Option<&Value>) -> bool {
+    value.is_none_or(Value::is_null)
 }
 
 /// Deserialize `map[key]` into `T`; a missing key or null is `None`, a wrong
 /// shape is a problem named by its full path.
-fn field<T: DeserializeOwned>(map: &Mapping, key: &str, problems: &mut Problems) -> Option<T> {
-    let value = map.get(key)?;
+fn field<T: DeserializeOwned>(
+    value: Option<&Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let value = value?;
     if value.is_null() {
         return None;
     }
@@ -173,9 +182,9 @@ fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<Socket
     }
 }
 
-fn validate_listen(map: &Mapping, problems: &mut Problems) -> Option<Listen> {
-    let Some(listen) = field::<file::Listen>(map, "listen", problems) else {
-        if absent(map, "listen") {
+fn validate_listen(file: &file::File, problems: &mut Problems) -> Option<Listen> {
+    let Some(listen) = field::<file::Listen>(file.listen.as_ref(), "listen", problems) else {
+        if absent(file.listen.as_ref()) {
             problems.add("listen.http", "required (e.g. \"0.0.0.0:80\")");
         }
         return None;
@@ -199,8 +208,8 @@ fn validate_listen(map: &Mapping, problems: &mut Problems) -> Option<Listen> {
     Some(Listen { http: http?, https })
 }
 
-fn validate_tls(map: &Mapping, problems: &mut Problems) -> Vec<TlsCert> {
-    let certs = field::<Vec<file::TlsCert>>(map, "tls", problems).unwrap_or_default();
+fn validate_tls(file: &file::File, problems: &mut Problems) -> Vec<TlsCert> {
+    let certs = field::<Vec<file::TlsCert>>(file.tls.as_ref(), "tls", problems).unwrap_or_default();
     let mut out = Vec::new();
     for (i, c) in certs.into_iter().enumerate() {
         if c.hosts.is_empty() {
@@ -226,13 +235,14 @@ fn validate_tls(map: &Mapping, problems: &mut Problems) -> Vec<TlsCert> {
     out
 }
 
-fn validate_discovery(map: &Mapping, problems: &mut Problems) -> Option<Discovery> {
-    let mode = field::<String>(map, "discovery", problems);
-    let dns_name = field::<String>(map, "dns_name", problems);
-    let statics = field::<file::StaticEndpoints>(map, "static", problems);
-    match mode.as_deref() {
-        Some("kubernetes") => Some(Discovery::Kubernetes),
-        Some("dns") => {
+fn validate_discovery(file: &file::File, problems: &mut Problems) -> Option<Discovery> {
+    let mode = field::<file::DiscoveryMode>(file.discovery.as_ref(), "discovery", problems);
+    let dns_name = field::<String>(file.dns_name.as_ref(), "dns_name", problems);
+    let statics =
+        field::<file::StaticEndpoints>(file.static_endpoints.as_ref(), "static", problems);
+    match mode {
+        Some(file::DiscoveryMode::Kubernetes) => Some(Discovery::Kubernetes),
+        Some(file::DiscoveryMode::Dns) => {
             let template =
                 dns_name.unwrap_or_else(|| "{service}.{namespace}.svc.cluster.local".into());
             let rest = template.replace("{service}", "").replace("{namespace}", "");
@@ -250,7 +260,7 @@ fn validate_discovery(map: &Mapping, problems: &mut Problems) -> Option<Discover
                 name_template: template,
             })
         }
-        Some("static") => {
+        Some(file::DiscoveryMode::Static) => {
             let mut endpoints = BTreeMap::new();
             for (service, addrs) in statics.unwrap_or_default() {
                 let mut parsed = Vec::new();
@@ -263,27 +273,22 @@ fn validate_discovery(map: &Mapping, problems: &mut Problems) -> Option<Discover
             }
             Some(Discovery::Static(endpoints))
         }
-        Some(other) => {
-            problems.add(
-                "discovery",
-                format!("{other:?} is not one of: kubernetes, dns, static"),
-            );
-            None
-        }
-        None => {
+        // A value that is not one of the modes was reported by `field`.
+        None if absent(file.discovery.as_ref()) => {
             problems.add("discovery", "required: kubernetes, dns or static");
             None
         }
+        None => None,
     }
 }
 
 fn validate_routes(
-    map: &Mapping,
+    file: &file::File,
     discovery: Option<&Discovery>,
     problems: &mut Problems,
 ) -> Vec<Route> {
-    let Some(items) = field::<Vec<Value>>(map, "routes", problems) else {
-        if absent(map, "routes") {
+    let Some(items) = field::<Vec<Value>>(file.routes.as_ref(), "routes", problems) else {
+        if absent(file.routes.as_ref()) {
             problems.add("routes", "required: at least one route");
         }
         return Vec::new();
@@ -332,16 +337,9 @@ fn validate_route(
             })
         }
     };
-    let path_type = match raw.path_type.as_deref() {
-        None | Some("Prefix") => PathType::Prefix,
-        Some("Exact") => PathType::Exact,
-        Some(other) => {
-            problems.add(
-                format!("{at}.path_type"),
-                format!("{other:?} is not one of: Prefix, Exact"),
-            );
-            PathType::Prefix
-        }
+    let path_type = match raw.path_type {
+        None | Some(file::PathType::Prefix) => PathType::Prefix,
+        Some(file::PathType::Exact) => PathType::Exact,
     };
     let path = raw.path.unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
@@ -483,8 +481,9 @@ fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Op
     })
 }
 
-fn validate_timeouts(map: &Mapping, problems: &mut Problems) -> Timeouts {
-    let raw = field::<file::Timeouts>(map, "timeouts", problems).unwrap_or_default();
+fn validate_timeouts(file: &file::File, problems: &mut Problems) -> Timeouts {
+    let raw =
+        field::<file::Timeouts>(file.timeouts.as_ref(), "timeouts", problems).unwrap_or_default();
     let mut t = Timeouts::default();
     for (name, text, slot) in [
         ("connect", raw.connect, &mut t.connect),
@@ -518,8 +517,8 @@ fn duration(text: &str, path: &str, problems: &mut Problems) -> Option<Duration>
     }
 }
 
-fn validate_limits(map: &Mapping, problems: &mut Problems) -> Limits {
-    let raw = field::<file::Limits>(map, "limits", problems).unwrap_or_default();
+fn validate_limits(file: &file::File, problems: &mut Problems) -> Limits {
+    let raw = field::<file::Limits>(file.limits.as_ref(), "limits", problems).unwrap_or_default();
     let mut limits = Limits::default();
     if let Some(n) = raw.max_header_bytes {
         // Below 1 KiB ordinary browsers fail; pingora itself stops reading at 1 MiB.
@@ -586,25 +585,18 @@ fn ip_net(text: &str, path: &str, problems: &mut Problems) -> Option<IpNet> {
     IpNet::new(addr, prefix).ok()
 }
 
-fn validate_logging(map: &Mapping, problems: &mut Problems) -> Logging {
-    let raw = field::<file::Logging>(map, "logging", problems).unwrap_or_default();
+fn validate_logging(file: &file::File, problems: &mut Problems) -> Logging {
+    let raw =
+        field::<file::Logging>(file.logging.as_ref(), "logging", problems).unwrap_or_default();
     let mut logging = Logging::DEFAULT;
-    match raw.format.as_deref() {
-        None | Some("json") => {}
-        Some("text") => logging.format = LogFormat::Text,
-        Some(other) => problems.add(
-            "logging.format",
-            format!("{other:?} is not one of: json, text"),
-        ),
+    let format = field::<file::LogFormat>(raw.format.as_ref(), "logging.format", problems);
+    if format == Some(file::LogFormat::Text) {
+        logging.format = LogFormat::Text;
     }
-    match raw.access.as_deref() {
-        None | Some("json") => {}
-        Some("text") => logging.access = Some(LogFormat::Text),
-        Some("off") => logging.access = None,
-        Some(other) => problems.add(
-            "logging.access",
-            format!("{other:?} is not one of: json, text, off"),
-        ),
+    match field::<file::AccessLog>(raw.access.as_ref(), "logging.access", problems) {
+        None | Some(file::AccessLog::Json) => {}
+        Some(file::AccessLog::Text) => logging.access = Some(LogFormat::Text),
+        Some(file::AccessLog::Off) => logging.access = None,
     }
     logging
 }
@@ -841,5 +833,24 @@ colour: blue
         ] {
             assert!(parse(text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn enumerated_values_are_named_by_field_and_the_known_keys_come_from_the_struct() {
+        let p = problems_of(
+            "listen:\n  http: \"127.0.0.1:1\"\ndiscovery: magic\nlogging: { format: xml, access: loud }\nroutes:\n  - service: a\n    port: 80\n    path_type: Regex\ncolour: blue\nshape: round\n",
+        );
+        for expected in [
+            "colour: unknown key, expected one of: listen, admin, discovery, dns_name, tls, routes, static,",
+            "shape: unknown key",
+            "discovery: unknown variant `magic`, expected one of `kubernetes`, `dns`, `static`",
+            "routes[0].path_type: unknown variant `Regex`, expected `Prefix` or `Exact`",
+            "logging.format: unknown variant `xml`, expected `json` or `text`",
+            "logging.access: unknown variant `loud`, expected one of `json`, `text`, `off`",
+        ] {
+            assert!(p.iter().any(|l| l.starts_with(expected)), "{expected:?} not in {p:#?}");
+        }
+        assert_eq!(file::top_level_keys().len(), 14);
+        assert!(file::top_level_keys().contains(&"static"));
     }
 }
