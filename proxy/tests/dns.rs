@@ -142,6 +142,13 @@ fn follows_the_records_as_their_ttl_says_and_survives_a_dns_outage() {
         .metrics()
         .sum("edge_proxy_discovery_errors_total", &[]);
     assert!(errors >= 1.0, "no discovery error counted");
+    assert!(
+        proxy
+            .log()
+            .contains("DNS lookup failed, keeping the last good endpoints"),
+        "the outage is not logged:\n{}",
+        proxy.log()
+    );
 
     // The name disappears (NXDOMAIN) once a server answers again: no endpoints, 503.
     let dns2 = Dnsmasq::start(dir.path(), &[]);

@@ -342,6 +342,32 @@ fn binds_at_once_while_no_list_is_answered_with_one_watch_for_every_service() {
 }
 
 #[test]
+fn an_api_server_refusing_at_start_up_holds_up_nothing_and_is_caught_up_with() {
+    let cluster = Cluster::start();
+    cluster.api.set_down(true);
+    let started = Instant::now();
+    let proxy = cluster.proxy(AFFINITY_ROUTE);
+    eprintln!(
+        "bound {:?} after start with the API server down",
+        started.elapsed()
+    );
+    let unknown = served(&proxy, None);
+    assert_eq!(unknown.status, 503);
+    assert_eq!(unknown.header("retry-after"), Some("1"));
+    let readyz = format!("http://{}/readyz", proxy.admin);
+    assert_eq!(curl(&[&readyz]).status, 503);
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.api.set_down(false);
+    let took = eventually(
+        "synced after the API server came up",
+        Duration::from_secs(3),
+        || curl(&[&readyz]).status == 200,
+    );
+    eprintln!("synced {took:?} after the API server came up");
+    assert_eq!(served(&proxy, None).status, 200);
+}
+
+#[test]
 fn without_an_api_server_start_up_fails_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.yaml");
