@@ -360,7 +360,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // edge-proxy patch: the connect (and TLS handshake) future is boxed,
+            // so it is allocated when a new connection is made instead of
+            // sizing every caller's future (a pooled reuse needs none of it).
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
