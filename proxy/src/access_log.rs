@@ -149,10 +149,86 @@ fn protocol(v: http::Version) -> &'static str {
 }
 
 /// A JSON string, escaped by serde_json; bytes that are not UTF-8 become U+FFFD.
+/// Plain printable ASCII (route names, ids, most paths) is copied as it is.
 fn json_str(out: &mut Vec<u8>, value: &[u8]) {
+    if value
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(value);
+        out.push(b'"');
+        return;
+    }
     let text = String::from_utf8_lossy(value);
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, text.as_ref());
+}
+
+fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `n` as exactly `width` digits, zero-padded (n < 10^width).
+fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
+    let digits = itoa::Buffer::new().format(n).len();
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits)));
+    number(out, n);
+}
+
+/// An address as `a.b.c.d:port` (or `[v6]:port`), without the fmt machinery
+/// for the common IPv4 case.
+fn socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, *octet);
+            }
+            out.push(b':');
+            number(out, a.port());
+        }
+        std::net::SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+/// A duration in milliseconds with three decimals (`12.345`), rounded to the
+/// microsecond.
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = (d.as_nanos() + 500) / 1000;
+    number(out, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
+    out.push(b'.');
+    padded(out, (micros % 1000) as u32, 3);
+}
+
+/// Now as RFC 3339 UTC with microseconds, `2026-12-01T14:40:01.123456Z`. The
+/// date and time up to the second are formatted once per second per thread.
+fn timestamp(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            text.clear();
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+            // "2026-12-01T14:40:01Z": keep all but the Z.
+            let _ = write!(text, "{}", humantime::format_rfc3339_seconds(whole));
+            text.pop();
+        }
+        out.extend_from_slice(text);
+    });
+    out.push(b'.');
+    padded(out, now.subsec_micros(), 6);
+    out.push(b'Z');
 }
 
 fn json_line(out: &mut Vec<u8>, e: &Entry) {
@@ -161,20 +237,19 @@ fn json_line(out: &mut Vec<u8>, e: &Entry) {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\":");
     };
-    out.extend_from_slice(b"{\"timestamp\":\"");
-    let _ = write!(
-        out,
-        "{}",
-        humantime::format_rfc3339_micros(SystemTime::now())
-    );
-    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
-    field(out, "client");
-    match e.client {
+    let addr = |out: &mut Vec<u8>, a: Option<std::net::SocketAddr>| match a {
         Some(a) => {
-            let _ = write!(out, "\"{a}\"");
+            out.push(b'"');
+            socket_addr(out, a);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b"\"-\""),
-    }
+    };
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(out);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+    field(out, "client");
+    addr(out, e.client);
     field(out, "host");
     json_str(out, e.host.unwrap_or(b"-"));
     field(out, "method");
@@ -182,22 +257,17 @@ fn json_line(out: &mut Vec<u8>, e: &Entry) {
     field(out, "path");
     json_str(out, e.path);
     field(out, "protocol");
-    let _ = write!(out, "\"{}\"", protocol(e.protocol));
+    json_str(out, protocol(e.protocol).as_bytes());
     field(out, "status");
-    let _ = write!(out, "{}", e.status);
+    number(out, e.status);
     field(out, "bytes_in");
-    let _ = write!(out, "{}", e.bytes_in);
+    number(out, e.bytes_in);
     field(out, "bytes_out");
-    let _ = write!(out, "{}", e.bytes_out);
+    number(out, e.bytes_out);
     field(out, "duration_ms");
-    let _ = write!(out, "{:.3}", e.duration.as_secs_f64() * 1000.0);
+    millis(out, e.duration);
     field(out, "upstream");
-    match e.upstream {
-        Some(a) => {
-            let _ = write!(out, "\"{a}\"");
-        }
-        None => out.extend_from_slice(b"\"-\""),
-    }
+    addr(out, e.upstream);
     field(out, "route");
     json_str(out, e.route.as_bytes());
     field(out, "service");
@@ -216,11 +286,8 @@ fn json_line(out: &mut Vec<u8>, e: &Entry) {
 /// `key=value` pairs after the time, as tracing's text format wrote them;
 /// values with spaces, quotes or control characters are quoted and escaped.
 fn text_line(out: &mut Vec<u8>, e: &Entry) {
-    let _ = write!(
-        out,
-        "{}  INFO request",
-        humantime::format_rfc3339_micros(SystemTime::now())
-    );
+    timestamp(out);
+    out.extend_from_slice(b"  INFO request");
     let pair = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
         out.push(b' ');
         out.extend_from_slice(name.as_bytes());
@@ -323,5 +390,43 @@ mod tests {
         assert!(line.contains(r#" path="/a b\n\"c\"" "#), "{line}");
         assert!(line.contains(" host=example.com "), "{line}");
         assert!(line.ends_with(" request_id=r1\n"), "{line}");
+    }
+
+    #[test]
+    fn numbers_addresses_durations_and_timestamps_are_formatted_as_before() {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        for (d, expected) in [
+            (Duration::ZERO, "0.000"),
+            (Duration::from_nanos(12_345_499), "12.345"),
+            (Duration::from_nanos(12_345_500), "12.346"),
+            (Duration::from_secs(61), "61000.000"),
+        ] {
+            assert_eq!(text(&|o| millis(o, d)), expected);
+            assert_eq!(expected, format!("{:.3}", d.as_secs_f64() * 1000.0));
+        }
+        for a in [
+            "10.1.2.3:8080",
+            "0.0.0.0:0",
+            "[2001:db8::1]:443",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(text(&|o| socket_addr(o, addr)), addr.to_string());
+        }
+        // The same shape as humantime's RFC 3339 with microseconds, twice in a
+        // second (the cached part) and across seconds.
+        for _ in 0..3 {
+            let ours = text(&|o| timestamp(o));
+            let theirs = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            assert_eq!(ours.len(), theirs.len(), "{ours} vs {theirs}");
+            assert_eq!(ours[..10], theirs[..10]);
+            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+            humantime::parse_rfc3339(&ours).unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+        }
     }
 }
