@@ -5,12 +5,15 @@
 //! `service` is `namespace/name:port`, `code` an HTTP status, `method` one of a
 //! fixed set. No paths, no client addresses.
 
+use crate::affinity::AffinityOutcome;
+use arc_swap::ArcSwap;
 use prometheus::{
     exponential_buckets, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, TextEncoder,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 pub struct Metrics {
     pub requests: IntCounterVec,
@@ -197,19 +200,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     metrics
 });
 
-/// Export the per-route and per-service counters of a new snapshot at 0 (see
-/// above). Creating a series that exists already is a lookup, nothing more.
-pub fn export_at_zero(services: &[String], affinity_routes: &[String]) {
+/// Export each service's discovery errors of a new snapshot at 0 (see above;
+/// the per-route series are created with the route's [`RouteMetrics`]).
+pub fn export_at_zero(services: &[String]) {
     for service in services {
-        let labels = [service.as_str()];
-        METRICS.upstream_connect_errors.with_label_values(&labels);
-        METRICS.upstream_retries.with_label_values(&labels);
-        METRICS.discovery_errors.with_label_values(&labels);
-    }
-    for route in affinity_routes {
-        for outcome in ["new", "pinned", "repinned", "rejected"] {
-            METRICS.affinity.with_label_values(&[route, outcome]);
-        }
+        METRICS.discovery_errors.with_label_values(&[service]);
     }
 }
 
@@ -268,6 +263,78 @@ pub fn publish_memory_limit() {
     gauge.set(i64::try_from(limit).unwrap_or(i64::MAX));
     if let Err(e) = prometheus::register(Box::new(gauge)) {
         tracing::warn!("edge_proxy_memory_limit_bytes: {e}");
+    }
+}
+
+/// One route's series, resolved when its snapshot is built, so the request
+/// path does not hash label values and take the family's lock for each.
+pub struct RouteMetrics {
+    route: String,
+    host: String,
+    service: String,
+    pub duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub connect_errors: IntCounter,
+    pub retries: IntCounter,
+    /// new, pinned, repinned, rejected; `None` off affinity routes.
+    affinity: Option<[IntCounter; 4]>,
+    /// `requests_total` by (method label, status code), filled on first use.
+    requests: ArcSwap<HashMap<(&'static str, &'static str), IntCounter>>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, host: &str, service: &str, affinity: bool) -> Self {
+        let m = &*METRICS;
+        RouteMetrics {
+            route: route.to_string(),
+            host: host.to_string(),
+            service: service.to_string(),
+            duration: m.request_duration.with_label_values(&[route]),
+            upstream_duration: m.upstream_duration.with_label_values(&[service]),
+            connect_errors: m.upstream_connect_errors.with_label_values(&[service]),
+            retries: m.upstream_retries.with_label_values(&[service]),
+            affinity: affinity.then(|| {
+                ["new", "pinned", "repinned", "rejected"]
+                    .map(|outcome| m.affinity.with_label_values(&[route, outcome]))
+            }),
+            requests: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// Count a request; a (method, code) pair seen for the first time on this
+    /// route is resolved once and kept.
+    pub fn request(&self, method: &'static str, code: &'static str) {
+        if let Some(counter) = self.requests.load().get(&(method, code)) {
+            counter.inc();
+            return;
+        }
+        let counter = METRICS.requests.with_label_values(&[
+            &self.route,
+            &self.host,
+            &self.service,
+            method,
+            code,
+        ]);
+        counter.inc();
+        self.requests.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            known.insert((method, code), counter.clone());
+            Arc::new(known)
+        });
+    }
+
+    /// Count an affinity outcome (nothing for `None`, off affinity routes).
+    pub fn affinity(&self, outcome: AffinityOutcome) {
+        let index = match outcome {
+            AffinityOutcome::None => return,
+            AffinityOutcome::New => 0,
+            AffinityOutcome::Pinned => 1,
+            AffinityOutcome::Repinned => 2,
+            AffinityOutcome::Rejected => 3,
+        };
+        if let Some(counters) = &self.affinity {
+            counters[index].inc();
+        }
     }
 }
 

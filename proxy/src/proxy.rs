@@ -326,14 +326,15 @@ impl ProxyHttp for EdgeProxy {
         if let (true, Some(route), Some(addr)) = (silent, &ctx.route, ctx.endpoint()) {
             route.upstream.connect_failed(addr);
         }
-        let service = ctx.route.as_ref().map_or("-", |r| r.service.as_str());
-        METRICS
-            .upstream_connect_errors
-            .with_label_values(&[service])
-            .inc();
+        let metrics = ctx.route.as_ref().map(|r| &r.metrics);
+        if let Some(m) = metrics {
+            m.connect_errors.inc();
+        }
         // Nothing was sent yet: another endpoint can serve the request.
         if ctx.tried.len() <= ctx.snapshot.retries {
-            METRICS.upstream_retries.with_label_values(&[service]).inc();
+            if let Some(m) = metrics {
+                m.retries.inc();
+            }
             e.set_retry(true);
         }
         e
@@ -371,10 +372,8 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         };
         if let Some(started) = ctx.upstream_started {
-            METRICS
-                .upstream_duration
-                .with_label_values(&[&route.service])
-                .observe(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed().as_secs_f64();
+            route.metrics.upstream_duration.observe(elapsed);
         }
         let (Some(affinity), Some(addr)) = (&route.affinity, ctx.endpoint()) else {
             return Ok(());
@@ -432,23 +431,28 @@ impl ProxyHttp for EdgeProxy {
             (r.name.as_str(), r.host.as_str(), r.service.as_str())
         });
         let req = session.req_header();
-        METRICS
-            .requests
-            .with_label_values(&[route, host, service, method_label(&req.method), code])
-            .inc();
+        let method = method_label(&req.method);
         let elapsed = ctx.started.elapsed();
-        METRICS
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        match &ctx.route {
+            Some(r) => {
+                r.metrics.request(method, code);
+                r.metrics.duration.observe(elapsed.as_secs_f64());
+                r.metrics.affinity(ctx.affinity);
+            }
+            // No route matched: the rare path, by label.
+            None => {
+                METRICS
+                    .requests
+                    .with_label_values(&[route, host, service, method, code])
+                    .inc();
+                METRICS
+                    .request_duration
+                    .with_label_values(&[route])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         if ctx.upstream_status.is_none() && status != 0 {
             METRICS.proxy_responses.with_label_values(&[code]).inc();
-        }
-        if ctx.affinity != AffinityOutcome::None {
-            METRICS
-                .affinity
-                .with_label_values(&[route, ctx.affinity.as_str()])
-                .inc();
         }
 
         // With `logging.access: off` nothing below is formatted at all.

@@ -5,6 +5,7 @@
 
 use crate::config::{Affinity, Config, HostMatch, IpNet, Limits, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
+use crate::metrics::RouteMetrics;
 use crate::routing::Router;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -22,6 +23,8 @@ pub struct RouteEntry {
     pub affinity: Option<Affinity>,
     pub redirect_https: bool,
     pub upstream: Arc<Upstream>,
+    /// Its series, resolved once here rather than by label on every request.
+    pub metrics: RouteMetrics,
 }
 
 pub struct Snapshot {
@@ -79,26 +82,27 @@ impl Snapshot {
                 affinity,
                 redirect_https,
             } = route;
+            let name = format!("routes[{i}]");
+            let host_label = match host {
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Wildcard(suffix) => format!("*.{suffix}"),
+                HostMatch::Any => "*".to_string(),
+            };
+            let service = upstream.to_string();
+            let metrics = RouteMetrics::new(&name, &host_label, &service, affinity.is_some());
             let entry = RouteEntry {
-                name: format!("routes[{i}]"),
-                host: match host {
-                    HostMatch::Exact(h) => h.clone(),
-                    HostMatch::Wildcard(suffix) => format!("*.{suffix}"),
-                    HostMatch::Any => "*".to_string(),
-                },
-                service: upstream.to_string(),
+                name,
+                host: host_label,
+                service,
                 affinity: affinity.clone(),
                 redirect_https: *redirect_https,
                 upstream: upstreams[upstream].1.clone(),
+                metrics,
             };
             router.insert(host, path, *path_type, Arc::new(entry));
         }
         let services: Vec<String> = upstreams.keys().map(|k| k.to_string()).collect();
-        let affinity_routes: Vec<String> = (config.routes.iter().enumerate())
-            .filter(|(_, r)| r.affinity.is_some())
-            .map(|(i, _)| format!("routes[{i}]"))
-            .collect();
-        crate::metrics::export_at_zero(&services, &affinity_routes);
+        crate::metrics::export_at_zero(&services);
         Ok(Snapshot {
             router,
             upstreams,
