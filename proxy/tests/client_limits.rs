@@ -149,6 +149,11 @@ fn connections_beyond_the_limit_wait_for_a_slot_then_are_closed() {
         &origin,
         "limits:\n  max_connections: 2\n  header_timeout: 2s\n  idle_timeout: 30s\n",
     );
+    // Proxy::start's readiness probe is a connection too: let it be gone
+    // before the two slots are taken (on a busy machine it can linger).
+    proxy.wait_metrics("no connection open", |m| {
+        m.sum("edge_proxy_client_connections", &[]) == 0.0
+    });
     let mut first = connect(&proxy);
     let mut second = connect(&proxy);
     assert!(get(&mut first).starts_with("HTTP/1.1 200"));
