@@ -34,19 +34,29 @@ pub fn apply(
         req.remove_header(&FORWARDED);
     }
     if let Some(ip) = client {
-        let previous = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let xff = if trusted && !previous.is_empty() {
-            format!("{previous}, {ip}")
-        } else {
-            ip.to_string()
-        };
-        req.insert_header("x-forwarded-for", xff)?;
+        // A trusted proxy's list, comma-joined, then the address we saw.
+        let mut xff = Vec::with_capacity(48);
+        if trusted {
+            for v in req.headers.get_all("x-forwarded-for") {
+                xff.extend_from_slice(v.as_bytes());
+                xff.extend_from_slice(b", ");
+            }
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        xff.push(b'.');
+                    }
+                    xff.extend_from_slice(digits.format(*octet).as_bytes());
+                }
+            }
+            IpAddr::V6(v6) => xff.extend_from_slice(v6.to_string().as_bytes()),
+        }
+        let value =
+            http::HeaderValue::from_bytes(&xff).or_err(InvalidHTTPHeader, "x-forwarded-for")?;
+        req.insert_header("x-forwarded-for", value)?;
     }
     req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
     if let Some(host) = req.headers.get(HOST).cloned() {
