@@ -176,17 +176,29 @@ fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
     number(out, n);
 }
 
-/// An address as `a.b.c.d:port` (or `[v6]:port`), without the fmt machinery
-/// for the common IPv4 case.
-fn socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            for (i, octet) in a.ip().octets().iter().enumerate() {
+/// An IP address as text, without the fmt machinery for the common IPv4 case
+/// (the access log's addresses, and `X-Forwarded-For` in forwarding.rs).
+pub fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
                 }
                 number(out, *octet);
             }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// An address as `a.b.c.d:port` or `[v6]:port`.
+fn socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            write_ip(out, std::net::IpAddr::V4(*a.ip()));
             out.push(b':');
             number(out, a.port());
         }

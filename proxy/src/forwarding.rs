@@ -42,18 +42,7 @@ pub fn apply(
                 xff.extend_from_slice(b", ");
             }
         }
-        match ip {
-            IpAddr::V4(v4) => {
-                let mut digits = itoa::Buffer::new();
-                for (i, octet) in v4.octets().iter().enumerate() {
-                    if i > 0 {
-                        xff.push(b'.');
-                    }
-                    xff.extend_from_slice(digits.format(*octet).as_bytes());
-                }
-            }
-            IpAddr::V6(v6) => xff.extend_from_slice(v6.to_string().as_bytes()),
-        }
+        crate::access_log::write_ip(&mut xff, ip);
         let value =
             http::HeaderValue::from_bytes(&xff).or_err(InvalidHTTPHeader, "x-forwarded-for")?;
         req.insert_header("x-forwarded-for", value)?;
