@@ -130,7 +130,7 @@ impl Reloader {
         }
         self.seen = hash;
         let config = match config::from_bytes(&self.path.display().to_string(), &bytes) {
-            Ok(loaded) => loaded.config,
+            Ok(config) => config,
             Err(e) => {
                 reload_failed();
                 tracing::error!(

@@ -42,8 +42,8 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 impl Snapshot {
     /// Build a snapshot for `config`, keeping the upstreams of `previous` whose
-    /// discovery source is unchanged. New upstreams start all at once, so the
-    /// wait for their first endpoint lists is the longest one, not their sum.
+    /// discovery source is unchanged. New upstreams start concurrently and
+    /// without waiting for their first endpoint lists (discovery/mod.rs).
     pub async fn build(config: Config, previous: Option<&Snapshot>) -> anyhow::Result<Snapshot> {
         let mut sources = BTreeMap::new();
         for route in &config.routes {

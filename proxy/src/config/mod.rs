@@ -65,8 +65,8 @@ impl Default for Limits {
     }
 }
 
-/// An address range like `10.0.0.0/8` or `2001:db8::/32`.
-/// An address range of `trusted_proxies` (the `ipnet` crate's type).
+/// An address range of `trusted_proxies`, like `10.0.0.0/8` or `2001:db8::/32`
+/// (the `ipnet` crate's type).
 pub use ipnet::IpNet;
 
 /// Whether `net` holds `ip`; an IPv4-mapped IPv6 client (`::ffff:10.0.0.1`, as
@@ -265,12 +265,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             message: format!("cannot read the file: {e}"),
         }],
     })?;
-    from_bytes(&name, &bytes)
+    Ok(Loaded {
+        config: from_bytes(&name, &bytes)?,
+        hash: content_hash(&bytes),
+    })
 }
 
-/// Validate a configuration file's bytes. YAML is UTF-8 text: anything else is
-/// a problem, named with the offset of the first bad byte.
-pub fn from_bytes(source_name: &str, bytes: &[u8]) -> Result<Loaded, ConfigError> {
+/// Validate a configuration file's bytes (a reload hashes them itself first,
+/// to see whether they changed). YAML is UTF-8 text: anything else is a
+/// problem, named with the offset of the first bad byte.
+pub fn from_bytes(source_name: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ConfigError {
         source_name: source_name.to_string(),
         problems: vec![Problem {
@@ -278,10 +282,7 @@ pub fn from_bytes(source_name: &str, bytes: &[u8]) -> Result<Loaded, ConfigError
             message: format!("not UTF-8 text: invalid byte at offset {}", e.valid_up_to()),
         }],
     })?;
-    Ok(Loaded {
-        config: parse(source_name, text)?,
-        hash: content_hash(bytes),
-    })
+    parse(source_name, text)
 }
 
 /// A stable hash of a file's bytes (SipHash-1-3, fixed keys).
