@@ -170,6 +170,14 @@ pub enum AffinityOutcome {
 }
 
 impl AffinityOutcome {
+    /// The outcomes of affinity routes, as counted in the metrics.
+    pub const COUNTED: [AffinityOutcome; 4] = [
+        AffinityOutcome::New,
+        AffinityOutcome::Pinned,
+        AffinityOutcome::Repinned,
+        AffinityOutcome::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AffinityOutcome::None => "none",

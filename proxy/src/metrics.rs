@@ -276,7 +276,7 @@ pub struct RouteMetrics {
     pub upstream_duration: Histogram,
     pub connect_errors: IntCounter,
     pub retries: IntCounter,
-    /// new, pinned, repinned, rejected; `None` off affinity routes.
+    /// In the order of `AffinityOutcome::COUNTED`; `None` off affinity routes.
     affinity: Option<[IntCounter; 4]>,
     /// `requests_total` by (method label, status code), filled on first use.
     requests: ArcSwap<HashMap<(&'static str, &'static str), IntCounter>>,
@@ -294,8 +294,8 @@ impl RouteMetrics {
             connect_errors: m.upstream_connect_errors.with_label_values(&[service]),
             retries: m.upstream_retries.with_label_values(&[service]),
             affinity: affinity.then(|| {
-                ["new", "pinned", "repinned", "rejected"]
-                    .map(|outcome| m.affinity.with_label_values(&[route, outcome]))
+                AffinityOutcome::COUNTED
+                    .map(|outcome| m.affinity.with_label_values(&[route, outcome.as_str()]))
             }),
             requests: ArcSwap::from_pointee(HashMap::new()),
         }
@@ -325,15 +325,9 @@ impl RouteMetrics {
 
     /// Count an affinity outcome (nothing for `None`, off affinity routes).
     pub fn affinity(&self, outcome: AffinityOutcome) {
-        let index = match outcome {
-            AffinityOutcome::None => return,
-            AffinityOutcome::New => 0,
-            AffinityOutcome::Pinned => 1,
-            AffinityOutcome::Repinned => 2,
-            AffinityOutcome::Rejected => 3,
-        };
-        if let Some(counters) = &self.affinity {
-            counters[index].inc();
+        let index = AffinityOutcome::COUNTED.iter().position(|o| *o == outcome);
+        if let (Some(counters), Some(i)) = (&self.affinity, index) {
+            counters[i].inc();
         }
     }
 }
