@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// The endpoints of one upstream, as discovery last saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,7 +58,7 @@ pub struct Upstream {
     /// The set the balancer reads on `refresh` (see [`Feed`]).
     current: Arc<ArcSwap<EndpointSet>>,
     /// Discovery has delivered its first complete endpoint list.
-    synced: watch::Sender<bool>,
+    synced: AtomicBool,
     /// Endpoints that failed a connect, skipped until the instant beside them.
     failed: Mutex<Vec<(SocketAddr, Instant)>>,
     /// `failed` is not empty: the request path looks no further when it is.
@@ -92,7 +91,7 @@ impl Upstream {
             balancer: LoadBalancer::from_backends(Backends::new(Box::new(feed))),
             pinnable: ArcSwap::from_pointee(HashMap::new()),
             current,
-            synced: watch::Sender::new(false),
+            synced: AtomicBool::new(false),
             failed: Mutex::new(Vec::new()),
             any_failed: AtomicBool::new(false),
             discovery: OnceLock::new(),
@@ -100,15 +99,7 @@ impl Upstream {
     }
 
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
-    }
-
-    /// Wait until discovery has delivered a first list, at most `limit`.
-    pub async fn wait_synced(&self, limit: Duration) -> bool {
-        let mut synced = self.synced.subscribe();
-        tokio::time::timeout(limit, synced.wait_for(|s| *s))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.synced.load(Ordering::Acquire)
     }
 
     /// Tie what feeds this upstream (a task, a registration) to its life.
@@ -131,7 +122,7 @@ impl Upstream {
                 tracing::error!(service = %self.key, "cannot apply endpoints: {e}");
             }
         }
-        self.synced.send_replace(true);
+        self.synced.store(true, Ordering::Release);
     }
 
     /// Ask the feed for the current endpoints and publish them to the balancer.
@@ -274,7 +265,7 @@ mod tests {
                 serving_terminating: addrs(&["10.0.0.2:80"]),
             })
             .await;
-        assert!(upstream.wait_synced(Duration::ZERO).await);
+        assert!(upstream.is_synced());
         let draining: SocketAddr = "10.0.0.2:80".parse().unwrap();
         assert_eq!(
             upstream.pinned(upstream.endpoint_id(&draining)),
