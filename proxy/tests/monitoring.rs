@@ -70,8 +70,9 @@ impl Prometheus {
             url: format!("http://{addr}"),
             _dir: dir,
         };
-        prometheus.eventually("Prometheus ready", Duration::from_secs(20), |p| {
-            curl(&[&format!("{}/-/ready", p.url)]).status == 200
+        let ready = format!("{}/-/ready", prometheus.url);
+        eventually("Prometheus ready", Duration::from_secs(20), || {
+            curl(&[&ready]).status == 200
         });
         prometheus
     }
@@ -92,14 +93,6 @@ impl Prometheus {
             "{path} {params:?} was refused: {body}"
         );
         body["data"].clone()
-    }
-
-    fn eventually(&self, what: &str, limit: Duration, cond: impl Fn(&Prometheus) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            assert!(start.elapsed() < limit, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
     }
 
     /// Names of the alerts pending or firing now.
@@ -231,8 +224,8 @@ fn every_dashboard_query_returns_data_and_every_alert_goes_pending() {
 
     let prometheus = Prometheus::start(&[proxy.admin, unsynced.admin]);
     let started = unix_now();
-    prometheus.eventually("both targets up", Duration::from_secs(20), |p| {
-        let up = p.api("/api/v1/query", &[("query", "sum(up)")]);
+    eventually("both targets up", Duration::from_secs(20), || {
+        let up = prometheus.api("/api/v1/query", &[("query", "sum(up)")]);
         up["result"][0]["value"][1] == "2"
     });
 
