@@ -21,12 +21,17 @@ impl Admin {
     /// upstream with no endpoints is still "ready" as a proxy: it answers 503);
     /// else the upstreams still waiting.
     fn unsynced(&self) -> Vec<String> {
-        self.snapshot
-            .load()
-            .upstreams
-            .iter()
-            .filter(|(_, (_, u))| !u.is_synced())
-            .map(|(key, _)| key.to_string())
+        let snapshot = self.snapshot.load();
+        let ingresses = (!snapshot.ingress_synced).then(|| "the Ingresses".to_string());
+        ingresses
+            .into_iter()
+            .chain(
+                snapshot
+                    .upstreams
+                    .iter()
+                    .filter(|(_, (_, u))| !u.is_synced())
+                    .map(|(key, _)| key.to_string()),
+            )
             .collect()
     }
 

@@ -7,7 +7,7 @@
 //! We own the algorithm and its key (not std's `DefaultHasher`, whose output may
 //! change between Rust releases), so values stay valid across upgrades.
 
-use crate::config::Affinity;
+use crate::config::{Affinity, SameSite};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::SocketAddr;
@@ -136,21 +136,55 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     })
 }
 
-/// The `Set-Cookie` value pinning a client to `id`.
-pub fn set_cookie(affinity: &Affinity, id: EndpointId, secure: bool) -> String {
+/// The `Set-Cookie` value pinning a client to `id`. `user_agent` matters only
+/// for a conditional `SameSite=None`; `now` dates an `Expires`.
+pub fn set_cookie(
+    affinity: &Affinity,
+    id: EndpointId,
+    secure: bool,
+    user_agent: Option<&[u8]>,
+    now: std::time::SystemTime,
+) -> String {
+    use std::fmt::Write;
     let value = encode(id);
     let value = std::str::from_utf8(&value).unwrap_or_default();
-    let mut out = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
-        affinity.cookie
-    );
-    if let Some(max_age) = affinity.max_age {
-        out.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+    let mut out = format!("{}={value}; Path={}", affinity.cookie, affinity.path);
+    if let Some(domain) = &affinity.domain {
+        let _ = write!(out, "; Domain={domain}");
     }
-    if secure {
+    out.push_str("; HttpOnly");
+    let same_site = affinity.same_site.filter(|s| {
+        *s != SameSite::None
+            || !affinity.same_site_none_if_compatible
+            || same_site_none_compatible(user_agent.unwrap_or_default())
+    });
+    if let Some(same_site) = same_site {
+        let _ = write!(out, "; SameSite={}", same_site.as_str());
+    }
+    if let Some(expires) = affinity.expires {
+        let _ = write!(out, "; Expires={}", httpdate::fmt_http_date(now + expires));
+    }
+    if let Some(max_age) = affinity.max_age {
+        let _ = write!(out, "; Max-Age={}", max_age.as_secs());
+    }
+    if secure || affinity.secure {
         out.push_str("; Secure");
     }
     out
+}
+
+/// Whether a client handles `SameSite=None` (Chromium's list of incompatible
+/// clients, as ingress-nginx applies it): Chrome 40-69 and Safari on iOS 12 and
+/// macOS 10.14 treat it as Strict or drop the cookie.
+pub fn same_site_none_compatible(user_agent: &[u8]) -> bool {
+    let has = |needle: &[u8]| user_agent.windows(needle.len()).any(|w| w == needle);
+    let old_chrome = [b"Chrome/4", b"Chrome/5", b"Chrome/6"]
+        .iter()
+        .any(|n| has(*n));
+    let ios_12 = has(b"CPU iPhone OS 12") || has(b"iPad; CPU OS 12");
+    let mac_safari_10_14 =
+        has(b"Macintosh") && has(b"Intel Mac OS X 10_14") && has(b"Safari") && !has(b"Chrome");
+    !(old_chrome || ios_12 || mac_safari_10_14)
 }
 
 /// What affinity did for a request.
@@ -165,18 +199,27 @@ pub enum AffinityOutcome {
     Pinned,
     /// The cookie's endpoint is gone, not serving or refused: pinned anew.
     Repinned,
+    /// The cookie's endpoint is known but failed: served elsewhere, and the
+    /// cookie kept to return there (`session-cookie-change-on-failure: false`).
+    Kept,
     /// The cookie's value was not one we issue (tampered, garbage): pinned anew.
     Rejected,
 }
 
 impl AffinityOutcome {
     /// The outcomes of affinity routes, as counted in the metrics.
-    pub const COUNTED: [AffinityOutcome; 4] = [
+    pub const COUNTED: [AffinityOutcome; 5] = [
         AffinityOutcome::New,
         AffinityOutcome::Pinned,
         AffinityOutcome::Repinned,
+        AffinityOutcome::Kept,
         AffinityOutcome::Rejected,
     ];
+
+    /// Whether the response pins the client (anew) with a Set-Cookie.
+    pub fn sets_cookie(self) -> bool {
+        !matches!(self, AffinityOutcome::Pinned | AffinityOutcome::Kept)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -184,6 +227,7 @@ impl AffinityOutcome {
             AffinityOutcome::New => "new",
             AffinityOutcome::Pinned => "pinned",
             AffinityOutcome::Repinned => "repinned",
+            AffinityOutcome::Kept => "kept",
             AffinityOutcome::Rejected => "rejected",
         }
     }
@@ -323,22 +367,40 @@ mod tests {
 
     #[test]
     fn set_cookie_attributes() {
-        let session = Affinity {
-            cookie: "route".into(),
-            max_age: None,
-        };
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let session = Affinity::new("route", None);
         assert_eq!(
-            set_cookie(&session, 1, false),
+            set_cookie(&session, 1, false, None, now),
             "route=0000000000000001; Path=/; HttpOnly; SameSite=Lax"
         );
-        let lasting = Affinity {
-            cookie: "r".into(),
-            max_age: Some(Duration::from_secs(172800)),
-        };
+        let lasting = Affinity::new("r", Some(Duration::from_secs(172800)));
         assert_eq!(
-            set_cookie(&lasting, 1, true),
+            set_cookie(&lasting, 1, true, None, now),
             "r=0000000000000001; Path=/; HttpOnly; SameSite=Lax; Max-Age=172800; Secure"
         );
+        // What ingress-nginx's session-cookie-* annotations set.
+        let annotated = Affinity {
+            path: "/shop".into(),
+            expires: Some(Duration::from_secs(3600)),
+            same_site: Some(SameSite::None),
+            same_site_none_if_compatible: true,
+            secure: true,
+            domain: Some("example.com".into()),
+            ..Affinity::new("INGRESSCOOKIE", None)
+        };
+        assert_eq!(
+            set_cookie(&annotated, 1, false, Some(b"curl/8.0"), now),
+            "INGRESSCOOKIE=0000000000000001; Path=/shop; Domain=example.com; HttpOnly; \
+             SameSite=None; Expires=Tue, 14 Nov 2023 23:13:20 GMT; Secure"
+        );
+        let iphone_12 = b"Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X) Safari/604.1";
+        assert!(!set_cookie(&annotated, 1, false, Some(iphone_12), now).contains("SameSite"));
+        assert!(same_site_none_compatible(
+            b"Mozilla/5.0 Chrome/120.0 Safari/537.36"
+        ));
+        assert!(!same_site_none_compatible(
+            b"Mozilla/5.0 Chrome/65.0.3325 Safari/537.36"
+        ));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub fn exit_when_drained(server: &Server, linger: Duration) {
                 }
             }
             let started = Instant::now();
+            // Another proxy takes over the Ingress status while this one drains.
+            crate::ingress::shutdown();
             loop {
                 let idle = requests_in_flight() == 0;
                 if METRICS.client_connections.get() == 0 || (idle && started.elapsed() >= linger) {

@@ -54,6 +54,36 @@ pub fn apply(
     Ok(())
 }
 
+/// The client's address for an allowlist: the peer, or, when the peer is a
+/// trusted proxy, the last address in X-Forwarded-For that is not trusted
+/// (what nginx's real_ip module with `real_ip_recursive on` takes).
+pub fn client_ip(req: &RequestHeader, peer: Option<IpAddr>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| net_contains(n, ip));
+    let mut ip = peer?;
+    if !is_trusted(ip) {
+        return Some(ip);
+    }
+    let hops: Vec<&[u8]> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let parsed = std::str::from_utf8(hop.trim_ascii())
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        let Some(hop) = parsed else {
+            break; // garbage: the last good address is the client
+        };
+        ip = hop;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

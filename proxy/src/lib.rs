@@ -18,6 +18,8 @@ pub mod drain;
 #[cfg(feature = "server")]
 pub mod forwarding;
 #[cfg(feature = "server")]
+pub mod ingress;
+#[cfg(feature = "server")]
 pub mod logging;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use edge_proxy::{
-    access_log, admin, client_limits, config, drain, logging, metrics, proxy, reload, state, tls,
+    access_log, admin, client_limits, config, drain, ingress, logging, metrics, proxy, reload,
+    state, tls,
 };
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
@@ -97,8 +98,18 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .context("starting the control-plane runtime")?;
     // The first snapshot is built before serving: a proxy that cannot reach its
     // discovery at start-up says so and exits instead of answering 503s.
-    let initial = control.block_on(state::Snapshot::build(config.clone(), None))?;
+    // With `ingress:`, its routes join once the Ingresses are listed.
+    let no_ingress_yet = state::IngressRoutes {
+        routes: Vec::new(),
+        synced: config.ingress.is_none(),
+    };
+    let initial = control.block_on(state::Snapshot::build(&config, &no_ingress_yet, None))?;
     let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
+    let publisher = Arc::new(state::Publisher::new(
+        snapshot.clone(),
+        config.clone(),
+        no_ingress_yet,
+    ));
 
     reload::record_loaded(hash, 1);
     metrics::publish_memory_limit();
@@ -182,9 +193,10 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
-    control.spawn(
-        reload::Reloader::new(path.to_path_buf(), snapshot.clone(), config, hash, certs).run(),
-    );
+    if let Some(settings) = config.ingress.clone() {
+        control.block_on(ingress::start(settings, publisher.clone(), certs.clone()))?;
+    }
+    control.spawn(reload::Reloader::new(path.to_path_buf(), publisher, config, hash, certs).run());
 
     drain::exit_when_drained(&server, linger);
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");

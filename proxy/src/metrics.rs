@@ -39,6 +39,12 @@ pub struct Metrics {
     pub client_connections_max: IntGauge,
     pub client_connections_closed: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    pub ingress_synced: IntGauge,
+    pub ingress_routes: IntGauge,
+    pub ingress_shadowed_routes: IntGauge,
+    pub ingress_problems: IntGaugeVec,
+    pub ingress_status_leader: IntGauge,
+    pub ingress_status_updates: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -94,7 +100,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         .expect("register"),
         affinity: register_int_counter_vec!(
             "edge_proxy_affinity_total",
-            "Affinity outcomes on affinity routes: new, pinned, repinned, rejected.",
+            "Affinity outcomes on affinity routes: new, pinned, repinned, kept (served elsewhere, cookie kept), rejected.",
             &["route", "outcome"]
         )
         .expect("register"),
@@ -188,7 +194,43 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["host"]
         )
         .expect("register"),
+        ingress_synced: register_int_gauge!(
+            "edge_proxy_ingress_synced",
+            "1 once the Ingresses (and IngressClasses, TLS Secrets) are listed and served (`ingress:` only)."
+        )
+        .expect("register"),
+        ingress_routes: register_int_gauge!(
+            "edge_proxy_ingress_routes",
+            "Routes served from Ingresses."
+        )
+        .expect("register"),
+        ingress_shadowed_routes: register_int_gauge!(
+            "edge_proxy_ingress_shadowed_routes",
+            "Ingress paths not served because a route of the configuration file has the same host, path and path type."
+        )
+        .expect("register"),
+        ingress_problems: register_int_gauge_vec!(
+            "edge_proxy_ingress_problems",
+            "What of an Ingress is not served as written, now: conflict (an older Ingress has the path), \
+             tls_secret, invalid_rule, unsupported_annotation, invalid_annotation, refused_annotation, refused.",
+            &["ingress", "problem"]
+        )
+        .expect("register"),
+        ingress_status_leader: register_int_gauge!(
+            "edge_proxy_ingress_status_leader",
+            "1 while this proxy holds the Lease and writes the Ingresses' status."
+        )
+        .expect("register"),
+        ingress_status_updates: register_int_counter_vec!(
+            "edge_proxy_ingress_status_updates_total",
+            "Writes of an Ingress's status.loadBalancer, by result.",
+            &["result"]
+        )
+        .expect("register"),
     };
+    for result in ["success", "failure"] {
+        metrics.ingress_status_updates.with_label_values(&[result]);
+    }
     // Counters whose label values are known from the start are exported at 0,
     // so that `increase()` and alerts see the first event, not only the second.
     for result in ["success", "failure"] {
@@ -277,7 +319,7 @@ pub struct RouteMetrics {
     pub connect_errors: IntCounter,
     pub retries: IntCounter,
     /// In the order of `AffinityOutcome::COUNTED`; `None` off affinity routes.
-    affinity: Option<[IntCounter; 4]>,
+    affinity: Option<[IntCounter; AffinityOutcome::COUNTED.len()]>,
     /// `requests_total` by (method label, status code), filled on first use.
     requests: ArcSwap<HashMap<(&'static str, &'static str), IntCounter>>,
 }

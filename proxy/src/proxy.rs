@@ -11,7 +11,7 @@
 use crate::access_log;
 use crate::affinity::{self, AffinityOutcome, Requested};
 use crate::client_limits;
-use crate::config::Limits;
+use crate::config::{net_contains, Limits};
 use crate::forwarding;
 use crate::metrics::{method_label, METRICS};
 use crate::routing::normalize_host;
@@ -103,15 +103,17 @@ fn refuse(req: &RequestHeader, limits: &Limits) -> Option<(u16, &'static str)> {
     if header_bytes > limits.max_header_bytes {
         return Some((431, "request header fields too large\n"));
     }
-    let declared = req
-        .headers
+    None
+}
+
+/// A declared body over the route's limit (`limits.max_body_bytes`, or the
+/// route's `proxy-body-size`) is refused before anything is forwarded.
+fn body_too_large(req: &RequestHeader, limit: u64) -> bool {
+    req.headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return Some((413, "request body too large\n"));
-    }
-    None
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
 }
 
 /// A client's X-Request-Id is kept when it is short and plain (it lands in logs
@@ -233,9 +235,26 @@ impl ProxyHttp for EdgeProxy {
             respond(session, ctx, 404, error_body(404)).await?;
             return Ok(true);
         };
+        if let Some(allow) = &route.allow {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            let client = forwarding::client_ip(req, peer, &snapshot.trusted_proxies);
+            if !client.is_some_and(|ip| allow.iter().any(|n| net_contains(n, ip))) {
+                ctx.route = Some(route);
+                respond(session, ctx, 403, "this address may not use this route\n").await?;
+                return Ok(true);
+            }
+        }
         if route.redirect_https && !is_tls(session) {
             let location = https_location(&host, snapshot.https_port, req);
             redirect(session, ctx, &location).await?;
+            return Ok(true);
+        }
+        if body_too_large(req, route.max_body_bytes) {
+            ctx.route = Some(route);
+            respond(session, ctx, 413, error_body(413)).await?;
             return Ok(true);
         }
         let req = session.req_header();
@@ -256,7 +275,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         // Chunked bodies declare no length: count them as they stream.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > ctx.snapshot.limits.max_body_bytes {
+        let limit = ctx
+            .route
+            .as_ref()
+            .map_or(ctx.snapshot.limits.max_body_bytes, |r| r.max_body_bytes);
+        if ctx.body_bytes > limit {
             return Error::e_explain(HTTPStatus(413), "request body too large");
         }
         Ok(())
@@ -281,8 +304,17 @@ impl ProxyHttp for EdgeProxy {
                 Some(addr)
             }
             None => {
-                if route.affinity.is_some() {
+                if let Some(affinity) = &route.affinity {
                     ctx.affinity = ctx.requested.outcome_of_a_new_pick();
+                    // A known endpoint that failed: keep the cookie, unless
+                    // the route re-pins on failure (ConfigMap routes do).
+                    let known = ctx
+                        .requested
+                        .endpoint()
+                        .is_some_and(|id| upstream.knows(id));
+                    if known && !affinity.change_on_failure {
+                        ctx.affinity = AffinityOutcome::Kept;
+                    }
                 }
                 upstream.pick(&ctx.tried)
             }
@@ -297,7 +329,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.tried.push(addr);
 
         let mut peer = HttpPeer::new(addr, false, String::new());
-        let t = &ctx.snapshot.timeouts;
+        let t = &route.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
         peer.options.write_timeout = Some(t.write);
@@ -378,9 +410,15 @@ impl ProxyHttp for EdgeProxy {
         let (Some(affinity), Some(addr)) = (&route.affinity, ctx.endpoint()) else {
             return Ok(());
         };
-        if ctx.affinity != AffinityOutcome::Pinned {
+        if ctx.affinity.sets_cookie() {
             let id = route.upstream.endpoint_id(&addr);
-            let cookie = affinity::set_cookie(affinity, id, is_tls(session));
+            let user_agent = session
+                .req_header()
+                .headers
+                .get(http::header::USER_AGENT)
+                .map(|v| v.as_bytes());
+            let now = std::time::SystemTime::now();
+            let cookie = affinity::set_cookie(affinity, id, is_tls(session), user_agent, now);
             upstream_response.append_header(SET_COOKIE, cookie)?;
         }
         Ok(())

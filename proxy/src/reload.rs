@@ -9,7 +9,7 @@
 
 use crate::config::{self, content_hash, Config};
 use crate::metrics::METRICS;
-use crate::state::{SharedSnapshot, Snapshot};
+use crate::state::Publisher;
 use crate::tls::CertWatcher;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ fn reload_failed() {
 
 pub struct Reloader {
     path: PathBuf,
-    snapshot: SharedSnapshot,
+    publisher: Arc<Publisher>,
     /// The configuration in use: settings that need a restart are compared to it.
     running: Arc<Config>,
     /// Hash of the last file contents acted upon (loaded or rejected).
@@ -56,7 +56,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         path: PathBuf,
-        snapshot: SharedSnapshot,
+        publisher: Arc<Publisher>,
         running: Config,
         hash: u64,
         certs: Option<Arc<crate::tls::SniResolver>>,
@@ -64,7 +64,7 @@ impl Reloader {
         let certs = certs.map(|resolver| CertWatcher::new(resolver, &running.tls));
         Reloader {
             path,
-            snapshot,
+            publisher,
             running: Arc::new(running),
             seen: hash,
             generation: 1,
@@ -144,10 +144,8 @@ impl Reloader {
         if !self.check_certs(&config.tls).await {
             return;
         }
-        let previous = self.snapshot.load_full();
-        match Snapshot::build(config.clone(), Some(&previous)).await {
-            Ok(next) => {
-                self.snapshot.store(Arc::new(next));
+        match self.publisher.publish_config(config.clone()).await {
+            Ok(()) => {
                 self.generation += 1;
                 self.running = Arc::new(config);
                 record_loaded(hash, self.generation);
@@ -205,6 +203,9 @@ impl Reloader {
         }
         if old.drain_timeout != next.drain_timeout {
             changed.push("drain_timeout");
+        }
+        if old.ingress != next.ingress {
+            changed.push("ingress");
         }
         if !changed.is_empty() {
             tracing::warn!(

@@ -79,8 +79,8 @@ impl<T> Default for Router<T> {
 
 impl<T> Router<T> {
     /// Add a route. `path` must be normalized as the configuration does it.
-    /// A duplicate (host, path, type) keeps the first one added.
-    pub fn insert(&mut self, host: &HostMatch, path: &str, path_type: PathType, target: T) {
+    /// A duplicate (host, path, type) keeps the first one added: `false`.
+    pub fn insert(&mut self, host: &HostMatch, path: &str, path_type: PathType, target: T) -> bool {
         let table = match host {
             HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default(),
             HostMatch::Wildcard(d) => self.wildcard.entry(d.clone()).or_default(),
@@ -90,7 +90,13 @@ impl<T> Router<T> {
             PathType::Exact => &mut table.exact,
             PathType::Prefix => &mut table.prefix,
         };
-        map.entry(path.to_string()).or_insert(target);
+        match map.entry(path.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(target);
+                true
+            }
+        }
     }
 
     /// Find the route for a request. `host` must be lowercase and without port

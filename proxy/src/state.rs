@@ -3,8 +3,9 @@
 //! A snapshot is built whole from a validated configuration and published with
 //! one atomic swap; requests keep the snapshot they started with.
 
-use crate::config::{Affinity, Config, HostMatch, IpNet, Limits, Route, Timeouts, UpstreamKey};
+use crate::config::{Affinity, Config, IpNet, Limits, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
+use crate::ingress::{host_label, IngressRoute};
 use crate::metrics::RouteMetrics;
 use crate::routing::Router;
 use crate::upstream::Upstream;
@@ -22,6 +23,12 @@ pub struct RouteEntry {
     pub service: String,
     pub affinity: Option<Affinity>,
     pub redirect_https: bool,
+    /// The request body limit here (`limits.max_body_bytes` or an annotation's).
+    pub max_body_bytes: u64,
+    /// Towards this route's endpoints (`timeouts` or an annotation's).
+    pub timeouts: Timeouts,
+    /// Only clients in these ranges (an allowlist annotation); others get 403.
+    pub allow: Option<Vec<IpNet>>,
     pub upstream: Arc<Upstream>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
@@ -36,6 +43,16 @@ pub struct Snapshot {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The HTTPS listener's port, for redirects.
     pub https_port: Option<u16>,
+    /// `false` while Ingresses are served but not listed yet (`/readyz`).
+    pub ingress_synced: bool,
+}
+
+/// The routes Ingresses contribute, as the ingress controller last computed them.
+#[derive(Debug, Clone, Default)]
+pub struct IngressRoutes {
+    pub routes: Vec<IngressRoute>,
+    /// The Ingresses have been listed (always true without `ingress:`).
+    pub synced: bool,
 }
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -44,12 +61,24 @@ impl Snapshot {
     /// Build a snapshot for `config`, keeping the upstreams of `previous` whose
     /// discovery source is unchanged. New upstreams start concurrently and
     /// without waiting for their first endpoint lists (discovery/mod.rs).
-    pub async fn build(config: Config, previous: Option<&Snapshot>) -> anyhow::Result<Snapshot> {
+    pub async fn build(
+        config: &Config,
+        ingress: &IngressRoutes,
+        previous: Option<&Snapshot>,
+    ) -> anyhow::Result<Snapshot> {
+        // ConfigMap routes first: they win a (host, path, type) over Ingresses.
+        let routes: Vec<(String, &Route)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("routes[{i}]"), r))
+            .chain(ingress.routes.iter().map(|r| (r.name.clone(), &r.route)))
+            .collect();
         let mut sources = BTreeMap::new();
-        for route in &config.routes {
+        for (_, route) in &routes {
             let key = &route.upstream;
             if !sources.contains_key(key) {
-                sources.insert(key.clone(), Source::for_upstream(&config, key)?);
+                sources.insert(key.clone(), Source::for_upstream(config, key)?);
             }
         }
         let starts = sources.into_iter().map(|(key, source)| async move {
@@ -73,7 +102,8 @@ impl Snapshot {
             .into_iter()
             .collect();
         let mut router = Router::default();
-        for (i, route) in config.routes.iter().enumerate() {
+        let mut shadowed = 0;
+        for (name, route) in routes {
             let Route {
                 host,
                 path,
@@ -81,26 +111,45 @@ impl Snapshot {
                 upstream,
                 affinity,
                 redirect_https,
+                overrides,
             } = route;
-            let name = format!("routes[{i}]");
-            let host_label = match host {
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Wildcard(suffix) => format!("*.{suffix}"),
-                HostMatch::Any => "*".to_string(),
-            };
+            let host_label = host_label(host);
             let service = upstream.to_string();
             let metrics = RouteMetrics::new(&name, &host_label, &service, affinity.is_some());
             let entry = RouteEntry {
-                name,
                 host: host_label,
                 service,
                 affinity: affinity.clone(),
                 redirect_https: *redirect_https,
+                max_body_bytes: overrides
+                    .max_body_bytes
+                    .unwrap_or(config.limits.max_body_bytes),
+                timeouts: Timeouts {
+                    connect: overrides.connect_timeout.unwrap_or(config.timeouts.connect),
+                    read: overrides.read_timeout.unwrap_or(config.timeouts.read),
+                    write: overrides.write_timeout.unwrap_or(config.timeouts.write),
+                    idle: config.timeouts.idle,
+                },
+                allow: overrides.allow.clone(),
                 upstream: upstreams[upstream].1.clone(),
                 metrics,
+                name,
             };
-            router.insert(host, path, *path_type, Arc::new(entry));
+            let entry = Arc::new(entry);
+            if !router.insert(host, path, *path_type, entry.clone()) {
+                // Only an Ingress route can lose here (the file has no duplicates).
+                shadowed += 1;
+                tracing::warn!(
+                    route = %entry.name,
+                    host = %entry.host,
+                    path = %path,
+                    "an Ingress path is also a route of the configuration file, which wins"
+                );
+            }
         }
+        crate::metrics::METRICS
+            .ingress_shadowed_routes
+            .set(shadowed);
         let services: Vec<String> = upstreams.keys().map(|k| k.to_string()).collect();
         crate::metrics::export_at_zero(&services);
         Ok(Snapshot {
@@ -111,6 +160,52 @@ impl Snapshot {
             limits: config.limits,
             trusted_proxies: config.trusted_proxies.clone().into(),
             https_port: config.listen.https.map(|a| a.port()),
+            ingress_synced: ingress.synced,
         })
+    }
+}
+
+/// Builds and publishes snapshots from the two inputs, the configuration file
+/// and the Ingresses, one at a time (a reload and an Ingress change never
+/// publish over each other).
+pub struct Publisher {
+    snapshot: SharedSnapshot,
+    inputs: tokio::sync::Mutex<(Arc<Config>, Arc<IngressRoutes>)>,
+}
+
+impl Publisher {
+    pub fn new(snapshot: SharedSnapshot, config: Config, ingress: IngressRoutes) -> Self {
+        Publisher {
+            snapshot,
+            inputs: tokio::sync::Mutex::new((Arc::new(config), Arc::new(ingress))),
+        }
+    }
+
+    pub fn snapshot(&self) -> &SharedSnapshot {
+        &self.snapshot
+    }
+
+    /// A new configuration file; on error the running snapshot stays.
+    pub async fn publish_config(&self, config: Config) -> anyhow::Result<()> {
+        let mut inputs = self.inputs.lock().await;
+        self.publish(&config, &inputs.1).await?;
+        inputs.0 = Arc::new(config);
+        Ok(())
+    }
+
+    /// New Ingress routes; on error the running snapshot stays.
+    pub async fn publish_ingress(&self, ingress: IngressRoutes) -> anyhow::Result<()> {
+        let mut inputs = self.inputs.lock().await;
+        let config = inputs.0.clone();
+        self.publish(&config, &ingress).await?;
+        inputs.1 = Arc::new(ingress);
+        Ok(())
+    }
+
+    async fn publish(&self, config: &Config, ingress: &IngressRoutes) -> anyhow::Result<()> {
+        let previous = self.snapshot.load_full();
+        let next = Snapshot::build(config, ingress, Some(&previous)).await?;
+        self.snapshot.store(Arc::new(next));
+        Ok(())
     }
 }

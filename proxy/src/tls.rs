@@ -27,68 +27,87 @@ pub struct CertStore {
 impl CertStore {
     /// Load every certificate and key; the error names the `tls[i]` entry and file.
     pub fn load(certs: &[TlsCert]) -> anyhow::Result<CertStore> {
-        pingora::tls::install_default_crypto_provider();
-        let provider = CryptoProvider::get_default()
-            .ok_or_else(|| anyhow::anyhow!("no TLS crypto provider"))?;
         let mut store = CertStore::default();
         for (i, c) in certs.iter().enumerate() {
-            let loaded = pingora::tls::load_certs_and_key_files(&c.cert, &c.key).map_err(|e| {
-                anyhow::anyhow!("tls[{i}]: cannot read {} / {}: {e}", c.cert, c.key)
-            })?;
-            let Some((chain, key)) = loaded else {
-                anyhow::bail!(
-                    "tls[{i}]: no certificate in {} or no private key in {}",
-                    c.cert,
-                    c.key
-                );
+            let read = |path: &str| {
+                std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("tls[{i}]: cannot read {path}: {e}"))
             };
-            let signing_key = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| anyhow::anyhow!("tls[{i}].key: {}: {e}", c.key))?;
-            let not_after = not_after(&chain[0])
-                .map_err(|e| anyhow::anyhow!("tls[{i}].cert: {}: {e}", c.cert))?;
-            let certified = Arc::new(CertifiedKey::new(chain, signing_key));
-            certified.keys_match().map_err(|e| {
-                anyhow::anyhow!("tls[{i}]: {} does not belong to {}: {e}", c.key, c.cert)
-            })?;
-            for host in &c.hosts {
-                store.expiry.push((host.clone(), not_after));
-                match host.strip_prefix("*.") {
-                    Some(suffix) => store.wildcard.entry(suffix.to_string()),
-                    None => store.exact.entry(host.clone()),
-                }
-                .or_insert_with(|| certified.clone());
-            }
-            store.default.get_or_insert(certified);
+            let (cert, key) = (read(&c.cert)?, read(&c.key)?);
+            let (certified, not_after) = certified_key(&cert, &key)
+                .map_err(|e| anyhow::anyhow!("tls[{i}]: {} / {}: {e}", c.cert, c.key))?;
+            store.add(&c.hosts, certified, not_after);
         }
         Ok(store)
     }
 
-    /// Publish the certificates' expiry times, replacing the previous set's.
-    fn export_expiry(&self) {
-        let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
-        gauge.reset();
-        for (host, not_after) in &self.expiry {
-            gauge.with_label_values(&[host]).set(*not_after);
+    /// Serve `certified` for `hosts` (exact names or `*.domain`); a host that
+    /// already has a certificate keeps it. The first certificate added is the
+    /// default for clients that send no SNI.
+    pub fn add(&mut self, hosts: &[String], certified: Arc<CertifiedKey>, not_after: i64) {
+        for host in hosts {
+            let host = host.to_ascii_lowercase();
+            let added = match host.strip_prefix("*.") {
+                Some(suffix) => self.wildcard.entry(suffix.to_string()),
+                None => self.exact.entry(host.clone()),
+            };
+            if let std::collections::hash_map::Entry::Vacant(v) = added {
+                v.insert(certified.clone());
+                self.expiry.push((host, not_after));
+            }
         }
+        self.default.get_or_insert(certified);
     }
 
-    fn find(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let by_name = sni.map(str::to_ascii_lowercase).and_then(|name| {
-            self.exact.get(&name).cloned().or_else(|| {
-                let (_, suffix) = name.split_once('.')?;
-                self.wildcard.get(suffix).cloned()
-            })
-        });
-        by_name.or_else(|| self.default.clone())
+    /// Whether a certificate names `host` (exactly or by wildcard).
+    pub fn covers(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, suffix)| self.wildcard.contains_key(suffix))
+    }
+
+    fn by_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.exact.get(name).cloned().or_else(|| {
+            let (_, suffix) = name.split_once('.')?;
+            self.wildcard.get(suffix).cloned()
+        })
     }
 }
 
-/// The rustls side: resolves from the current store.
+/// A certificate chain and its private key from PEM text, checked to belong
+/// together, with the leaf's notAfter (Unix time).
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<(Arc<CertifiedKey>, i64), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    pingora::tls::install_default_crypto_provider();
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in the certificate PEM".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("no private key in the key PEM: {e}"))?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the private key does not load: {e}"))?;
+    let not_after = not_after(&chain[0])?;
+    let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key does not belong to the certificate: {e}"))?;
+    Ok((certified, not_after))
+}
+
+/// The rustls side: resolves from the current stores. Certificates of the
+/// configuration file win over those of Ingress Secrets, as its routes do.
 #[derive(Default)]
 pub struct SniResolver {
     store: ArcSwap<CertStore>,
+    ingress: ArcSwap<CertStore>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -99,21 +118,56 @@ impl std::fmt::Debug for SniResolver {
 
 impl SniResolver {
     pub fn new(store: CertStore) -> Self {
-        store.export_expiry();
-        SniResolver {
+        let resolver = SniResolver {
             store: ArcSwap::from_pointee(store),
-        }
+            ingress: ArcSwap::default(),
+        };
+        resolver.export_expiry();
+        resolver
     }
 
+    /// The configuration file's certificates.
     pub fn replace(&self, store: CertStore) {
-        store.export_expiry();
         self.store.store(Arc::new(store));
+        self.export_expiry();
+    }
+
+    /// The certificates of Ingress Secrets.
+    pub fn replace_ingress(&self, store: CertStore) {
+        self.ingress.store(Arc::new(store));
+        self.export_expiry();
+    }
+
+    /// Whether a certificate of the configuration file names `host`.
+    pub fn file_covers(&self, host: &str) -> bool {
+        self.store.load().covers(host)
+    }
+
+    /// Whether some certificate (file or Secret) names `host`.
+    pub fn covers(&self, host: &str) -> bool {
+        self.store.load().covers(host) || self.ingress.load().covers(host)
+    }
+
+    /// Publish both sets' expiry times, replacing the previous ones.
+    fn export_expiry(&self) {
+        let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
+        gauge.reset();
+        for store in [self.ingress.load(), self.store.load()] {
+            for (host, not_after) in &store.expiry {
+                gauge.with_label_values(&[host]).set(*not_after);
+            }
+        }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.store.load().find(hello.server_name())
+        let (files, ingress) = (self.store.load(), self.ingress.load());
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        name.as_deref()
+            .and_then(|n| files.by_name(n).or_else(|| ingress.by_name(n)))
+            .or_else(|| files.default.clone())
+            .or_else(|| ingress.default.clone())
     }
 }
 

@@ -144,6 +144,12 @@ impl Upstream {
 
     /// The endpoint a cookie id names, if it is still discovered (ready, or
     /// terminating but serving) and has not just failed a connect.
+    /// Whether discovery knows the endpoint `id` (ready or still serving),
+    /// failing or not.
+    pub fn knows(&self, id: EndpointId) -> bool {
+        self.pinnable.load().contains_key(&id)
+    }
+
     pub fn pinned(&self, id: EndpointId) -> Option<SocketAddr> {
         self.pinnable
             .load()

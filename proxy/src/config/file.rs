@@ -28,6 +28,17 @@ pub struct File {
     pub logging: Option<Value>,
     pub limits: Option<Value>,
     pub trusted_proxies: Option<Value>,
+    pub ingress: Option<Value>,
+}
+
+/// `ingress:`: serve Ingress objects (DESIGN.md, "Ingress").
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Ingress {
+    pub class: Option<String>,
+    pub publish_status: Option<bool>,
+    pub publish_selector: Option<String>,
+    pub publish_addresses: Option<Vec<String>>,
 }
 
 /// `discovery:`

@@ -32,6 +32,26 @@ pub struct Config {
     pub limits: Limits,
     /// Clients whose X-Forwarded-For is kept (other proxies, load balancers).
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve Ingress objects too (`discovery: kubernetes` only).
+    pub ingress: Option<IngressSettings>,
+}
+
+/// `ingress:` (DESIGN.md, "Ingress"). Read at start only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// The IngressClass served.
+    pub class: String,
+    /// Write `status.loadBalancer` of the served Ingresses.
+    pub publish_status: bool,
+    /// The label selector of the proxy's own pods, whose Nodes are the addresses.
+    pub publish_selector: String,
+    /// When not empty: these addresses (IPs or host names) instead of node IPs.
+    pub publish_addresses: Vec<String>,
+}
+
+impl IngressSettings {
+    /// The controller name an IngressClass of ours carries in `spec.controller`.
+    pub const CONTROLLER: &'static str = "edge-proxy.io/ingress-controller";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +150,21 @@ pub struct Route {
     pub affinity: Option<Affinity>,
     /// Plain-HTTP requests get a 308 to the same URL on https.
     pub redirect_https: bool,
+    /// Settings only Ingress annotations give; `Default` for ConfigMap routes.
+    pub overrides: RouteOverrides,
+}
+
+/// Per-route settings beyond the global ones (from Ingress annotations).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOverrides {
+    /// Instead of `limits.max_body_bytes`; `Some(u64::MAX)` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    /// Only clients in these ranges; others get 403. `Some(empty)`: nobody
+    /// (an allowlist that did not parse fails closed).
+    pub allow: Option<Vec<IpNet>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -168,6 +203,55 @@ pub struct Affinity {
     pub cookie: String,
     /// `None`: a session cookie.
     pub max_age: Option<Duration>,
+    /// The rest is what ingress-nginx's `session-cookie-*` annotations set;
+    /// [`Affinity::new`] gives the ConfigMap routes' fixed behaviour.
+    pub path: String,
+    /// An `Expires` this long after the response.
+    pub expires: Option<Duration>,
+    pub same_site: Option<SameSite>,
+    /// `SameSite=None` left out for clients known to mishandle it.
+    pub same_site_none_if_compatible: bool,
+    /// `Secure` on plain HTTP too (it is always set on HTTPS).
+    pub secure: bool,
+    pub domain: Option<String>,
+    /// When the pinned endpoint fails, the client is re-pinned with a new
+    /// cookie (`true`), or served elsewhere and keeps its cookie (`false`), to
+    /// return to its endpoint once it is back.
+    pub change_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+impl Affinity {
+    /// A ConfigMap route's affinity: `Path=/`, `SameSite=Lax`, re-pinned on failure.
+    pub fn new(cookie: impl Into<String>, max_age: Option<Duration>) -> Self {
+        Affinity {
+            cookie: cookie.into(),
+            max_age,
+            path: "/".into(),
+            expires: None,
+            same_site: Some(SameSite::Lax),
+            same_site_none_if_compatible: false,
+            secure: false,
+            domain: None,
+            change_on_failure: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +375,26 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = siphasher::sip::SipHasher13::new();
     h.write(bytes);
     h.finish()
+}
+
+/// A route host as an Ingress rule writes it, or why it is not one.
+pub fn route_host(host: &str) -> Result<HostMatch, String> {
+    validate::route_host(host)
+}
+
+/// A route path, normalized as `routes[].path` is, or why it is not one.
+pub fn route_path(path: &str, path_type: PathType) -> Result<String, String> {
+    validate::route_path(path, path_type)
+}
+
+/// A Service or namespace name (RFC 1123 label).
+pub fn is_dns_label(s: &str) -> bool {
+    validate::is_dns_label(s)
+}
+
+/// A Service port name.
+pub fn is_port_name(s: &str) -> bool {
+    validate::is_port_name(s)
 }
 
 /// Parse and validate configuration text; `source_name` names it in errors.

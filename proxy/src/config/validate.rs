@@ -86,7 +86,9 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     .filter_map(|(i, text)| ip_net(text, &format!("trusted_proxies[{i}]"), &mut problems))
     .collect();
 
-    if let (Some(listen), true) = (&listen, tls.is_empty()) {
+    let ingress = validate_ingress(&file, discovery.as_ref(), &mut problems);
+    // With Ingresses, certificates may all come from their Secrets.
+    if let (Some(listen), true) = (&listen, tls.is_empty() && ingress.is_none()) {
         if listen.https.is_some() {
             problems.add("listen.https", "needs at least one certificate under `tls`");
         }
@@ -106,6 +108,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             logging,
             limits,
             trusted_proxies,
+            ingress,
         }),
         _ => Err(problems.0),
     }
@@ -287,14 +290,16 @@ fn validate_routes(
     discovery: Option<&Discovery>,
     problems: &mut Problems,
 ) -> Vec<Route> {
+    // Ingresses may supply every route.
+    let routes_optional = !absent(file.ingress.as_ref());
     let Some(items) = field::<Vec<Value>>(file.routes.as_ref(), "routes", problems) else {
-        if absent(file.routes.as_ref()) {
-            problems.add("routes", "required: at least one route");
+        if absent(file.routes.as_ref()) && !routes_optional {
+            problems.add("routes", "required: at least one route (or `ingress`)");
         }
         return Vec::new();
     };
-    if items.is_empty() {
-        problems.add("routes", "needs at least one route");
+    if items.is_empty() && !routes_optional {
+        problems.add("routes", "needs at least one route (or `ingress`)");
     }
     let mut routes = Vec::new();
     // (host, path, path_type) -> index of the first route that used it.
@@ -341,30 +346,9 @@ fn validate_route(
         None | Some(file::PathType::Prefix) => PathType::Prefix,
         Some(file::PathType::Exact) => PathType::Exact,
     };
-    let path = raw.path.unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') {
-        problems.add(
-            format!("{at}.path"),
-            format!("{path:?} must start with \"/\""),
-        );
-    } else if path
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
-    {
-        problems.add(
-            format!("{at}.path"),
-            format!("{path:?} must not contain spaces, control characters, '?' or '#'"),
-        );
-    }
-    let path = match path_type {
-        PathType::Prefix if path.len() > 1 => path.trim_end_matches('/').to_string(),
-        _ => path,
-    };
-    let path = if path.is_empty() {
-        "/".to_string()
-    } else {
-        path
-    };
+    let path = route_path(raw.path.as_deref().unwrap_or("/"), path_type)
+        .inspect_err(|e| problems.add(format!("{at}.path"), e.clone()))
+        .unwrap_or_default();
 
     if !is_dns_label(&raw.service) {
         problems.add(
@@ -437,6 +421,7 @@ fn validate_route(
         },
         affinity,
         redirect_https: raw.redirect_https.unwrap_or(false),
+        overrides: RouteOverrides::default(),
     })
 }
 
@@ -475,9 +460,101 @@ fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Op
             }
         },
     };
-    token_ok.then_some(Affinity {
-        cookie: a.cookie,
-        max_age,
+    token_ok.then(|| Affinity::new(a.cookie, max_age))
+}
+
+fn validate_ingress(
+    file: &file::File,
+    discovery: Option<&Discovery>,
+    problems: &mut Problems,
+) -> Option<IngressSettings> {
+    let raw = field::<file::Ingress>(file.ingress.as_ref(), "ingress", problems)?;
+    if discovery.is_some_and(|d| *d != Discovery::Kubernetes) {
+        problems.add("ingress", "needs discovery: kubernetes");
+    }
+    let class = raw.class.unwrap_or_else(|| "edge-proxy".into());
+    if !is_dns_subdomain(&class) {
+        problems.add(
+            "ingress.class",
+            format!("{class:?} is not a valid IngressClass name (lowercase letters, digits, '-' and '.')"),
+        );
+    }
+    let publish_selector = raw
+        .publish_selector
+        .unwrap_or_else(|| "app.kubernetes.io/name=edge-proxy".into());
+    if !is_equality_selector(&publish_selector) {
+        problems.add(
+            "ingress.publish_selector",
+            format!("{publish_selector:?} is not a label selector like \"app.kubernetes.io/name=edge-proxy\" (key=value, comma-separated)"),
+        );
+    }
+    let publish_addresses = raw.publish_addresses.unwrap_or_default();
+    for (i, a) in publish_addresses.iter().enumerate() {
+        if a.parse::<std::net::IpAddr>().is_err() && !is_dns_subdomain(a) {
+            problems.add(
+                format!("ingress.publish_addresses[{i}]"),
+                format!("{a:?} is neither an IP address nor a host name"),
+            );
+        }
+    }
+    Some(IngressSettings {
+        class,
+        publish_status: raw.publish_status.unwrap_or(true),
+        publish_selector,
+        publish_addresses,
+    })
+}
+
+/// A route host as an Ingress rule writes it (`*.domain` allowed), or why not.
+pub(super) fn route_host(host: &str) -> Result<HostMatch, String> {
+    let mut problems = Problems::default();
+    match host_pattern(host, "", &mut problems) {
+        Some(h) => Ok(match h.strip_prefix("*.") {
+            Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
+            None => HostMatch::Exact(h),
+        }),
+        None => Err(problems.0.remove(0).message),
+    }
+}
+
+/// A route path checked and normalized as `routes[].path` is, or why not.
+pub(super) fn route_path(path: &str, path_type: PathType) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with \"/\""));
+    }
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+    {
+        return Err(format!(
+            "{path:?} must not contain spaces, control characters, '?' or '#'"
+        ));
+    }
+    let path = match path_type {
+        PathType::Prefix if path.len() > 1 => path.trim_end_matches('/'),
+        _ => path,
+    };
+    Ok(if path.is_empty() { "/" } else { path }.to_string())
+}
+
+/// An RFC 1123 subdomain, as Kubernetes requires of most object names.
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// `key=value[,key=value…]`: what `publish_selector` accepts.
+fn is_equality_selector(s: &str) -> bool {
+    s.split(',').all(|req| {
+        req.split_once('=').is_some_and(|(k, v)| {
+            let k = k.trim();
+            let name = k.rsplit('/').next().unwrap_or(k);
+            !name.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                && v.trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
     })
 }
 
@@ -632,7 +709,7 @@ fn host_pattern(host: &str, path: &str, problems: &mut Problems) -> Option<Strin
 }
 
 /// An RFC 1123 label, as Kubernetes requires of Service and namespace names.
-fn is_dns_label(s: &str) -> bool {
+pub(super) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -642,7 +719,7 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 /// An IANA service name, as Kubernetes requires of port names.
-fn is_port_name(s: &str) -> bool {
+pub(super) fn is_port_name(s: &str) -> bool {
     is_dns_label(s)
         && s.len() <= 15
         && !s.contains("--")
@@ -850,7 +927,55 @@ colour: blue
         ] {
             assert!(p.iter().any(|l| l.starts_with(expected)), "{expected:?} not in {p:#?}");
         }
-        assert_eq!(file::top_level_keys().len(), 14);
+        assert_eq!(file::top_level_keys().len(), 15);
         assert!(file::top_level_keys().contains(&"static"));
+    }
+
+    #[test]
+    fn the_ingress_section() {
+        let base = "listen:\n  http: \"127.0.0.1:1\"\n  https: \"127.0.0.1:2\"\n";
+        // Routes and certificates may all come from Ingresses.
+        let c = parse(&format!("{base}discovery: kubernetes\ningress: {{}}\n")).unwrap();
+        let ingress = c.ingress.unwrap();
+        assert_eq!(ingress.class, "edge-proxy");
+        assert!(ingress.publish_status);
+        assert_eq!(
+            ingress.publish_selector,
+            "app.kubernetes.io/name=edge-proxy"
+        );
+        assert!(c.routes.is_empty());
+        let p = problems_of(&format!(
+            "{base}discovery: static\nstatic: {{}}\ningress:\n  class: Bad_Class\n  publish_selector: \"a in (b)\"\n  publish_addresses: [\"203.0.113.7\", \"lb.example.com\", \"not an address\"]\n  colour: red\n"
+        ));
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("ingress.colour: unknown field `colour`")),
+            "{p:#?}"
+        );
+        let p = problems_of(&format!(
+            "{base}discovery: static\nstatic: {{}}\ningress:\n  class: Bad_Class\n  publish_selector: \"a in (b)\"\n  publish_addresses: [\"203.0.113.7\", \"lb.example.com\", \"not an address\"]\n"
+        ));
+        for expected in [
+            "ingress: needs discovery: kubernetes",
+            "ingress.class: \"Bad_Class\" is not a valid IngressClass name",
+            "ingress.publish_selector: \"a in (b)\" is not a label selector",
+            "ingress.publish_addresses[2]: \"not an address\" is neither",
+        ] {
+            assert!(
+                p.iter().any(|l| l.starts_with(expected)),
+                "{expected:?} not in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), 4, "{p:#?}");
+        // Without `ingress`, routes and certificates are still required.
+        let p = problems_of(&format!("{base}discovery: kubernetes\n"));
+        assert!(
+            p.iter().any(|l| l.starts_with("routes: required")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|l| l.starts_with("listen.https: needs")),
+            "{p:#?}"
+        );
     }
 }

@@ -56,7 +56,7 @@ impl Drop for Registration {
     }
 }
 
-async fn client() -> anyhow::Result<Client> {
+pub async fn client() -> anyhow::Result<Client> {
     Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(
             "discovery: kubernetes needs an API server: in a pod, a service account; \
@@ -203,7 +203,7 @@ pub async fn follow(
 
 /// 250 ms, doubling, at most 2 s, each delay drawn from its upper half.
 #[derive(Default)]
-struct CatchUpBackoff {
+pub struct CatchUpBackoff {
     failures: u32,
 }
 

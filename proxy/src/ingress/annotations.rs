@@ -1,0 +1,451 @@
+//! ingress-nginx's annotations (`nginx.ingress.kubernetes.io/*`), with its
+//! meaning and defaults, read into route settings.
+//!
+//! Nothing is ignored silently: an annotation we do not support, or a value we
+//! cannot read, is a [`Problem`] (logged once per change and counted). A bad
+//! value falls back to ingress-nginx's default, as ingress-nginx does, except
+//! where that would open up what the annotation closes: an allowlist that does
+//! not parse denies everyone, and an authentication annotation (which we do not
+//! implement) refuses the Ingress rather than serving it unprotected.
+
+use crate::config::{Affinity, IpNet, RouteOverrides, SameSite};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// The affinity cookie's name when `session-cookie-name` is not set.
+pub const DEFAULT_COOKIE: &str = "INGRESSCOOKIE";
+
+/// What one Ingress's annotations ask of its routes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Annotations {
+    /// `affinity: cookie`. `path` is empty when `session-cookie-path` is not
+    /// set: each route then uses its own path, as ingress-nginx does.
+    pub affinity: Option<Affinity>,
+    /// `ssl-redirect` (default true): redirect to https when the host has TLS.
+    pub ssl_redirect: bool,
+    /// `force-ssl-redirect`: redirect to https even without TLS here.
+    pub force_ssl_redirect: bool,
+    pub overrides: RouteOverrides,
+    /// Why the Ingress is not served at all, when it is not.
+    pub refused: Option<String>,
+    pub problems: Vec<Problem>,
+}
+
+/// One annotation we could not honour as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `unsupported_annotation`, `invalid_annotation` or `refused_annotation`.
+    pub kind: &'static str,
+    pub annotation: String,
+    pub value: String,
+    pub message: String,
+}
+
+/// Annotations we implement (without the prefix).
+const SUPPORTED: &[&str] = &[
+    "affinity",
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-samesite",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-secure",
+    "session-cookie-domain",
+    "session-cookie-change-on-failure",
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "proxy-body-size",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "backend-protocol",
+];
+
+/// Annotations that protect a service: serving the Ingress without them would
+/// expose what they guard, so an Ingress carrying one is refused.
+fn guards_access(name: &str) -> bool {
+    name.starts_with("auth-") || name == "denylist-source-range" || name == "satisfy"
+}
+
+/// Read the annotations of one Ingress (`annotations` holds every annotation;
+/// only those with [`PREFIX`] are looked at).
+pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
+    let mut r = Reader {
+        values: annotations
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v.trim())))
+            .collect(),
+        problems: Vec::new(),
+    };
+    let mut refused = None;
+    let names: Vec<&str> = r.values.keys().copied().collect();
+    for name in names {
+        if SUPPORTED.contains(&name) {
+            continue;
+        }
+        if guards_access(name) {
+            refused = Some(format!(
+                "{PREFIX}{name} is not supported, and serving the Ingress without it would expose what it protects"
+            ));
+            r.problem(
+                "refused_annotation",
+                name,
+                "not supported: the Ingress is not served".into(),
+            );
+        } else {
+            r.problem(
+                "unsupported_annotation",
+                name,
+                "not supported here: ignored".into(),
+            );
+        }
+    }
+    if let Some(protocol) = r.get("backend-protocol") {
+        if !protocol.eq_ignore_ascii_case("HTTP") {
+            refused = Some(format!(
+                "{PREFIX}backend-protocol: {protocol:?}: only HTTP backends are supported"
+            ));
+            r.problem(
+                "refused_annotation",
+                "backend-protocol",
+                "only HTTP is supported: the Ingress is not served".into(),
+            );
+        }
+    }
+
+    let affinity = r.affinity();
+    let ssl_redirect = r.boolean("ssl-redirect").unwrap_or(true);
+    let force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
+    let overrides = RouteOverrides {
+        max_body_bytes: r.body_size("proxy-body-size"),
+        connect_timeout: r.seconds("proxy-connect-timeout"),
+        read_timeout: r.seconds("proxy-read-timeout"),
+        write_timeout: r.seconds("proxy-send-timeout"),
+        // The newer name wins when both are set.
+        allow: r
+            .source_ranges("allowlist-source-range")
+            .or_else(|| r.source_ranges("whitelist-source-range")),
+    };
+    Annotations {
+        affinity,
+        ssl_redirect,
+        force_ssl_redirect,
+        overrides,
+        refused,
+        problems: r.problems,
+    }
+}
+
+struct Reader<'a> {
+    values: BTreeMap<&'a str, &'a str>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.values.get(name).copied()
+    }
+
+    fn problem(&mut self, kind: &'static str, name: &str, message: String) {
+        self.problems.push(Problem {
+            kind,
+            annotation: format!("{PREFIX}{name}"),
+            value: self.get(name).unwrap_or_default().to_string(),
+            message,
+        });
+    }
+
+    fn invalid<T>(&mut self, name: &str, expected: &str) -> Option<T> {
+        self.problem(
+            "invalid_annotation",
+            name,
+            format!("expected {expected}; ignored"),
+        );
+        None
+    }
+
+    /// Go's `strconv.ParseBool`, which ingress-nginx uses.
+    fn boolean(&mut self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+            _ => self.invalid(name, "true or false"),
+        }
+    }
+
+    /// Whole seconds, as ingress-nginx's timeouts and cookie ages are written.
+    fn seconds(&mut self, name: &str) -> Option<Duration> {
+        let text = self.get(name)?;
+        match text.parse::<u64>() {
+            Ok(n) if n > 0 && n <= 365 * 24 * 3600 => Some(Duration::from_secs(n)),
+            _ => self.invalid(name, "a whole number of seconds, at least 1"),
+        }
+    }
+
+    /// nginx's size syntax: `8m`, `512k`, `1g`, bytes without a unit; `0` is
+    /// unlimited.
+    fn body_size(&mut self, name: &str) -> Option<u64> {
+        let text = self.get(name)?;
+        let (digits, unit) = match text.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+            _ => (text, 'b'),
+        };
+        let scale: u64 = match unit {
+            'b' => 1,
+            'k' => 1 << 10,
+            'm' => 1 << 20,
+            'g' => 1 << 30,
+            _ => return self.invalid(name, "a size like 8m, 512k or 1g"),
+        };
+        match digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+        {
+            Some(0) => Some(u64::MAX),
+            Some(n) => Some(n),
+            None => self.invalid(name, "a size like 8m, 512k or 1g"),
+        }
+    }
+
+    /// Comma-separated CIDRs or addresses. One that does not parse denies
+    /// every client (`Some(empty)`): an allowlist must never fail open.
+    fn source_ranges(&mut self, name: &str) -> Option<Vec<IpNet>> {
+        let text = self.get(name)?;
+        let mut nets = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net = item
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| item.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+            match net {
+                Some(net) => nets.push(net),
+                None => {
+                    self.problem(
+                        "invalid_annotation",
+                        name,
+                        format!("{item:?} is not a CIDR like 10.0.0.0/8: every client is refused (403) until it is fixed"),
+                    );
+                    return Some(Vec::new());
+                }
+            }
+        }
+        Some(nets)
+    }
+
+    fn affinity(&mut self) -> Option<Affinity> {
+        match self.get("affinity")? {
+            "cookie" => {}
+            _ => return self.invalid("affinity", "\"cookie\" (the only affinity type)"),
+        }
+        if let Some(mode) = self.get("affinity-mode") {
+            // Both modes pin a session to its endpoint while it is ready (the
+            // cookie contract); "balanced" moves no pinned session on scale-up.
+            if mode != "balanced" && mode != "persistent" {
+                self.invalid::<()>("affinity-mode", "balanced or persistent");
+            }
+        }
+        let cookie = match self.get("session-cookie-name") {
+            None => DEFAULT_COOKIE.to_string(),
+            Some(name) if is_cookie_token(name) => name.to_string(),
+            Some(_) => {
+                self.invalid::<()>(
+                    "session-cookie-name",
+                    "a cookie name (letters, digits, -_.)",
+                );
+                DEFAULT_COOKIE.to_string()
+            }
+        };
+        let path = match self.get("session-cookie-path") {
+            None => String::new(),
+            Some(p) if p.starts_with('/') && is_attribute_value(p) => p.to_string(),
+            Some(_) => {
+                self.invalid::<()>("session-cookie-path", "a path starting with /");
+                String::new()
+            }
+        };
+        let domain = match self.get("session-cookie-domain") {
+            None => None,
+            Some(d) if !d.is_empty() && is_attribute_value(d) && !d.contains('/') => {
+                Some(d.to_string())
+            }
+            Some(_) => self.invalid("session-cookie-domain", "a domain name"),
+        };
+        let same_site = match self.get("session-cookie-samesite") {
+            None => None,
+            Some(s) if s.eq_ignore_ascii_case("none") => Some(SameSite::None),
+            Some(s) if s.eq_ignore_ascii_case("lax") => Some(SameSite::Lax),
+            Some(s) if s.eq_ignore_ascii_case("strict") => Some(SameSite::Strict),
+            Some(_) => self.invalid("session-cookie-samesite", "None, Lax or Strict"),
+        };
+        Some(Affinity {
+            cookie,
+            max_age: self.seconds("session-cookie-max-age"),
+            path,
+            expires: self.seconds("session-cookie-expires"),
+            same_site,
+            same_site_none_if_compatible: self
+                .boolean("session-cookie-conditional-samesite-none")
+                .unwrap_or(false),
+            secure: self.boolean("session-cookie-secure").unwrap_or(false),
+            domain,
+            change_on_failure: self
+                .boolean("session-cookie-change-on-failure")
+                .unwrap_or(false),
+        })
+    }
+}
+
+fn is_cookie_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Safe inside a `Set-Cookie` attribute: no separators or control characters.
+fn is_attribute_value(s: &str) -> bool {
+    s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(pairs: &[(&str, &str)]) -> Annotations {
+        read(
+            &pairs
+                .iter()
+                .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_ingress_nginx_defaults() {
+        let a = read_all(&[("affinity", "cookie")]);
+        let affinity = a.affinity.unwrap();
+        assert_eq!(affinity.cookie, "INGRESSCOOKIE");
+        assert_eq!(affinity.path, "");
+        assert_eq!(affinity.same_site, None);
+        assert!(!affinity.change_on_failure);
+        assert!(!affinity.secure);
+        assert!(a.ssl_redirect && !a.force_ssl_redirect);
+        assert_eq!(a.overrides, RouteOverrides::default());
+        assert!(a.problems.is_empty() && a.refused.is_none());
+        assert!(read_all(&[]).affinity.is_none());
+    }
+
+    #[test]
+    fn every_supported_annotation_is_read() {
+        let a = read_all(&[
+            ("affinity", "cookie"),
+            ("affinity-mode", "persistent"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-path", "/shop"),
+            ("session-cookie-max-age", "172800"),
+            ("session-cookie-expires", "3600"),
+            ("session-cookie-samesite", "None"),
+            ("session-cookie-conditional-samesite-none", "true"),
+            ("session-cookie-secure", "true"),
+            ("session-cookie-domain", "example.com"),
+            ("session-cookie-change-on-failure", "true"),
+            ("ssl-redirect", "false"),
+            ("force-ssl-redirect", "true"),
+            ("proxy-body-size", "8m"),
+            ("proxy-connect-timeout", "5"),
+            ("proxy-read-timeout", "120"),
+            ("proxy-send-timeout", "30"),
+            ("whitelist-source-range", "10.0.0.0/8, 192.168.1.7"),
+            ("backend-protocol", "http"),
+        ]);
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        let f = a.affinity.unwrap();
+        assert_eq!(
+            (f.cookie.as_str(), f.path.as_str(), f.domain.as_deref()),
+            ("route", "/shop", Some("example.com"))
+        );
+        assert_eq!(f.max_age, Some(Duration::from_secs(172800)));
+        assert_eq!(f.expires, Some(Duration::from_secs(3600)));
+        assert_eq!(f.same_site, Some(SameSite::None));
+        assert!(f.same_site_none_if_compatible && f.secure && f.change_on_failure);
+        assert!(!a.ssl_redirect && a.force_ssl_redirect);
+        let o = a.overrides;
+        assert_eq!(o.max_body_bytes, Some(8 << 20));
+        assert_eq!(o.connect_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(o.read_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(o.write_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            o.allow.unwrap(),
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.168.1.7/32".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_problems_and_fall_back_or_fail_closed() {
+        let a = read_all(&[
+            ("affinity", "cookie"),
+            ("session-cookie-max-age", "two days"),
+            ("session-cookie-samesite", "sometimes"),
+            ("session-cookie-name", "a;b"),
+            ("ssl-redirect", "yes"),
+            ("proxy-body-size", "8 MB"),
+            ("allowlist-source-range", "10.0.0.0/8,not-a-net"),
+            ("rewrite-target", "/$1"),
+        ]);
+        let named: Vec<(&str, &str)> = a
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.annotation.trim_start_matches(PREFIX)))
+            .collect();
+        for expected in [
+            ("invalid_annotation", "session-cookie-max-age"),
+            ("invalid_annotation", "session-cookie-samesite"),
+            ("invalid_annotation", "session-cookie-name"),
+            ("invalid_annotation", "ssl-redirect"),
+            ("invalid_annotation", "proxy-body-size"),
+            ("invalid_annotation", "allowlist-source-range"),
+            ("unsupported_annotation", "rewrite-target"),
+        ] {
+            assert!(named.contains(&expected), "{expected:?} not in {named:?}");
+        }
+        let f = a.affinity.unwrap();
+        assert_eq!(
+            (f.cookie.as_str(), f.max_age, f.same_site),
+            ("INGRESSCOOKIE", None, None)
+        );
+        assert!(a.ssl_redirect, "a bad ssl-redirect keeps the default");
+        assert_eq!(a.overrides.max_body_bytes, None);
+        assert_eq!(a.overrides.allow, Some(Vec::new()), "fails closed");
+        assert!(a.refused.is_none());
+        assert_eq!(
+            read_all(&[("proxy-body-size", "0")])
+                .overrides
+                .max_body_bytes,
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn other_backends_and_auth_refuse_the_ingress() {
+        let grpc = read_all(&[("backend-protocol", "GRPC")]);
+        assert!(grpc.refused.unwrap().contains("only HTTP"));
+        let auth = read_all(&[("auth-url", "http://auth/verify")]);
+        assert!(auth.refused.is_some());
+        assert_eq!(auth.problems[0].kind, "refused_annotation");
+        // Annotations of other controllers are none of our business.
+        let other = read(&[("kubernetes.io/ingress.class".to_string(), "x".to_string())].into());
+        assert!(other.problems.is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! `ingress:`: serve Ingress objects (networking.k8s.io/v1) beside the
+//! configuration file's routes.
+//!
+//! Three kube-rs watches (Ingresses, IngressClasses and, with an https
+//! listener, Secrets of type `kubernetes.io/tls`) fill reflector stores. Any
+//! change recomputes everything from the stores ([`translate`]: a pure
+//! function, the same on every node), then publishes the routes with one
+//! snapshot swap (the upstreams that stay keep their state and connections)
+//! and the Secrets' certificates with one resolver swap. Problems are logged
+//! when they first appear, not at every recompute, and counted in
+//! `edge_proxy_ingress_problems`. Until the first complete lists, `/readyz`
+//! says so.
+
+pub mod annotations;
+pub mod status;
+pub mod translate;
+
+pub use translate::{host_label, IngressRoute};
+
+use crate::config::IngressSettings;
+use crate::metrics::METRICS;
+use crate::state::{IngressRoutes, Publisher};
+use crate::tls::SniResolver;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Changes arriving together (a `kubectl apply` of several objects) are
+/// recomputed once.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Start following Ingresses (on the control-plane runtime); returns at once.
+pub async fn start(
+    settings: IngressSettings,
+    publisher: Arc<Publisher>,
+    certs: Option<Arc<SniResolver>>,
+) -> anyhow::Result<()> {
+    let client = crate::discovery::kubernetes::client().await?;
+    let changed = Arc::new(Notify::new());
+    let ingresses = follow(
+        Api::<Ingress>::all(client.clone()),
+        watcher::Config::default(),
+        &changed,
+    );
+    let classes = follow(
+        Api::<IngressClass>::all(client.clone()),
+        watcher::Config::default(),
+        &changed,
+    );
+    // Only TLS Secrets, and only with an https listener to serve them on.
+    let secrets = certs.as_ref().map(|_| {
+        follow(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().fields(&format!("type={}", translate::TLS_SECRET_TYPE)),
+            &changed,
+        )
+    });
+    let (served_tx, served_rx) = watch::channel(Vec::new());
+    if settings.publish_status {
+        tokio::spawn(status::run(
+            client,
+            settings.clone(),
+            served_rx,
+            ingresses.clone(),
+        ));
+    }
+    tokio::spawn(async move {
+        let lists = async {
+            ingresses.wait_until_ready().await?;
+            classes.wait_until_ready().await?;
+            if let Some(s) = &secrets {
+                s.wait_until_ready().await?;
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = lists.await {
+            tracing::error!("Ingress watches ended before their first list: {e}");
+            return;
+        }
+        tracing::info!("Ingresses listed: serving their routes");
+        METRICS.ingress_synced.set(1);
+        let mut controller = Controller {
+            settings,
+            publisher,
+            certs,
+            reported: BTreeSet::new(),
+            served: served_tx,
+        };
+        loop {
+            controller
+                .recompute(&ingresses, &classes, secrets.as_ref())
+                .await;
+            changed.notified().await;
+            tokio::time::sleep(DEBOUNCE).await;
+        }
+    });
+    Ok(())
+}
+
+/// A reflector store for `api`, kept current by a task; `changed` is
+/// notified after every event.
+fn follow<K>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let changed = changed.clone();
+    let kind = K::kind(&()).to_string();
+    tokio::spawn(async move {
+        let events = watcher::watcher(api, config)
+            .backoff(crate::discovery::kubernetes::CatchUpBackoff::default())
+            .reflect(writer);
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!("{kind} watch error, retrying with backoff: {e}"),
+            }
+        }
+    });
+    reader
+}
+
+struct Controller {
+    settings: IngressSettings,
+    publisher: Arc<Publisher>,
+    certs: Option<Arc<SniResolver>>,
+    /// Problems already logged.
+    reported: BTreeSet<translate::Problem>,
+    served: watch::Sender<Vec<(String, String)>>,
+}
+
+impl Controller {
+    async fn recompute(
+        &mut self,
+        ingresses: &Store<Ingress>,
+        classes: &Store<IngressClass>,
+        secrets: Option<&Store<Secret>>,
+    ) {
+        let secrets: HashMap<(String, String), Arc<Secret>> = secrets
+            .map(|s| s.state())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                let m = &s.metadata;
+                (
+                    (
+                        m.namespace.clone().unwrap_or_default(),
+                        m.name.clone().unwrap_or_default(),
+                    ),
+                    s,
+                )
+            })
+            .collect();
+        let certs = self.certs.clone();
+        let covers = move |host: &str| certs.as_ref().is_some_and(|c| c.file_covers(host));
+        let classes = classes.state();
+        let t = translate::translate(
+            &ingresses.state(),
+            &translate::Cluster {
+                class: &self.settings.class,
+                classes: &classes,
+                secrets: &secrets,
+                file_cert_covers: &covers,
+            },
+        );
+        self.report(&t.problems);
+        if let Some(resolver) = &self.certs {
+            resolver.replace_ingress(t.certs);
+        }
+        let count = t.routes.len();
+        let routes = IngressRoutes {
+            routes: t.routes,
+            synced: true,
+        };
+        match self.publisher.publish_ingress(routes).await {
+            Ok(()) => {
+                METRICS.ingress_routes.set(count as i64);
+                tracing::debug!(routes = count, "Ingress routes published");
+            }
+            Err(e) => tracing::error!("Ingress routes not published, the running ones stay: {e:#}"),
+        }
+        self.served.send_replace(t.served);
+    }
+
+    /// Log problems the first time they appear; the gauge holds them all.
+    fn report(&mut self, problems: &[translate::Problem]) {
+        let now: BTreeSet<translate::Problem> = problems.iter().cloned().collect();
+        for p in now.difference(&self.reported) {
+            tracing::warn!(ingress = %p.ingress, problem = p.kind, "{}", p.message);
+        }
+        for p in self.reported.difference(&now) {
+            tracing::info!(ingress = %p.ingress, problem = p.kind, "resolved: {}", p.message);
+        }
+        let gauge = &METRICS.ingress_problems;
+        gauge.reset();
+        for p in &now {
+            gauge.with_label_values(&[&p.ingress, p.kind]).inc();
+        }
+        self.reported = now;
+    }
+}
+
+/// At shutdown: hand the status Lease to another proxy (see status.rs).
+pub fn shutdown() {
+    status::release_on_shutdown(Duration::from_secs(1));
+}

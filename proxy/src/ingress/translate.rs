@@ -1,0 +1,605 @@
+//! From Ingress objects to routes and certificates: a pure function of what the
+//! API server holds, so every node computes the same result.
+//!
+//! - Served: `spec.ingressClassName` is our class, or (legacy) the
+//!   `kubernetes.io/ingress.class` annotation is, or neither is set and our
+//!   IngressClass is the cluster default.
+//! - Order: oldest first (creationTimestamp, then namespace/name). Routes are
+//!   added in that order and the first claim of a host, path and path type
+//!   wins; later claimants are reported as conflicts. The same goes for a
+//!   certificate host claimed by two Ingresses.
+//! - `pathType: ImplementationSpecific` is treated as Prefix; a rule without
+//!   host matches any host; `defaultBackend` is a route for any host and `/`.
+
+use super::annotations::{self, Annotations};
+use crate::config::{self, HostMatch, PathType, Route, ServicePort, UpstreamKey};
+use crate::tls::CertStore;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// A route that came from an Ingress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressRoute {
+    /// For logs and metrics: `ingress:NAMESPACE/NAME:rules[0].paths[1]`.
+    pub name: String,
+    /// `NAMESPACE/NAME` of the Ingress.
+    pub ingress: String,
+    pub route: Route,
+}
+
+/// Something about one Ingress that is not served as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// `NAMESPACE/NAME`, or `ingressclass/NAME`.
+    pub ingress: String,
+    /// A short metric label: `conflict`, `tls_secret`, `invalid_rule`,
+    /// `unsupported_annotation`, `invalid_annotation`, `refused_annotation`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Translation {
+    /// Oldest Ingress first.
+    pub routes: Vec<IngressRoute>,
+    pub certs: CertStore,
+    /// `(namespace, name)` of every Ingress of our class that is served.
+    pub served: Vec<(String, String)>,
+    pub problems: Vec<Problem>,
+}
+
+/// What translation reads besides the Ingresses.
+pub struct Cluster<'a> {
+    pub class: &'a str,
+    pub classes: &'a [Arc<IngressClass>],
+    /// TLS Secrets by (namespace, name).
+    pub secrets: &'a HashMap<(String, String), Arc<Secret>>,
+    /// Whether the configuration file's certificates cover a host (they win).
+    pub file_cert_covers: &'a dyn Fn(&str) -> bool,
+}
+
+fn name_of(ingress: &Ingress) -> (String, String) {
+    (
+        ingress.metadata.namespace.clone().unwrap_or_default(),
+        ingress.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Whether `ingress` is ours (see the module comment).
+pub fn is_served(ingress: &Ingress, class: &str, default_class: bool) -> bool {
+    let named = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    let annotated = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CLASS_ANNOTATION))
+        .map(String::as_str);
+    match named.or(annotated) {
+        Some(name) => name == class,
+        None => default_class,
+    }
+}
+
+pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
+    let mut out = Translation::default();
+    let our_class = cluster
+        .classes
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(cluster.class));
+    let default_class = our_class.is_some_and(|c| {
+        c.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    });
+    if let Some(c) = our_class {
+        let controller = c.spec.as_ref().and_then(|s| s.controller.as_deref());
+        if controller != Some(config::IngressSettings::CONTROLLER) {
+            out.problems.push(Problem {
+                ingress: format!("ingressclass/{}", cluster.class),
+                kind: "ingress_class",
+                message: format!(
+                    "spec.controller is {controller:?}, not {:?}: served anyway, by name",
+                    config::IngressSettings::CONTROLLER
+                ),
+            });
+        }
+    }
+    let mut ours: Vec<&Arc<Ingress>> = ingresses
+        .iter()
+        .filter(|i| is_served(i, cluster.class, default_class))
+        .collect();
+    ours.sort_by(|a, b| {
+        (&a.metadata.creation_timestamp, name_of(a))
+            .cmp(&(&b.metadata.creation_timestamp, name_of(b)))
+    });
+
+    // (host, path, type) -> the Ingress that claimed it first.
+    let mut claimed: HashMap<(HostMatch, String, PathType), String> = HashMap::new();
+    // certificate host -> the Ingress that claimed it first.
+    let mut cert_hosts: HashMap<String, String> = HashMap::new();
+    for ingress in ours {
+        let (namespace, name) = name_of(ingress);
+        let id = format!("{namespace}/{name}");
+        let notes = annotations::read(&ingress.metadata.annotations.clone().unwrap_or_default());
+        for p in &notes.problems {
+            out.problems.push(Problem {
+                ingress: id.clone(),
+                kind: p.kind,
+                message: format!("{}: {:?}: {}", p.annotation, p.value, p.message),
+            });
+        }
+        if let Some(reason) = &notes.refused {
+            out.problems.push(Problem {
+                ingress: id.clone(),
+                kind: "refused",
+                message: format!("not served: {reason}"),
+            });
+            continue;
+        }
+        out.served.push((namespace.clone(), name.clone()));
+        let spec = ingress.spec.clone().unwrap_or_default();
+
+        // TLS first: a host's redirect depends on whether it has a certificate.
+        let mut tls_hosts = Vec::new();
+        for (i, tls) in spec.tls.iter().flatten().enumerate() {
+            let hosts: Vec<String> = match tls.hosts.as_deref() {
+                Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                // No hosts: the certificate is for this Ingress's rule hosts.
+                _ => spec
+                    .rules
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase()))
+                    .collect(),
+            };
+            tls_hosts.extend(hosts.iter().cloned());
+            let at = format!("spec.tls[{i}]");
+            let mut problem = |message: String| {
+                out.problems.push(Problem {
+                    ingress: id.clone(),
+                    kind: "tls_secret",
+                    message: format!("{at}: {message}"),
+                })
+            };
+            let Some(secret_name) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                problem("no secretName: its hosts get no certificate from this Ingress".into());
+                continue;
+            };
+            let free: Vec<String> = hosts
+                .iter()
+                .filter(|h| match cert_hosts.get(*h) {
+                    Some(owner) if *owner != id => {
+                        problem(format!("host {h:?} already has the certificate of Ingress {owner} (older): not replaced"));
+                        false
+                    }
+                    _ => !(cluster.file_cert_covers)(h),
+                })
+                .cloned()
+                .collect();
+            match load_secret(
+                cluster
+                    .secrets
+                    .get(&(namespace.clone(), secret_name.to_string())),
+            ) {
+                Ok((certified, not_after)) => {
+                    for h in &free {
+                        cert_hosts.entry(h.clone()).or_insert_with(|| id.clone());
+                    }
+                    out.certs.add(&free, certified, not_after);
+                }
+                Err(e) => problem(format!(
+                    "Secret {namespace}/{secret_name}: {e}; its hosts are served without it"
+                )),
+            }
+        }
+        // The hosts this Ingress secures that have a certificate now.
+        let secured: Vec<String> = tls_hosts
+            .into_iter()
+            .filter(|h| out.certs.covers(h) || (cluster.file_cert_covers)(h))
+            .collect();
+        let has_tls = |host: &HostMatch| secured.contains(&host_label(host));
+
+        let mut paths: Vec<(String, HostMatch, String, PathType, &IngressBackend)> = Vec::new();
+        if let Some(backend) = &spec.default_backend {
+            paths.push((
+                "defaultBackend".into(),
+                HostMatch::Any,
+                "/".into(),
+                PathType::Prefix,
+                backend,
+            ));
+        }
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = match rule.host.as_deref() {
+                None | Some("") => HostMatch::Any,
+                Some(h) => match config::route_host(h) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        out.problems.push(Problem {
+                            ingress: id.clone(),
+                            kind: "invalid_rule",
+                            message: format!("spec.rules[{i}].host: {e}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let at = format!("rules[{i}].paths[{j}]");
+                let path_type = match p.path_type.as_str() {
+                    "Exact" => PathType::Exact,
+                    // Documented: ImplementationSpecific is Prefix here.
+                    _ => PathType::Prefix,
+                };
+                match config::route_path(p.path.as_deref().unwrap_or("/"), path_type) {
+                    Ok(path) => paths.push((at, host.clone(), path, path_type, &p.backend)),
+                    Err(e) => out.problems.push(Problem {
+                        ingress: id.clone(),
+                        kind: "invalid_rule",
+                        message: format!("spec.{at}.path: {e}"),
+                    }),
+                }
+            }
+        }
+        for (at, host, path, path_type, backend) in paths {
+            let upstream = match upstream_of(backend, &namespace) {
+                Ok(u) => u,
+                Err(e) => {
+                    out.problems.push(Problem {
+                        ingress: id.clone(),
+                        kind: "invalid_rule",
+                        message: format!("{at}.backend: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let key = (host.clone(), path.clone(), path_type);
+            if let Some(owner) = claimed.get(&key) {
+                if *owner != id {
+                    out.problems.push(Problem {
+                        ingress: id.clone(),
+                        kind: "conflict",
+                        message: format!(
+                            "{at}: host {} path {path} ({path_type:?}) is already served by Ingress {owner} (older): not served from {id}",
+                            host_label(&host)
+                        ),
+                    });
+                }
+                continue;
+            }
+            claimed.insert(key, id.clone());
+            out.routes.push(IngressRoute {
+                name: format!("ingress:{id}:{at}"),
+                ingress: id.clone(),
+                route: route_for(
+                    &notes,
+                    host.clone(),
+                    path,
+                    path_type,
+                    upstream,
+                    has_tls(&host),
+                ),
+            });
+        }
+    }
+    out.problems.sort();
+    out
+}
+
+fn route_for(
+    notes: &Annotations,
+    host: HostMatch,
+    path: String,
+    path_type: PathType,
+    upstream: UpstreamKey,
+    has_tls: bool,
+) -> Route {
+    let affinity = notes.affinity.clone().map(|mut a| {
+        if a.path.is_empty() {
+            // ingress-nginx's default: the cookie is scoped to the location.
+            a.path = path.clone();
+        }
+        a
+    });
+    Route {
+        host,
+        path,
+        path_type,
+        upstream,
+        affinity,
+        redirect_https: notes.force_ssl_redirect || (notes.ssl_redirect && has_tls),
+        overrides: notes.overrides.clone(),
+    }
+}
+
+pub fn host_label(host: &HostMatch) -> String {
+    match host {
+        HostMatch::Exact(h) => h.clone(),
+        HostMatch::Wildcard(d) => format!("*.{d}"),
+        HostMatch::Any => "*".into(),
+    }
+}
+
+fn upstream_of(backend: &IngressBackend, namespace: &str) -> Result<UpstreamKey, String> {
+    let Some(service) = &backend.service else {
+        return Err("only Service backends are supported (not `resource`)".into());
+    };
+    if !config::is_dns_label(&service.name) {
+        return Err(format!("{:?} is not a Service name", service.name));
+    }
+    let port = service.port.as_ref();
+    let port = match (
+        port.and_then(|p| p.number),
+        port.and_then(|p| p.name.as_deref()),
+    ) {
+        (Some(n), _) => u16::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(ServicePort::Number)
+            .ok_or_else(|| format!("port number {n} is out of range"))?,
+        (None, Some(name)) if config::is_port_name(name) => ServicePort::Name(name.into()),
+        (None, Some(name)) => return Err(format!("{name:?} is not a port name")),
+        (None, None) => return Err("a Service backend needs a port number or name".into()),
+    };
+    Ok(UpstreamKey {
+        namespace: namespace.into(),
+        service: service.name.clone(),
+        port,
+    })
+}
+
+fn load_secret(
+    secret: Option<&Arc<Secret>>,
+) -> Result<(Arc<pingora::tls::sign::CertifiedKey>, i64), String> {
+    let secret = secret.ok_or("not found (or not of type kubernetes.io/tls)")?;
+    let data: BTreeMap<_, _> = secret.data.clone().unwrap_or_default();
+    let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) else {
+        return Err("needs tls.crt and tls.key".into());
+    };
+    crate::tls::certified_key(&cert.0, &key.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ingress(value: serde_json::Value) -> Arc<Ingress> {
+        Arc::new(serde_json::from_value(value).unwrap())
+    }
+
+    fn simple(
+        name: &str,
+        created: &str,
+        class: Option<&str>,
+        host: &str,
+        path: &str,
+    ) -> Arc<Ingress> {
+        ingress(json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {
+                "ingressClassName": class,
+                "rules": [{"host": host, "http": {"paths": [
+                    {"path": path, "pathType": "Prefix", "backend": {"service": {"name": name, "port": {"number": 80}}}}
+                ]}}]
+            }
+        }))
+    }
+
+    fn class(name: &str, default: bool) -> Arc<IngressClass> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "annotations": {DEFAULT_CLASS_ANNOTATION: default.to_string()}},
+                "spec": {"controller": config::IngressSettings::CONTROLLER}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn run(ingresses: &[Arc<Ingress>], classes: &[Arc<IngressClass>]) -> Translation {
+        let secrets = HashMap::new();
+        translate(
+            ingresses,
+            &Cluster {
+                class: "edge-proxy",
+                classes,
+                secrets: &secrets,
+                file_cert_covers: &|_| false,
+            },
+        )
+    }
+
+    #[test]
+    fn class_filtering_and_the_default_class() {
+        let ours = simple(
+            "a",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            "a.com",
+            "/",
+        );
+        let theirs = simple("b", "2026-01-01T00:00:00Z", Some("nginx"), "b.com", "/");
+        let classless = simple("c", "2026-01-01T00:00:00Z", None, "c.com", "/");
+        let all = [ours, theirs, classless];
+        let served = |t: Translation| t.served.into_iter().map(|(_, n)| n).collect::<Vec<_>>();
+        assert_eq!(served(run(&all, &[class("edge-proxy", false)])), ["a"]);
+        assert_eq!(served(run(&all, &[class("edge-proxy", true)])), ["a", "c"]);
+        // The legacy annotation names a class too.
+        let legacy = ingress(json!({
+            "metadata": {"name": "d", "namespace": "default", "annotations": {CLASS_ANNOTATION: "edge-proxy"}},
+            "spec": {"defaultBackend": {"service": {"name": "d", "port": {"name": "http"}}}}
+        }));
+        let t = run(&[legacy], &[]);
+        assert_eq!(t.routes.len(), 1);
+        assert_eq!(t.routes[0].route.host, HostMatch::Any);
+        assert_eq!(
+            t.routes[0].route.upstream.port,
+            ServicePort::Name("http".into())
+        );
+    }
+
+    #[test]
+    fn the_older_ingress_wins_a_conflict_and_the_loser_is_reported() {
+        let old = simple(
+            "old",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            "x.com",
+            "/",
+        );
+        let new = simple(
+            "new",
+            "2026-02-01T00:00:00Z",
+            Some("edge-proxy"),
+            "x.com",
+            "/",
+        );
+        let other_path = simple(
+            "api",
+            "2026-03-01T00:00:00Z",
+            Some("edge-proxy"),
+            "x.com",
+            "/api",
+        );
+        for order in [
+            vec![old.clone(), new.clone(), other_path.clone()],
+            vec![other_path.clone(), new.clone(), old.clone()],
+        ] {
+            let t = run(&order, &[]);
+            let services: Vec<&str> = t
+                .routes
+                .iter()
+                .map(|r| r.route.upstream.service.as_str())
+                .collect();
+            assert_eq!(
+                services,
+                ["old", "api"],
+                "a host split across Ingresses, the older first"
+            );
+            assert_eq!(t.problems.len(), 1);
+            assert_eq!(t.problems[0].kind, "conflict");
+            assert_eq!(t.problems[0].ingress, "default/new");
+            assert!(
+                t.problems[0].message.contains("default/old"),
+                "{}",
+                t.problems[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn paths_hosts_and_backends_as_the_api_defines_them() {
+        let i = ingress(json!({
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {"nginx.ingress.kubernetes.io/affinity": "cookie"}},
+            "spec": {"ingressClassName": "edge-proxy", "rules": [
+                {"host": "*.Example.com", "http": {"paths": [
+                    {"path": "/api/", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"number": 8080}}}},
+                    {"path": "/login", "pathType": "Exact", "backend": {"service": {"name": "web", "port": {"name": "http"}}}},
+                    {"pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                    {"path": "no-slash", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                    {"path": "/r", "pathType": "Prefix", "backend": {"resource": {"kind": "Bucket", "name": "b"}}}
+                ]}},
+                {"host": "bad host", "http": {"paths": []}}
+            ]}
+        }));
+        let t = run(&[i], &[]);
+        let routes: Vec<(HostMatch, &str, PathType, String, &str)> = t
+            .routes
+            .iter()
+            .map(|r| {
+                let a = r.route.affinity.as_ref().unwrap();
+                (
+                    r.route.host.clone(),
+                    r.route.path.as_str(),
+                    r.route.path_type,
+                    r.route.upstream.to_string(),
+                    a.path.as_str(),
+                )
+            })
+            .collect();
+        let wild = HostMatch::Wildcard("example.com".into());
+        assert_eq!(
+            routes,
+            [
+                (
+                    wild.clone(),
+                    "/api",
+                    PathType::Prefix,
+                    "shop/api:8080".to_string(),
+                    "/api"
+                ),
+                (
+                    wild.clone(),
+                    "/login",
+                    PathType::Exact,
+                    "shop/web:http".to_string(),
+                    "/login"
+                ),
+                (
+                    wild.clone(),
+                    "/",
+                    PathType::Prefix,
+                    "shop/web:80".to_string(),
+                    "/"
+                ),
+            ]
+        );
+        let kinds: Vec<&str> = t.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, ["invalid_rule"; 3], "{:?}", t.problems);
+        assert_eq!(t.routes[0].name, "ingress:shop/web:rules[0].paths[0]");
+    }
+
+    #[test]
+    fn a_missing_or_broken_secret_is_reported_and_the_routes_still_serve() {
+        let i = ingress(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ingressClassName": "edge-proxy",
+                "tls": [{"hosts": ["a.com"], "secretName": "gone"}, {"hosts": ["b.com"], "secretName": "broken"}],
+                "rules": [{"host": "a.com", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+        }));
+        let broken: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "broken", "namespace": "default"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "bm90IGEgY2VydA==", "tls.key": "bm90IGEga2V5"}
+        }))
+        .unwrap();
+        let secrets = HashMap::from([(
+            ("default".to_string(), "broken".to_string()),
+            Arc::new(broken),
+        )]);
+        let t = translate(
+            &[i],
+            &Cluster {
+                class: "edge-proxy",
+                classes: &[],
+                secrets: &secrets,
+                file_cert_covers: &|_| false,
+            },
+        );
+        assert_eq!(t.routes.len(), 1);
+        assert!(
+            !t.routes[0].route.redirect_https,
+            "no certificate: no redirect to a broken https"
+        );
+        let messages: Vec<&str> = t.problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages[0].contains("Secret default/gone: not found"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("Secret default/broken"),
+            "{messages:?}"
+        );
+    }
+}
