@@ -91,6 +91,7 @@ pub async fn start(
             publisher,
             certs,
             reported: BTreeSet::new(),
+            loaded: HashMap::new(),
             served: served_tx,
         };
         loop {
@@ -141,6 +142,8 @@ struct Controller {
     certs: Option<Arc<SniResolver>>,
     /// Problems already logged.
     reported: BTreeSet<translate::Problem>,
+    /// The certificates of the last translation.
+    loaded: translate::LoadedSecrets,
     served: watch::Sender<Vec<(String, String)>>,
 }
 
@@ -169,15 +172,17 @@ impl Controller {
         let certs = self.certs.clone();
         let covers = move |host: &str| certs.as_ref().is_some_and(|c| c.file_covers(host));
         let classes = classes.state();
-        let t = translate::translate(
+        let mut t = translate::translate(
             &ingresses.state(),
             &translate::Cluster {
                 class: &self.settings.class,
                 classes: &classes,
                 secrets: &secrets,
                 file_cert_covers: &covers,
+                last_loaded: &self.loaded,
             },
         );
+        self.loaded = std::mem::take(&mut t.loaded);
         self.report(&t.problems);
         if let Some(resolver) = &self.certs {
             resolver.replace_ingress(t.certs);

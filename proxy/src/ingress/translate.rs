@@ -16,6 +16,7 @@ use crate::config::{self, HostMatch, PathType, Route, ServicePort, UpstreamKey};
 use crate::tls::CertStore;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use pingora::tls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -52,7 +53,12 @@ pub struct Translation {
     /// `(namespace, name)` of every Ingress of our class that is served.
     pub served: Vec<(String, String)>,
     pub problems: Vec<Problem>,
+    /// The Secrets' certificates as loaded, for the next translation.
+    pub loaded: LoadedSecrets,
 }
+
+/// Certificates by Secret (namespace, name), with their notAfter.
+pub type LoadedSecrets = HashMap<(String, String), (Arc<CertifiedKey>, i64)>;
 
 /// What translation reads besides the Ingresses.
 pub struct Cluster<'a> {
@@ -62,6 +68,9 @@ pub struct Cluster<'a> {
     pub secrets: &'a HashMap<(String, String), Arc<Secret>>,
     /// Whether the configuration file's certificates cover a host (they win).
     pub file_cert_covers: &'a dyn Fn(&str) -> bool,
+    /// The last translation's certificates: a Secret rotated to something
+    /// that does not load keeps serving its last good certificate.
+    pub last_loaded: &'a LoadedSecrets,
 }
 
 fn name_of(ingress: &Ingress) -> (String, String) {
@@ -187,20 +196,31 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                 })
                 .cloned()
                 .collect();
-            match load_secret(
-                cluster
-                    .secrets
-                    .get(&(namespace.clone(), secret_name.to_string())),
-            ) {
-                Ok((certified, not_after)) => {
-                    for h in &free {
-                        cert_hosts.entry(h.clone()).or_insert_with(|| id.clone());
+            let key = (namespace.clone(), secret_name.to_string());
+            let secret = cluster.secrets.get(&key);
+            let loaded = match load_secret(secret) {
+                Ok(loaded) => Some(loaded),
+                Err(e) => match cluster.last_loaded.get(&key).filter(|_| secret.is_some()) {
+                    Some(last) => {
+                        problem(format!(
+                            "Secret {namespace}/{secret_name}: {e}; its last good certificate stays"
+                        ));
+                        Some(last.clone())
                     }
-                    out.certs.add(&free, certified, not_after);
+                    None => {
+                        problem(format!(
+                            "Secret {namespace}/{secret_name}: {e}; its hosts are served without it"
+                        ));
+                        None
+                    }
+                },
+            };
+            if let Some((certified, not_after)) = loaded {
+                for h in &free {
+                    cert_hosts.entry(h.clone()).or_insert_with(|| id.clone());
                 }
-                Err(e) => problem(format!(
-                    "Secret {namespace}/{secret_name}: {e}; its hosts are served without it"
-                )),
+                out.certs.add(&free, certified.clone(), not_after);
+                out.loaded.insert(key, (certified, not_after));
             }
         }
         // The hosts this Ingress secures that have a certificate now.
@@ -359,9 +379,7 @@ fn upstream_of(backend: &IngressBackend, namespace: &str) -> Result<UpstreamKey,
     })
 }
 
-fn load_secret(
-    secret: Option<&Arc<Secret>>,
-) -> Result<(Arc<pingora::tls::sign::CertifiedKey>, i64), String> {
+fn load_secret(secret: Option<&Arc<Secret>>) -> Result<(Arc<CertifiedKey>, i64), String> {
     let secret = secret.ok_or("not found (or not of type kubernetes.io/tls)")?;
     let data: BTreeMap<_, _> = secret.data.clone().unwrap_or_default();
     let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) else {
@@ -416,6 +434,7 @@ mod tests {
                 classes,
                 secrets: &secrets,
                 file_cert_covers: &|_| false,
+                last_loaded: &HashMap::new(),
             },
         )
     }
@@ -585,6 +604,7 @@ mod tests {
                 classes: &[],
                 secrets: &secrets,
                 file_cert_covers: &|_| false,
+                last_loaded: &HashMap::new(),
             },
         );
         assert_eq!(t.routes.len(), 1);

@@ -1,8 +1,17 @@
-//! A stand-in for the Kubernetes API server that speaks its wire protocol for
-//! EndpointSlices: LIST (a JSON list with a resourceVersion) and WATCH (a
-//! chunked stream of JSON events from a resourceVersion), with BOOKMARK events
-//! and `410 Gone` expiry, as kube-rs's watcher sees a real one. Requests are
-//! answered by plain threads on 127.0.0.1.
+//! A stand-in for the Kubernetes API server that speaks its wire protocol, as
+//! kube-rs sees a real one, for the resources edge-proxy uses:
+//! EndpointSlices, Ingresses (and their `status` subresource), IngressClasses,
+//! Secrets, Pods, Nodes and Leases.
+//!
+//! - LIST: a JSON list with a resourceVersion; WATCH: a chunked stream of JSON
+//!   events from a resourceVersion, with BOOKMARK events and `410 Gone` expiry;
+//!   label selectors (`k=v`, `k!=v`, `k in (a,b)`) and field selectors
+//!   (`type=`, `metadata.name=`, `metadata.namespace=`);
+//! - GET, POST (409 AlreadyExists), PUT (409 Conflict on a stale
+//!   resourceVersion, as the optimistic concurrency Leases rely on) and merge
+//!   PATCH, on objects and on `/status`.
+//!
+//! Requests are answered by plain threads on 127.0.0.1, one per connection.
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -15,24 +24,67 @@ use std::time::Duration;
 /// (address, ready, serving, terminating)
 pub type SliceEndpoint<'a> = (&'a str, bool, bool, bool);
 
+/// The resources served: (plural, apiVersion, kind, namespaced).
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    (
+        "endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        true,
+    ),
+    ("ingresses", "networking.k8s.io/v1", "Ingress", true),
+    (
+        "ingressclasses",
+        "networking.k8s.io/v1",
+        "IngressClass",
+        false,
+    ),
+    ("secrets", "v1", "Secret", true),
+    ("pods", "v1", "Pod", true),
+    ("nodes", "v1", "Node", false),
+    ("leases", "coordination.k8s.io/v1", "Lease", true),
+];
+
+fn resource_info(plural: &str) -> Option<(&'static str, &'static str, &'static str, bool)> {
+    RESOURCES.iter().copied().find(|r| r.0 == plural)
+}
+
+/// (resource, namespace or "", name)
+type Key = (String, String, String);
+
+struct Event {
+    rv: u64,
+    /// "*" for a bookmark sent to every watch.
+    resource: String,
+    object: Value,
+    json: Value,
+}
+
+/// One request as the server saw it: method, path, body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
 #[derive(Default)]
 struct State {
     rv: u64,
-    /// (namespace, name) -> slice object
-    slices: BTreeMap<(String, String), Value>,
-    /// (resourceVersion, namespace, service, event JSON)
-    events: Vec<(u64, String, String, Value)>,
+    objects: BTreeMap<Key, Value>,
+    events: Vec<Event>,
     /// Watches started before this generation get a 410 and end.
     expire_generation: u64,
     /// LIST requests wait while this is set.
     hold_lists: bool,
     /// Down: open watches are cut and every new connection is closed unanswered.
     down: bool,
-    /// Open watch streams selecting each service name.
-    open_watches: BTreeMap<String, usize>,
-    /// Open watch streams in all.
-    watches: usize,
+    /// Open watches: (resource, label selector).
+    open: Vec<(String, Vec<Requirement>)>,
+    /// EndpointSlice LISTs answered.
     lists: usize,
+    /// Writes (POST, PUT, PATCH), in order.
+    writes: Vec<Request>,
 }
 
 #[derive(Clone)]
@@ -73,6 +125,109 @@ impl FakeApiServer {
         path
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.0.lock().unwrap()
+    }
+
+    /// Create or replace an object of `resource` (its metadata names it), as a
+    /// controller or `kubectl apply` would: a new resourceVersion, a uid and
+    /// creationTimestamp kept from the object it replaces (or set now), and
+    /// an ADDED or MODIFIED event.
+    pub fn put(&self, resource: &str, mut object: Value) {
+        let (_, api_version, kind, namespaced) = resource_info(resource).expect("known resource");
+        let st = self.state();
+        let ns = if namespaced {
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let key = (resource.to_string(), ns.clone(), name.clone());
+        let old = st.objects.get(&key).cloned();
+        object["apiVersion"] = json!(api_version);
+        object["kind"] = json!(kind);
+        if namespaced {
+            object["metadata"]["namespace"] = json!(ns);
+        }
+        let meta = &mut object["metadata"];
+        let kept = |field: &str| old.as_ref().map(|o| o["metadata"][field].clone());
+        if meta["uid"].is_null() {
+            meta["uid"] =
+                kept("uid").unwrap_or_else(|| json!(format!("uid-{resource}-{ns}-{name}")));
+        }
+        if meta["creationTimestamp"].is_null() {
+            meta["creationTimestamp"] = kept("creationTimestamp")
+                .filter(|v| !v.is_null())
+                .unwrap_or_else(|| json!(now_rfc3339()));
+        }
+        drop(st);
+        self.store(key, object, old.is_some());
+    }
+
+    fn store(&self, key: Key, mut object: Value, existed: bool) {
+        let (lock, cvar) = &*self.shared;
+        let mut st = lock.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let kind = if existed { "MODIFIED" } else { "ADDED" };
+        st.events.push(Event {
+            rv,
+            resource: key.0.clone(),
+            object: object.clone(),
+            json: json!({"type": kind, "object": object}),
+        });
+        st.objects.insert(key, object);
+        cvar.notify_all();
+    }
+
+    /// Delete an object, with a DELETED event.
+    pub fn remove(&self, resource: &str, namespace: &str, name: &str) {
+        let (lock, cvar) = &*self.shared;
+        let mut st = lock.lock().unwrap();
+        let key = (
+            resource.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let Some(mut object) = st.objects.remove(&key) else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.events.push(Event {
+            rv,
+            resource: resource.to_string(),
+            object: object.clone(),
+            json: json!({"type": "DELETED", "object": object}),
+        });
+        cvar.notify_all();
+    }
+
+    /// The object as stored now.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = (
+            resource.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.state().objects.get(&key).cloned()
+    }
+
+    /// Every write (POST, PUT, PATCH) whose path contains `path_part`.
+    pub fn writes(&self, path_part: &str) -> Vec<Request> {
+        self.state()
+            .writes
+            .iter()
+            .filter(|r| r.path.contains(path_part))
+            .cloned()
+            .collect()
+    }
+
     /// Create or replace a slice of `service` with one port `http`/`port`.
     pub fn apply(
         &self,
@@ -82,66 +237,29 @@ impl FakeApiServer {
         port: u16,
         endpoints: &[SliceEndpoint],
     ) {
-        let (lock, cvar) = &*self.shared;
-        let mut st = lock.lock().unwrap();
-        st.rv += 1;
-        let rv = st.rv;
         let endpoints: Vec<Value> = endpoints
             .iter()
             .map(|(ip, ready, serving, terminating)| {
                 json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}, "nodeName": "node-1"})
             })
             .collect();
-        let object = json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "resourceVersion": rv.to_string(),
-                "uid": format!("uid-{name}"),
-                "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-            "endpoints": endpoints,
-        });
-        let key = (namespace.to_string(), name.to_string());
-        let kind = if st.slices.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        st.slices.insert(key, object.clone());
-        st.events.push((
-            rv,
-            namespace.into(),
-            service.into(),
-            json!({"type": kind, "object": object}),
-        ));
-        cvar.notify_all();
+        self.put(
+            "endpointslices",
+            json!({
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+                "endpoints": endpoints,
+            }),
+        );
     }
 
     pub fn delete(&self, namespace: &str, name: &str) {
-        let (lock, cvar) = &*self.shared;
-        let mut st = lock.lock().unwrap();
-        let Some(mut object) = st.slices.remove(&(namespace.into(), name.into())) else {
-            return;
-        };
-        st.rv += 1;
-        let rv = st.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let service = object["metadata"]["labels"]["kubernetes.io/service-name"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        st.events.push((
-            rv,
-            namespace.into(),
-            service,
-            json!({"type": "DELETED", "object": object}),
-        ));
-        cvar.notify_all();
+        self.remove("endpointslices", namespace, name);
     }
 
     /// Send a BOOKMARK to every open watch.
@@ -150,8 +268,13 @@ impl FakeApiServer {
         let mut st = lock.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
-        let event = json!({"type": "BOOKMARK", "object": {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});
-        st.events.push((rv, "*".into(), "*".into(), event));
+        let json = json!({"type": "BOOKMARK", "object": {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});
+        st.events.push(Event {
+            rv,
+            resource: "*".into(),
+            object: Value::Null,
+            json,
+        });
         cvar.notify_all();
     }
 
@@ -177,101 +300,203 @@ impl FakeApiServer {
         cvar.notify_all();
     }
 
+    /// Open EndpointSlice watches selecting `service`.
     pub fn open_watches(&self, service: &str) -> usize {
-        self.shared
-            .0
-            .lock()
-            .unwrap()
-            .open_watches
-            .get(service)
-            .copied()
-            .unwrap_or(0)
+        self.state()
+            .open
+            .iter()
+            .filter(|(resource, selector)| {
+                resource == "endpointslices"
+                    && selector.iter().any(|r| {
+                        r.key == "kubernetes.io/service-name"
+                            && r.values.iter().any(|v| v == service)
+                    })
+            })
+            .count()
     }
 
-    /// Open watch streams, whatever they select.
+    /// Open EndpointSlice watches, whatever they select.
     pub fn watches(&self) -> usize {
-        self.shared.0.lock().unwrap().watches
+        self.watches_of("endpointslices")
     }
 
+    pub fn watches_of(&self, resource: &str) -> usize {
+        self.state()
+            .open
+            .iter()
+            .filter(|(r, _)| r == resource)
+            .count()
+    }
+
+    /// EndpointSlice LISTs answered.
     pub fn lists(&self) -> usize {
-        self.shared.0.lock().unwrap().lists
+        self.state().lists
     }
 
     fn serve(&self, stream: TcpStream) {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request_line = String::new();
-        if reader.read_line(&mut request_line).is_err() || self.shared.0.lock().unwrap().down {
+        if reader.read_line(&mut request_line).is_err() || self.state().down {
             return;
         }
+        let mut content_length = 0usize;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if line == "\r\n" => break,
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            content_length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
             }
         }
-        let target = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("/")
-            .to_string();
+        let mut body = vec![0u8; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut words = request_line.split_whitespace();
+        let method = words.next().unwrap_or("GET").to_string();
+        let target = words.next().unwrap_or("/").to_string();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let params: BTreeMap<String, String> = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        // apis/discovery.k8s.io/v1/endpointslices (every namespace) or
-        // apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices
-        let namespace = match parts.as_slice() {
-            ["apis", "discovery.k8s.io", "v1", "endpointslices"] => None,
-            ["apis", "discovery.k8s.io", "v1", "namespaces", ns, "endpointslices"] => {
-                Some(ns.to_string())
+        let Some(target) = Target::parse(path) else {
+            return respond(
+                stream,
+                404,
+                &status(404, "NotFound", &format!("no handler for {path}")),
+            );
+        };
+        if method != "GET" {
+            self.state().writes.push(Request {
+                method: method.clone(),
+                path: path.to_string(),
+                body: body.clone(),
+            });
+        }
+        let selector = Selector {
+            namespace: target.namespace.clone(),
+            labels: parse_labels(
+                params
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            ),
+            fields: parse_fields(
+                params
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            ),
+        };
+        match (method.as_str(), &target.name) {
+            ("GET", None) if params.get("watch").map(String::as_str) == Some("true") => {
+                let from = params
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                self.watch(stream, reader, &target.resource, &selector, from)
             }
-            _ => {
-                return respond(
+            ("GET", None) => self.list(stream, &target.resource, &selector),
+            ("GET", Some(name)) => match self.get(&target.resource, target.ns(), name) {
+                Some(object) => respond(stream, 200, &object),
+                None => respond(
                     stream,
                     404,
-                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": format!("no handler for {path}")}),
+                    &status(404, "NotFound", &format!("{name} not found")),
+                ),
+            },
+            ("POST", None) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.get(&target.resource, target.ns(), &name).is_some() {
+                    return respond(
+                        stream,
+                        409,
+                        &status(409, "AlreadyExists", &format!("{name} already exists")),
+                    );
+                }
+                let mut object = body;
+                if target.namespace.is_some() {
+                    object["metadata"]["namespace"] = json!(target.ns());
+                }
+                self.put(&target.resource, object);
+                let created = self.get(&target.resource, target.ns(), &name).unwrap();
+                respond(stream, 201, &created)
+            }
+            ("PUT" | "PATCH", Some(name)) => {
+                let Some(current) = self.get(&target.resource, target.ns(), name) else {
+                    return respond(
+                        stream,
+                        404,
+                        &status(404, "NotFound", &format!("{name} not found")),
+                    );
+                };
+                let stale = body["metadata"]["resourceVersion"]
+                    .as_str()
+                    .is_some_and(|rv| Some(rv) != current["metadata"]["resourceVersion"].as_str());
+                if method == "PUT" && stale {
+                    return respond(
+                        stream,
+                        409,
+                        &status(409, "Conflict", "the object has been modified"),
+                    );
+                }
+                let mut next = current.clone();
+                match (method.as_str(), target.subresource.as_deref()) {
+                    ("PUT", Some("status")) => next["status"] = body["status"].clone(),
+                    ("PUT", _) => {
+                        next = body;
+                        next["metadata"]["uid"] = current["metadata"]["uid"].clone();
+                        next["metadata"]["creationTimestamp"] =
+                            current["metadata"]["creationTimestamp"].clone();
+                    }
+                    (_, Some("status")) => merge(&mut next["status"], &body["status"]),
+                    _ => merge(&mut next, &body),
+                }
+                let key = (
+                    target.resource.clone(),
+                    target.ns().to_string(),
+                    name.clone(),
+                );
+                self.store(key, next, true);
+                respond(
+                    stream,
+                    200,
+                    &self.get(&target.resource, target.ns(), name).unwrap(),
                 )
             }
-        };
-        let selector = Selector {
-            namespace,
-            services: services_selected(params.get("labelSelector").map(String::as_str)),
-        };
-        if params.get("watch").map(String::as_str) == Some("true") {
-            let from: u64 = params
-                .get("resourceVersion")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            self.watch(stream, reader, &selector, from);
-        } else {
-            self.list(stream, &selector);
+            _ => respond(stream, 405, &status(405, "MethodNotAllowed", &method)),
         }
     }
 
-    fn list(&self, stream: TcpStream, selector: &Selector) {
+    fn list(&self, stream: TcpStream, resource: &str, selector: &Selector) {
         let (lock, cvar) = &*self.shared;
         let mut st = lock.lock().unwrap();
-        while st.hold_lists {
+        while st.hold_lists && resource == "endpointslices" {
             st = cvar.wait(st).unwrap();
         }
-        st.lists += 1;
+        if resource == "endpointslices" {
+            st.lists += 1;
+        }
         let items: Vec<Value> = st
-            .slices
+            .objects
             .iter()
-            .filter(|((ns, _), obj)| {
-                let service = obj["metadata"]["labels"]["kubernetes.io/service-name"]
-                    .as_str()
-                    .unwrap_or_default();
-                selector.selects(ns, service)
-            })
+            .filter(|((r, _, _), obj)| r == resource && selector.selects(obj))
             .map(|(_, obj)| obj.clone())
             .collect();
-        let body = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        let (_, api_version, kind, _) = resource_info(resource).unwrap();
+        let body = json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
         drop(st);
         respond(stream, 200, &body);
     }
@@ -280,6 +505,7 @@ impl FakeApiServer {
         &self,
         mut stream: TcpStream,
         mut reader: BufReader<TcpStream>,
+        resource: &str,
         selector: &Selector,
         from: u64,
     ) {
@@ -290,10 +516,8 @@ impl FakeApiServer {
         let (lock, cvar) = &*self.shared;
         let mut st = lock.lock().unwrap();
         let generation = st.expire_generation;
-        for service in &selector.services {
-            *st.open_watches.entry(service.clone()).or_default() += 1;
-        }
-        st.watches += 1;
+        let me = (resource.to_string(), selector.labels.clone());
+        st.open.push(me.clone());
         let mut sent = from;
         let _ = reader
             .get_ref()
@@ -303,7 +527,7 @@ impl FakeApiServer {
                 break; // cut mid-stream, no final chunk
             }
             if st.expire_generation != generation {
-                let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+                let gone = json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
                 let _ = write_chunk(&mut stream, &gone);
                 let _ = stream.write_all(b"0\r\n\r\n");
                 break;
@@ -311,8 +535,12 @@ impl FakeApiServer {
             let pending: Vec<Value> = st
                 .events
                 .iter()
-                .filter(|(rv, ns, svc, _)| *rv > sent && (selector.selects(ns, svc) || ns == "*"))
-                .map(|(_, _, _, e)| e.clone())
+                .filter(|e| {
+                    e.rv > sent
+                        && (e.resource == "*"
+                            || (e.resource == resource && selector.selects(&e.object)))
+                })
+                .map(|e| e.json.clone())
                 .collect();
             sent = st.rv;
             if pending.iter().any(|e| write_chunk(&mut stream, e).is_err()) {
@@ -326,39 +554,173 @@ impl FakeApiServer {
                 break;
             }
         }
-        for service in &selector.services {
-            *st.open_watches.entry(service.clone()).or_default() -= 1;
+        if let Some(i) = st.open.iter().position(|w| *w == me) {
+            st.open.remove(i);
         }
-        st.watches -= 1;
     }
 }
 
-/// What a LIST or WATCH asked for: a namespace (or all) and the Services named
-/// by `kubernetes.io/service-name=NAME` or `kubernetes.io/service-name in (A,B)`.
+/// A request path: `/api/v1/...` or `/apis/GROUP/VERSION/...`, then
+/// `[namespaces/NS/]RESOURCE[/NAME[/SUBRESOURCE]]`.
+struct Target {
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Target {
+    fn parse(path: &str) -> Option<Target> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let rest = match parts.as_slice() {
+            ["api", "v1", rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
+            _ => return None,
+        };
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+            _ => (None, rest),
+        };
+        let (resource, name, subresource) = match rest {
+            [r] => (r, None, None),
+            [r, n] => (r, Some(n.to_string()), None),
+            [r, n, s] => (r, Some(n.to_string()), Some(s.to_string())),
+            _ => return None,
+        };
+        resource_info(resource)?;
+        Some(Target {
+            namespace,
+            resource: resource.to_string(),
+            name,
+            subresource,
+        })
+    }
+
+    fn ns(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+}
+
+/// One label requirement: `key=v`, `key!=v` or `key in (a,b)`.
+#[derive(Debug, Clone, PartialEq)]
+struct Requirement {
+    key: String,
+    values: Vec<String>,
+    negated: bool,
+}
+
 struct Selector {
     namespace: Option<String>,
-    services: Vec<String>,
+    labels: Vec<Requirement>,
+    /// (field path, value)
+    fields: Vec<(String, String)>,
 }
 
 impl Selector {
-    fn selects(&self, namespace: &str, service: &str) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
-            && self.services.iter().any(|s| s == service)
+    fn selects(&self, object: &Value) -> bool {
+        let meta = &object["metadata"];
+        let ns_ok = self
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| meta["namespace"].as_str() == Some(ns));
+        let labels_ok = self.labels.iter().all(|r| {
+            let value = meta["labels"][&r.key].as_str();
+            let listed = value.is_some_and(|v| r.values.iter().any(|x| x == v));
+            listed != r.negated
+        });
+        let fields_ok = self.fields.iter().all(|(path, want)| {
+            let got = path.split('.').fold(object, |v, part| &v[part]);
+            got.as_str() == Some(want.as_str())
+        });
+        ns_ok && labels_ok && fields_ok
     }
 }
 
-fn services_selected(selector: Option<&str>) -> Vec<String> {
-    let Some(selector) = selector else {
-        return Vec::new();
-    };
-    if let Some(name) = selector.strip_prefix("kubernetes.io/service-name=") {
-        return vec![name.to_string()];
+fn parse_labels(selector: &str) -> Vec<Requirement> {
+    let mut out = Vec::new();
+    let mut rest = selector.trim();
+    while !rest.is_empty() {
+        // A requirement ends at a comma outside parentheses.
+        let mut depth = 0;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                c == ',' && depth == 0
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let req = rest[..end].trim();
+        rest = rest[end..].trim_start_matches(',').trim();
+        if let Some((key, list)) = req.split_once(" in ") {
+            let list = list.trim().trim_start_matches('(').trim_end_matches(')');
+            out.push(Requirement {
+                key: key.trim().into(),
+                values: list.split(',').map(|s| s.trim().to_string()).collect(),
+                negated: false,
+            });
+        } else if let Some((key, value)) = req.split_once("!=") {
+            out.push(Requirement {
+                key: key.trim().into(),
+                values: vec![value.trim().into()],
+                negated: true,
+            });
+        } else if let Some((key, value)) = req.split_once('=') {
+            out.push(Requirement {
+                key: key.trim().trim_end_matches('=').into(),
+                values: vec![value.trim_start_matches('=').trim().into()],
+                negated: false,
+            });
+        }
     }
+    out
+}
+
+fn parse_fields(selector: &str) -> Vec<(String, String)> {
     selector
-        .strip_prefix("kubernetes.io/service-name in (")
-        .and_then(|rest| rest.strip_suffix(')'))
-        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect())
-        .unwrap_or_default()
+        .split(',')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim_start_matches('=').trim().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    target.as_object_mut().unwrap().remove(k);
+                } else {
+                    merge(&mut target[k], v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": code, "reason": reason, "message": message})
+}
+
+fn now_rfc3339() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn write_chunk(stream: &mut TcpStream, event: &Value) -> std::io::Result<()> {

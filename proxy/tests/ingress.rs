@@ -1,0 +1,821 @@
+//! `ingress:` end to end: real edge-proxies outside a cluster, KUBECONFIG
+//! pointing at the stand-in API server (utils/kube_api.rs) that holds the
+//! Ingresses, IngressClasses, Secrets, EndpointSlices, Pods, Nodes and the
+//! status Lease, routing to real hello-app processes that play the pods.
+
+mod utils;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use utils::kube_api::FakeApiServer;
+use utils::*;
+
+const ANNOTATION: &str = "nginx.ingress.kubernetes.io/";
+
+struct Cluster {
+    api: FakeApiServer,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let api = FakeApiServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.kubeconfig(dir.path());
+        api.put("ingressclasses", class(false));
+        Cluster {
+            api,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// Service `service` in `default` with these hello-apps as its ready pods.
+    fn service(&self, service: &str, pods: &[&HelloApp]) {
+        let port = pods.first().map_or(8080, |p| p.addr.port());
+        let ips: Vec<String> = pods.iter().map(|p| p.addr.ip().to_string()).collect();
+        let endpoints: Vec<_> = ips
+            .iter()
+            .map(|ip| (ip.as_str(), true, true, false))
+            .collect();
+        self.api.apply(
+            "default",
+            &format!("{service}-abcde"),
+            service,
+            port,
+            &endpoints,
+        );
+    }
+
+    /// A proxy serving Ingresses; `extra` is appended to the configuration.
+    fn proxy(&self, extra: &str, env: &[(&str, &Path)]) -> Proxy {
+        self.proxy_with("listen:\n  http: \"{http}\"\n", extra, env)
+    }
+
+    fn proxy_with(&self, listen: &str, extra: &str, env: &[(&str, &Path)]) -> Proxy {
+        let config = format!("{listen}admin: \"{{admin}}\"\ndiscovery: kubernetes\n{extra}");
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", &self.kubeconfig));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let proxy = Proxy::start_with_env(&config, http, &env);
+        eventually(
+            "the Ingresses listed (/readyz)",
+            Duration::from_secs(10),
+            || curl(&[&format!("http://{}/readyz", proxy.admin)]).status == 200,
+        );
+        proxy
+    }
+}
+
+fn class(default: bool) -> Value {
+    json!({
+        "metadata": {"name": "edge-proxy", "annotations": {"ingressclass.kubernetes.io/is-default-class": default.to_string()}},
+        "spec": {"controller": "edge-proxy.io/ingress-controller"}
+    })
+}
+
+/// An Ingress of `class` with one rule per (host, path, service) and port 80.
+fn ingress(name: &str, created: &str, class: Option<&str>, rules: &[(&str, &str, &str)]) -> Value {
+    let rules: Vec<Value> = rules
+        .iter()
+        .map(|(host, path, service)| {
+            json!({"host": host, "http": {"paths": [
+                {"path": path, "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 80}}}}
+            ]}})
+        })
+        .collect();
+    json!({
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+        "spec": {"ingressClassName": class, "rules": rules}
+    })
+}
+
+fn with_annotations(mut ingress: Value, pairs: &[(&str, &str)]) -> Value {
+    for (k, v) in pairs {
+        ingress["metadata"]["annotations"][format!("{ANNOTATION}{k}")] = json!(v);
+    }
+    ingress
+}
+
+fn get(proxy: &Proxy, host: &str, path: &str, extra: &[&str]) -> Response {
+    let url = proxy.url(path);
+    let header = format!("Host: {host}");
+    let mut args = vec!["-H", header.as_str()];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+/// The hello-app answering `host` `path`, or the status when none did.
+fn who(proxy: &Proxy, host: &str, path: &str) -> String {
+    let r = get(proxy, host, path, &[]);
+    if r.status == 200 {
+        r.served_by().to_string()
+    } else {
+        r.status.to_string()
+    }
+}
+
+fn problems(proxy: &Proxy, ingress: &str, problem: &str) -> f64 {
+    proxy.metrics().sum(
+        "edge_proxy_ingress_problems",
+        &[("ingress", ingress), ("problem", problem)],
+    )
+}
+
+/// A keep-alive connection that sends GETs one after another.
+struct KeepAlive(BufReader<TcpStream>);
+
+impl KeepAlive {
+    fn open(addr: SocketAddr) -> KeepAlive {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        KeepAlive(BufReader::new(s))
+    }
+
+    fn get(&mut self, host: &str, path: &str) -> (u16, String) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.0.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.0.read_line(&mut line).unwrap() > 0,
+                "connection closed"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line);
+        }
+        let status = head[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+        let length: usize = head
+            .iter()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        self.0.read_exact(&mut body).unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[test]
+fn ingresses_of_our_class_route_beside_the_configmap_and_follow_changes() {
+    let cluster = Cluster::start();
+    let web = HelloApp::start("web-1");
+    let api = HelloApp::start("api-1");
+    let cm = HelloApp::start("cm-1");
+    let newer = HelloApp::start("newer-1");
+    cluster.service("web", &[&web]);
+    cluster.service("api", &[&api]);
+    cluster.service("cm", &[&cm]);
+    cluster.service("newer", &[&newer]);
+    let a = &cluster.api;
+    a.put(
+        "ingresses",
+        ingress(
+            "web",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("a.test", "/", "web"), ("a.test", "/cm", "web")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        ingress(
+            "theirs",
+            "2026-01-01T00:00:00Z",
+            Some("nginx"),
+            &[("b.test", "/", "web")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        ingress(
+            "classless",
+            "2026-01-01T00:00:00Z",
+            None,
+            &[("c.test", "/", "web")],
+        ),
+    );
+    // A host split across Ingresses: /api from a second one.
+    a.put(
+        "ingresses",
+        ingress(
+            "api",
+            "2026-02-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("a.test", "/api", "api")],
+        ),
+    );
+    // A newer claim on a.test / : the older Ingress keeps it.
+    a.put(
+        "ingresses",
+        ingress(
+            "newer",
+            "2026-03-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("a.test", "/", "newer")],
+        ),
+    );
+    // The ConfigMap's route for a.test /cm wins over the Ingress's.
+    let proxy = cluster.proxy(
+        "ingress: {}\nroutes:\n  - host: a.test\n    path: /cm\n    service: cm\n    port: 80\n",
+        &[],
+    );
+
+    assert_eq!(who(&proxy, "a.test", "/"), "web-1");
+    assert_eq!(who(&proxy, "a.test", "/api/users"), "api-1");
+    assert_eq!(who(&proxy, "a.test", "/cm"), "cm-1");
+    assert_eq!(
+        who(&proxy, "b.test", "/"),
+        "404",
+        "another class is not ours"
+    );
+    assert_eq!(
+        who(&proxy, "c.test", "/"),
+        "404",
+        "no class, and ours is not the default"
+    );
+    let m = proxy.metrics();
+    assert_eq!(m.sum("edge_proxy_ingress_shadowed_routes", &[]), 1.0);
+    // web's two paths and api's; newer's lost to web's.
+    assert_eq!(m.sum("edge_proxy_ingress_routes", &[]), 3.0);
+    assert_eq!(problems(&proxy, "default/newer", "conflict"), 1.0);
+    let log = proxy.log();
+    let conflict = log
+        .lines()
+        .find(|l| l.contains("default/newer") && l.contains("conflict"))
+        .unwrap_or_else(|| panic!("no conflict line in\n{log}"));
+    assert!(conflict.contains("default/web"), "names both: {conflict}");
+
+    // Changes reach routing within a second, on a connection kept open.
+    let mut conn = KeepAlive::open(proxy.http);
+    assert_eq!(conn.get("a.test", "/").0, 200);
+    let changed = Instant::now();
+    a.put("ingressclasses", class(true));
+    eventually("the default class served", Duration::from_secs(1), || {
+        who(&proxy, "c.test", "/") == "web-1"
+    });
+    a.remove("ingresses", "default", "web");
+    eventually(
+        "the newer Ingress takes a.test /",
+        Duration::from_secs(1),
+        || who(&proxy, "a.test", "/") == "newer-1",
+    );
+    let took = changed.elapsed();
+    let (status, body) = conn.get("a.test", "/");
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("Hello world from newer-1"),
+        "same connection, new route: {body}"
+    );
+    assert_eq!(problems(&proxy, "default/newer", "conflict"), 0.0);
+    assert!(
+        proxy.log().contains("resolved"),
+        "the conflict's end is logged"
+    );
+    eprintln!("two changes reached routing in {took:?}");
+}
+
+#[test]
+fn affinity_annotations_set_ingress_nginx_cookies_and_change_on_failure_both_ways() {
+    let cluster = Cluster::start();
+    let port = free_port();
+    let mut pods: Vec<HelloApp> = (1..=2)
+        .map(|i| {
+            HelloApp::start_on(
+                &format!("pod-{i}"),
+                SocketAddr::from(([127, 0, 0, i as u8], port)),
+            )
+        })
+        .collect();
+    cluster.service("web", &[&pods[0], &pods[1]]);
+    let sticky = |name: &str, host: &str, extra: &[(&str, &str)]| {
+        let mut pairs = vec![("affinity", "cookie")];
+        pairs.extend_from_slice(extra);
+        with_annotations(
+            ingress(
+                name,
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[(host, "/", "web")],
+            ),
+            &pairs,
+        )
+    };
+    cluster.api.put(
+        "ingresses",
+        sticky(
+            "keep",
+            "keep.test",
+            &[
+                ("session-cookie-max-age", "172800"),
+                ("session-cookie-expires", "172800"),
+                ("session-cookie-samesite", "None"),
+                ("session-cookie-conditional-samesite-none", "true"),
+                ("session-cookie-secure", "true"),
+                ("session-cookie-domain", "keep.test"),
+                ("session-cookie-path", "/"),
+            ],
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        sticky(
+            "change",
+            "change.test",
+            &[
+                ("session-cookie-name", "route"),
+                ("session-cookie-change-on-failure", "true"),
+                ("affinity-mode", "persistent"),
+            ],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let other = cluster.proxy("ingress: {}\n", &[]);
+
+    // ingress-nginx's cookie: INGRESSCOOKIE and every attribute asked for.
+    let first = get(
+        &proxy,
+        "keep.test",
+        "/",
+        &["-A", "Mozilla/5.0 Chrome/120.0"],
+    );
+    let set = first
+        .set_cookie("INGRESSCOOKIE")
+        .expect("a cookie")
+        .to_string();
+    for attribute in [
+        "Path=/",
+        "Domain=keep.test",
+        "HttpOnly",
+        "SameSite=None",
+        "Expires=",
+        "Max-Age=172800",
+        "Secure",
+    ] {
+        assert!(set.contains(attribute), "{attribute} not in {set}");
+    }
+    // A client that mishandles SameSite=None gets none.
+    let ios12 = "Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X) Safari/604.1";
+    let old = get(&proxy, "keep.test", "/", &["-A", ios12]);
+    assert!(!old
+        .set_cookie("INGRESSCOOKIE")
+        .unwrap()
+        .contains("SameSite"));
+
+    // Pinned, on either proxy (the cookie contract holds for Ingress routes).
+    let value = first.cookie_value("INGRESSCOOKIE").unwrap();
+    let pinned = first.served_by().to_string();
+    let cookie = format!("INGRESSCOOKIE={value}");
+    for p in [&proxy, &other, &proxy] {
+        let r = get(p, "keep.test", "/", &["-b", &cookie]);
+        assert_eq!(r.served_by(), pinned);
+        assert!(r.set_cookie("INGRESSCOOKIE").is_none());
+    }
+
+    // change-on-failure false: the pinned pod fails; the request is served by
+    // the other one and the cookie is kept, so the client returns once it is back.
+    let i = pods.iter().position(|p| p.name == pinned).unwrap();
+    let addr = pods[i].addr;
+    pods[i].kill();
+    let r = get(&proxy, "keep.test", "/", &["-b", &cookie]);
+    assert_eq!(r.status, 200);
+    assert_ne!(r.served_by(), pinned);
+    assert!(
+        r.set_cookie("INGRESSCOOKIE").is_none(),
+        "kept: {:?}",
+        r.headers
+    );
+    pods[i] = HelloApp::start_on(&pinned, addr);
+    eventually("back to its pod", Duration::from_secs(15), || {
+        get(&proxy, "keep.test", "/", &["-b", &cookie]).served_by() == pinned
+    });
+    let m = proxy.metrics();
+    assert!(m.sum("edge_proxy_affinity_total", &[("outcome", "kept")]) >= 1.0);
+
+    // change-on-failure true: re-pinned with a new cookie, as ConfigMap routes.
+    let first = get(&proxy, "change.test", "/", &[]);
+    let value = first.cookie_value("route").expect("a route cookie");
+    let pinned = first.served_by().to_string();
+    let i = pods.iter().position(|p| p.name == pinned).unwrap();
+    pods[i].kill();
+    let r = get(
+        &proxy,
+        "change.test",
+        "/",
+        &["-b", &format!("route={value}")],
+    );
+    assert_ne!(r.served_by(), pinned);
+    let new = r.cookie_value("route").expect("re-pinned");
+    assert_ne!(new, value);
+}
+
+/// A TCP server that accepts and never answers.
+fn silent_server() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+#[test]
+fn route_annotations_limits_allowlists_timeouts_and_refusals() {
+    let cluster = Cluster::start();
+    let web = HelloApp::start("web-1");
+    cluster.service("web", &[&web]);
+    let (_silent, silent) = silent_server();
+    cluster.api.apply(
+        "default",
+        "slow-abcde",
+        "slow",
+        silent.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    let put = |name: &str, host: &str, service: &str, pairs: &[(&str, &str)]| {
+        cluster.api.put(
+            "ingresses",
+            with_annotations(
+                ingress(
+                    name,
+                    "2026-01-01T00:00:00Z",
+                    Some("edge-proxy"),
+                    &[(host, "/", service)],
+                ),
+                pairs,
+            ),
+        );
+    };
+    put("small", "small.test", "web", &[("proxy-body-size", "1k")]);
+    put(
+        "inside",
+        "inside.test",
+        "web",
+        &[("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+    );
+    put(
+        "outside",
+        "outside.test",
+        "web",
+        &[("allowlist-source-range", "10.0.0.0/8")],
+    );
+    put(
+        "garbled",
+        "garbled.test",
+        "web",
+        &[("allowlist-source-range", "10.0.0.0/8,nonsense")],
+    );
+    put("slow", "slow.test", "slow", &[("proxy-read-timeout", "1")]);
+    put("grpc", "grpc.test", "web", &[("backend-protocol", "GRPC")]);
+    put(
+        "auth",
+        "auth.test",
+        "web",
+        &[("auth-url", "http://auth.example/verify")],
+    );
+    put(
+        "rewrite",
+        "rewrite.test",
+        "web",
+        &[("rewrite-target", "/"), ("proxy-connect-timeout", "soon")],
+    );
+    put("plain", "plain.test", "web", &[]);
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+
+    let body = "x".repeat(2048);
+    let post = |host: &str| get(&proxy, host, "/", &["--data-binary", &body]).status;
+    assert_eq!(post("small.test"), 413);
+    // Forwarded under the global limit (10 MiB): hello-app answers POST with 405.
+    assert_eq!(post("plain.test"), 405);
+
+    assert_eq!(who(&proxy, "inside.test", "/"), "web-1");
+    assert_eq!(who(&proxy, "outside.test", "/"), "403");
+    assert_eq!(
+        who(&proxy, "garbled.test", "/"),
+        "403",
+        "a bad allowlist fails closed"
+    );
+    assert_eq!(
+        problems(&proxy, "default/garbled", "invalid_annotation"),
+        1.0
+    );
+
+    let started = Instant::now();
+    assert_eq!(who(&proxy, "slow.test", "/"), "504");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "proxy-read-timeout 1 s, not 60 s: {waited:?}"
+    );
+
+    assert_eq!(
+        who(&proxy, "grpc.test", "/"),
+        "404",
+        "a GRPC backend is refused"
+    );
+    assert_eq!(
+        who(&proxy, "auth.test", "/"),
+        "404",
+        "never served without its authentication"
+    );
+    assert_eq!(problems(&proxy, "default/grpc", "refused"), 1.0);
+    assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 1.0);
+    // Unsupported or unreadable: served, a warning naming Ingress, annotation
+    // and value, once per change and not per request or recompute.
+    assert_eq!(who(&proxy, "rewrite.test", "/"), "web-1");
+    assert_eq!(
+        problems(&proxy, "default/rewrite", "unsupported_annotation"),
+        1.0
+    );
+    assert_eq!(
+        problems(&proxy, "default/rewrite", "invalid_annotation"),
+        1.0
+    );
+    put("other", "other.test", "web", &[]); // a recompute
+    eventually("the recompute", Duration::from_secs(2), || {
+        who(&proxy, "other.test", "/") == "web-1"
+    });
+    let log = proxy.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rewrite-target"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("default/rewrite") && warnings[0].contains("\\\"/\\\""),
+        "{}",
+        warnings[0]
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.contains("proxy-connect-timeout") && l.contains("soon")));
+}
+
+/// A TLS Secret of `name` holding a fresh certificate for `host` signed by
+/// itself with organisation `org`; also writes `org.crt` for curl's --cacert.
+fn tls_secret(dir: &Path, name: &str, host: &str, org: &str) -> Value {
+    make_cert(dir, org, host, org);
+    let b64 = |file: &str| {
+        use std::process::Command;
+        let out = Command::new("base64")
+            .args(["-w0"])
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&format!("{org}.crt")), "tls.key": b64(&format!("{org}.key"))}
+    })
+}
+
+#[test]
+fn tls_from_secrets_added_rotated_and_broken_without_certificate_files() {
+    let cluster = Cluster::start();
+    let web = HelloApp::start("web-1");
+    cluster.service("web", &[&web]);
+    let dir = cluster.dir.path();
+    let mut secure = ingress(
+        "secure",
+        "2026-01-01T00:00:00Z",
+        Some("edge-proxy"),
+        &[("s.test", "/", "web")],
+    );
+    secure["spec"]["tls"] = json!([{"hosts": ["s.test"], "secretName": "s-tls"}]);
+    let mut other = ingress(
+        "other",
+        "2026-01-01T00:00:00Z",
+        Some("edge-proxy"),
+        &[("o.test", "/", "web")],
+    );
+    other["spec"]["tls"] = json!([{"hosts": ["o.test"], "secretName": "o-tls"}]);
+    let forced = with_annotations(
+        ingress(
+            "forced",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("f.test", "/", "web")],
+        ),
+        &[("force-ssl-redirect", "true")],
+    );
+    cluster
+        .api
+        .put("secrets", tls_secret(dir, "o-tls", "o.test", "other"));
+    // Not a TLS Secret: never read.
+    cluster.api.put("secrets", json!({"metadata": {"name": "password", "namespace": "default"}, "type": "Opaque", "data": {"p": "c2VjcmV0"}}));
+    for i in [secure, other, forced] {
+        cluster.api.put("ingresses", i);
+    }
+    let https = free_port();
+    // No `tls:` at all: every certificate comes from Secrets.
+    let listen = format!("listen:\n  http: \"{{http}}\"\n  https: \"127.0.0.1:{https}\"\n");
+    let proxy = cluster.proxy_with(&listen, "ingress: {}\n", &[]);
+    let tls_get = |host: &str, org: &str| {
+        let resolve = format!("{host}:{https}:127.0.0.1");
+        let ca = dir.join(format!("{org}.crt"));
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://{host}:{https}/"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    // Secret missing: reported; https for s.test fails, o.test is fine, and
+    // plain http to s.test is served rather than sent to a broken https.
+    assert!(tls_get("o.test", "other")
+        .1
+        .starts_with("Hello world from web-1"));
+    assert!(!tls_get("s.test", "one").0);
+    assert_eq!(who(&proxy, "s.test", "/"), "web-1");
+    assert_eq!(problems(&proxy, "default/secure", "tls_secret"), 1.0);
+
+    // Added: served within a second, and http now redirects (ssl-redirect).
+    cluster
+        .api
+        .put("secrets", tls_secret(dir, "s-tls", "s.test", "one"));
+    eventually(
+        "the Secret's certificate served",
+        Duration::from_secs(1),
+        || tls_get("s.test", "one").0,
+    );
+    let r = get(&proxy, "s.test", "/x?y=1", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://s.test:{https}/x?y=1").as_str())
+    );
+    assert_eq!(
+        get(&proxy, "f.test", "/", &[]).status,
+        308,
+        "force-ssl-redirect without TLS"
+    );
+    assert_eq!(problems(&proxy, "default/secure", "tls_secret"), 0.0);
+
+    // Rotated: the new certificate, without a restart.
+    cluster
+        .api
+        .put("secrets", tls_secret(dir, "s-tls", "s.test", "two"));
+    eventually(
+        "the rotated certificate served",
+        Duration::from_secs(2),
+        || tls_get("s.test", "two").0,
+    );
+
+    // Broken: reported, the last good certificate stays, the others too.
+    let mut broken = tls_secret(dir, "s-tls", "s.test", "three");
+    broken["data"]["tls.key"] = json!("bm90IGEga2V5");
+    cluster.api.put("secrets", broken);
+    eventually("the broken Secret reported", Duration::from_secs(2), || {
+        problems(&proxy, "default/secure", "tls_secret") == 1.0
+    });
+    assert!(
+        tls_get("s.test", "two").0,
+        "the last good certificate serves"
+    );
+    assert!(tls_get("o.test", "other").0);
+    let m = proxy.metrics();
+    assert!(
+        m.sum(
+            "edge_proxy_tls_certificate_expiry_timestamp_seconds",
+            &[("host", "o.test")]
+        ) > 0.0
+    );
+}
+
+/// Pod `name` of the edge-proxy DaemonSet on `node`, ready or not.
+fn proxy_pod(name: &str, node: &str, ready: bool) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "edge", "labels": {"app.kubernetes.io/name": "edge-proxy"}},
+        "spec": {"nodeName": node, "containers": [{"name": "edge-proxy"}]},
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    })
+}
+
+fn node(name: &str, internal: &str, external: Option<&str>) -> Value {
+    let mut addresses = vec![json!({"type": "InternalIP", "address": internal})];
+    if let Some(e) = external {
+        addresses.push(json!({"type": "ExternalIP", "address": e}));
+    }
+    json!({"metadata": {"name": name}, "status": {"addresses": addresses}})
+}
+
+fn status_ips(api: &FakeApiServer) -> Vec<String> {
+    api.get("ingresses", "default", "web")
+        .and_then(|i| i["status"]["loadBalancer"]["ingress"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn leader(p: &Proxy) -> bool {
+    p.metrics().sum("edge_proxy_ingress_status_leader", &[]) == 1.0
+}
+
+#[test]
+fn one_lease_holder_writes_the_status_keeps_it_current_and_hands_over() {
+    let cluster = Cluster::start();
+    let web = HelloApp::start("web-1");
+    cluster.service("web", &[&web]);
+    let a = &cluster.api;
+    a.put("nodes", node("node-1", "10.0.0.1", Some("203.0.113.1")));
+    a.put("nodes", node("node-2", "10.0.0.2", None));
+    a.put("nodes", node("node-3", "10.0.0.3", None));
+    a.put("pods", proxy_pod("edge-a", "node-1", true));
+    a.put("pods", proxy_pod("edge-b", "node-2", true));
+    // Another app's pod on node-3: not ours.
+    let mut stranger = proxy_pod("other", "node-3", true);
+    stranger["metadata"]["labels"] = json!({"app.kubernetes.io/name": "other"});
+    a.put("pods", stranger);
+    a.put(
+        "ingresses",
+        ingress(
+            "web",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("a.test", "/", "web")],
+        ),
+    );
+    let ns = Path::new("edge");
+    let mut proxies = vec![
+        cluster.proxy(
+            "ingress: {}\n",
+            &[("POD_NAMESPACE", ns), ("POD_NAME", Path::new("edge-a"))],
+        ),
+        cluster.proxy(
+            "ingress: {}\n",
+            &[("POD_NAMESPACE", ns), ("POD_NAME", Path::new("edge-b"))],
+        ),
+    ];
+
+    // ExternalIP, else InternalIP; sorted; written by one proxy, once.
+    let want = ["10.0.0.2", "203.0.113.1"];
+    eventually("the status written", Duration::from_secs(15), || {
+        status_ips(a) == want
+    });
+    let leaders: Vec<bool> = proxies.iter().map(leader).collect();
+    assert_eq!(leaders.iter().filter(|l| **l).count(), 1, "{leaders:?}");
+    let holder =
+        a.get("leases", "edge", "edge-proxy-status").unwrap()["spec"]["holderIdentity"].clone();
+    let l = leaders.iter().position(|l| *l).unwrap();
+    assert_eq!(holder, json!(["edge-a", "edge-b"][l]));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        a.writes("/ingresses/web/status").len(),
+        1,
+        "written once, by one proxy"
+    );
+
+    // A node comes: written once it has held. A pod that is not ready for a
+    // moment (a rolling update) changes nothing: no flapping.
+    a.put("pods", proxy_pod("edge-c", "node-3", true));
+    eventually("node-3 published", Duration::from_secs(15), || {
+        status_ips(a).len() == 3
+    });
+    assert_eq!(status_ips(a), ["10.0.0.2", "10.0.0.3", "203.0.113.1"]);
+    a.put("pods", proxy_pod("edge-c", "node-3", false));
+    std::thread::sleep(Duration::from_millis(1500));
+    a.put("pods", proxy_pod("edge-c", "node-3", true));
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        a.writes("/ingresses/web/status").len(),
+        2,
+        "{:#?}",
+        a.writes("/status")
+    );
+
+    // The holder stops: it releases the Lease and the other takes over.
+    let leaving = proxies.remove(l);
+    signal(&leaving.child, "TERM");
+    let successor = &proxies[0];
+    eventually(
+        "the other proxy holds the Lease",
+        Duration::from_secs(10),
+        || leader(successor),
+    );
+    let holder =
+        a.get("leases", "edge", "edge-proxy-status").unwrap()["spec"]["holderIdentity"].clone();
+    assert_eq!(holder, json!(["edge-a", "edge-b"][1 - l]));
+    a.remove("pods", "edge", "edge-c");
+    eventually(
+        "node-3 withdrawn by the new holder",
+        Duration::from_secs(15),
+        || status_ips(a).len() == 2,
+    );
+    drop(leaving);
+}
