@@ -819,3 +819,103 @@ fn one_lease_holder_writes_the_status_keeps_it_current_and_hands_over() {
     );
     drop(leaving);
 }
+
+/// The k8s/ manifests' object of `kind` named `name`, as JSON.
+fn manifest(kind: &str, name: &str) -> Value {
+    use serde::Deserialize;
+    for file in ["k8s/edge-proxy.yaml", "k8s/hello-app.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = Value::deserialize(doc).unwrap();
+            if v["kind"] == kind && v["metadata"]["name"] == name {
+                return v;
+            }
+        }
+    }
+    panic!("no {kind}/{name} in k8s/")
+}
+
+/// What the "done when" describes: the shipped ConfigMap and
+/// IngressClass, an ingress-nginx Ingress with affinity annotations (class
+/// changed), two nodes: the same routing and stickiness on both, no problem
+/// reported, the ADDRESS filled in.
+#[test]
+fn the_shipped_manifests_serve_an_ingress_nginx_ingress_on_every_node() {
+    let cluster = Cluster::start();
+    let a = &cluster.api;
+    a.put("ingressclasses", manifest("IngressClass", "edge-proxy"));
+    a.put("ingresses", manifest("Ingress", "hello-app"));
+    let port = free_port();
+    let pods: Vec<HelloApp> = (1..=3)
+        .map(|i| {
+            HelloApp::start_on(
+                &format!("hello-{i}"),
+                SocketAddr::from(([127, 0, 0, i as u8], port)),
+            )
+        })
+        .collect();
+    cluster.service("hello-app", &pods.iter().collect::<Vec<_>>());
+    for (i, ip) in [(1, "198.51.100.1"), (2, "198.51.100.2")] {
+        a.put(
+            "nodes",
+            node(&format!("node-{i}"), &format!("10.0.0.{i}"), Some(ip)),
+        );
+        let mut pod = proxy_pod(&format!("edge-proxy-{i}"), &format!("node-{i}"), true);
+        pod["metadata"]["namespace"] = json!("edge-proxy");
+        a.put("pods", pod);
+    }
+    let config = manifest("ConfigMap", "edge-proxy")["data"]["proxy.yaml"]
+        .as_str()
+        .unwrap()
+        .replace("0.0.0.0:80\"", "{http}\"")
+        .replace("0.0.0.0:443", &format!("127.0.0.1:{}", free_port()))
+        .replace("0.0.0.0:9901", "{admin}");
+    let ns = Path::new("edge-proxy");
+    let nodes: Vec<Proxy> = (1..=2)
+        .map(|i| {
+            let name = format!("edge-proxy-{i}");
+            let mut env = vec![("POD_NAMESPACE", ns), ("POD_NAME", Path::new(&name))];
+            env.push(("KUBECONFIG", &cluster.kubeconfig));
+            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let p = Proxy::start_with_env(&config, http, &env);
+            eventually("ready", Duration::from_secs(10), || {
+                curl(&[&format!("http://{}/readyz", p.admin)]).status == 200
+            });
+            p
+        })
+        .collect();
+
+    let host = "hello-ingress.example.com";
+    let first = get(&nodes[0], host, "/", &[]);
+    assert_eq!(first.status, 200);
+    let set = first
+        .set_cookie("INGRESSCOOKIE")
+        .expect("ingress-nginx's cookie")
+        .to_string();
+    assert!(
+        set.contains("Max-Age=172800") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let cookie = format!(
+        "INGRESSCOOKIE={}",
+        first.cookie_value("INGRESSCOOKIE").unwrap()
+    );
+    for node in nodes.iter().chain(nodes.iter()) {
+        assert_eq!(
+            get(node, host, "/", &["-b", &cookie]).served_by(),
+            first.served_by()
+        );
+    }
+    // The ConfigMap's own route still serves beside it.
+    assert_eq!(get(&nodes[1], "hello.example.com", "/", &[]).status, 200);
+    for node in &nodes {
+        let m = node.metrics();
+        let reported: f64 = m.sum("edge_proxy_ingress_problems", &[]);
+        assert_eq!(reported, 0.0, "{}", node.log());
+    }
+    eventually("the ADDRESS filled in", Duration::from_secs(15), || {
+        a.get("ingresses", "default", "hello-app")
+            .and_then(|i| i["status"]["loadBalancer"]["ingress"].as_array().cloned())
+            .is_some_and(|l| l == [json!({"ip": "198.51.100.1"}), json!({"ip": "198.51.100.2"})])
+    });
+}

@@ -163,31 +163,94 @@ fn edge_proxy_daemonset_runs_on_the_host_network_and_surges_per_node() {
     assert_eq!(c["args"][1], "/etc/edge-proxy/proxy.yaml");
 }
 
+/// A role's rules as (apiGroups, resources, resourceNames, verbs) strings.
+fn grants(role: &Value) -> Vec<String> {
+    let list = |v: &Value| {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} [{}] {}",
+                list(&r["apiGroups"]),
+                list(&r["resources"]),
+                list(&r["resourceNames"]),
+                list(&r["verbs"])
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn rbac_grants_only_reading_endpointslices() {
+fn rbac_grants_exactly_what_discovery_ingresses_and_their_status_need() {
     let docs = documents();
-    let role = find(&docs, "ClusterRole", "edge-proxy");
-    let rules = role["rules"].as_sequence().unwrap();
-    assert_eq!(rules.len(), 1);
+    let cluster = find(&docs, "ClusterRole", "edge-proxy");
     assert_eq!(
-        rules[0]["apiGroups"],
-        serde_yaml::from_str::<Value>("[discovery.k8s.io]").unwrap()
+        grants(cluster),
+        [
+            "discovery.k8s.io endpointslices [] get,list,watch",
+            "networking.k8s.io ingresses,ingressclasses [] get,list,watch",
+            "networking.k8s.io ingresses/status [] update,patch",
+            " secrets [] get,list,watch",
+            " nodes [] get",
+        ]
     );
+    let own = find(&docs, "Role", "edge-proxy");
+    assert_eq!(own["metadata"]["namespace"], "edge-proxy");
     assert_eq!(
-        rules[0]["resources"],
-        serde_yaml::from_str::<Value>("[endpointslices]").unwrap()
+        grants(own),
+        [
+            " pods [] list",
+            "coordination.k8s.io leases [] create",
+            "coordination.k8s.io leases [edge-proxy-status] get,update",
+        ]
     );
-    assert_eq!(
-        rules[0]["verbs"],
-        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
-    );
-    let binding = find(&docs, "ClusterRoleBinding", "edge-proxy");
     let ds = find(&docs, "DaemonSet", "edge-proxy");
+    let account = &ds["spec"]["template"]["spec"]["serviceAccountName"];
+    for (kind, name) in [
+        ("ClusterRoleBinding", "edge-proxy"),
+        ("RoleBinding", "edge-proxy"),
+    ] {
+        let binding = find(&docs, kind, name);
+        assert_eq!(&binding["subjects"][0]["name"], account);
+        assert_eq!(binding["roleRef"]["name"], "edge-proxy");
+    }
+    // The Lease's holder and the status's pods: who the pod is.
+    let env = &ds["spec"]["template"]["spec"]["containers"][0]["env"];
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let e = env
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == var)
+            .unwrap_or_else(|| panic!("no {var}"));
+        assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], field);
+    }
+}
+
+#[test]
+fn the_ingress_class_and_the_example_ingress() {
+    let docs = documents();
+    let class = find(&docs, "IngressClass", "edge-proxy");
     assert_eq!(
-        binding["subjects"][0]["name"],
-        ds["spec"]["template"]["spec"]["serviceAccountName"]
+        class["spec"]["controller"],
+        "edge-proxy.io/ingress-controller"
     );
-    assert_eq!(binding["roleRef"]["name"], "edge-proxy");
+    let example = find(&docs, "Ingress", "hello-app");
+    assert_eq!(example["spec"]["ingressClassName"], "edge-proxy");
 }
 
 #[test]
