@@ -212,7 +212,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ingress_problems: register_int_gauge_vec!(
             "edge_proxy_ingress_problems",
             "What of an Ingress is not served as written, now: conflict (an older Ingress has the path), \
-             tls_secret, invalid_rule, unsupported_annotation, invalid_annotation, refused_annotation, refused.",
+             tls_secret, invalid_rule, unsupported_annotation, invalid_annotation, refused_annotation, refused, \
+             ingress_class (our IngressClass names another controller).",
             &["ingress", "problem"]
         )
         .expect("register"),

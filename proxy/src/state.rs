@@ -1,7 +1,8 @@
 //! The snapshot the request path reads: routes, their upstreams, the settings.
 //!
-//! A snapshot is built whole from a validated configuration and published with
-//! one atomic swap; requests keep the snapshot they started with.
+//! A snapshot is built whole from a validated configuration and the routes of
+//! Ingresses, and published with one atomic swap by the [`Publisher`];
+//! requests keep the snapshot they started with.
 
 use crate::config::{Affinity, Config, IpNet, Limits, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
@@ -179,10 +180,6 @@ impl Publisher {
             snapshot,
             inputs: tokio::sync::Mutex::new((Arc::new(config), Arc::new(ingress))),
         }
-    }
-
-    pub fn snapshot(&self) -> &SharedSnapshot {
-        &self.snapshot
     }
 
     /// A new configuration file; on error the running snapshot stays.

@@ -228,7 +228,14 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             .into_iter()
             .filter(|h| out.certs.covers(h) || (cluster.file_cert_covers)(h))
             .collect();
-        let has_tls = |host: &HostMatch| secured.contains(&host_label(host));
+        // A rule host is secured by its own name or by a `*.` name above it.
+        let has_tls = |host: &HostMatch| {
+            let wildcard = match host {
+                HostMatch::Exact(h) => h.split_once('.').map(|(_, d)| format!("*.{d}")),
+                _ => None,
+            };
+            secured.contains(&host_label(host)) || wildcard.is_some_and(|w| secured.contains(&w))
+        };
 
         let mut paths: Vec<(String, HostMatch, String, PathType, &IngressBackend)> = Vec::new();
         if let Some(backend) = &spec.default_backend {
