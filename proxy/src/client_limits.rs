@@ -200,6 +200,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionLimit<A> {
                 (limits.idle_timeout, "idle_timeout")
             };
             let mut closing = self.closing.clone();
+            // Idle with as little as possible: the write buffer (1460 bytes)
+            // is rebuilt by the next response's first write.
+            stream.release_idle_buffers();
             tokio::select! {
                 biased;
                 ready = stream.wait_readable() => ready.ok()?,

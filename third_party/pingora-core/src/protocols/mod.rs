@@ -87,6 +87,11 @@ pub trait Peek {
     async fn wait_readable(&self) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// edge-proxy patch: the stream is about to idle (a keep-alive connection
+    /// between requests): free what it can rebuild on its next use, such as an
+    /// empty write buffer. The default keeps everything.
+    fn release_idle_buffers(&mut self) {}
 }
 
 use std::any::Any;

@@ -528,6 +528,11 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    // edge-proxy patch: the write buffer's configured capacity (tokio's
+    // BufWriter does not tell), and whether it is released while the stream
+    // idles (`Peek::release_idle_buffers`); the next write restores it.
+    write_capacity: usize,
+    write_released: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -638,6 +643,9 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+        // edge-proxy patch: remembered for release_idle_buffers.
+        self.write_capacity = buffer.write_capacity();
+        self.write_released = false;
     }
 }
 
@@ -651,6 +659,8 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -674,6 +684,8 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -698,6 +710,8 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_released: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -749,6 +763,21 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    // edge-proxy patch: see `Peek::release_idle_buffers`. An empty write buffer
+    // (1460 bytes by default) is swapped for none while the stream idles; with
+    // an unbuffered read side nothing else changes (a read buffer that holds
+    // bytes is never rebuilt, so nothing read is lost).
+    fn release_idle_buffers(&mut self) {
+        let releasable = match self.stream() {
+            BufferedStream::UnbufferedRead(w) => w.buffer().is_empty(),
+            BufferedStream::BufferedRead(_) => false,
+        };
+        if releasable && self.write_capacity > 0 && !self.write_released {
+            self.rebuffer_write(0);
+            self.write_released = true;
+        }
     }
 
     // edge-proxy patch: see `Peek::wait_readable`. Bytes already held in user
@@ -885,12 +914,34 @@ impl AsyncRead for Stream {
     }
 }
 
+impl Stream {
+    // edge-proxy patch: a new write buffer of `capacity` over the same raw
+    // stream; only called with nothing buffered (see release_idle_buffers).
+    fn rebuffer_write(&mut self, capacity: usize) {
+        if let Some(BufferedStream::UnbufferedRead(w)) = self.stream.take() {
+            self.stream = Some(BufferedStream::UnbufferedRead(BufWriter::with_capacity(
+                capacity,
+                w.into_inner(),
+            )));
+        }
+    }
+
+    // edge-proxy patch: the write buffer back before the first write after idling.
+    fn restore_write_buffer(&mut self) {
+        if self.write_released {
+            self.write_released = false;
+            self.rebuffer_write(self.write_capacity);
+        }
+    }
+}
+
 impl AsyncWrite for Stream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.restore_write_buffer(); // edge-proxy patch
         let result = if self.buffer_write {
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
@@ -916,6 +967,7 @@ impl AsyncWrite for Stream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
+        self.restore_write_buffer(); // edge-proxy patch
 
         let result = if self.buffer_write {
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)

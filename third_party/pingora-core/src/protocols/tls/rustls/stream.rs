@@ -444,4 +444,11 @@ impl<S: Peek + Send + Sync> Peek for TlsStream<S> {
         }
         io.wait_readable().await
     }
+
+    // edge-proxy patch: see `Peek::release_idle_buffers`; the transport's.
+    fn release_idle_buffers(&mut self) {
+        if let Some(stream) = self.tls.stream.as_mut() {
+            stream.get_mut().0.release_idle_buffers();
+        }
+    }
 }
