@@ -22,8 +22,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, NotUsed, Object};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
+use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::sync::{Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -347,7 +349,11 @@ impl Writer {
                 .collect();
             return Ok(set.into_iter().collect());
         }
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods: Api<PodLite> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &ApiResource::erase::<Pod>(&()),
+        );
         let pods = pods
             .list(&ListParams::default().labels(&self.settings.publish_selector))
             .await?;
@@ -355,9 +361,10 @@ impl Writer {
             .items
             .iter()
             .filter(|p| is_ready(p))
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .filter_map(|p| p.spec.node_name.clone())
             .collect();
-        let api: Api<Node> = Api::all(self.client.clone());
+        let api: Api<NodeLite> =
+            Api::all_with(self.client.clone(), &ApiResource::erase::<Node>(&()));
         let mut set = BTreeSet::new();
         for name in nodes {
             if let Some(node) = api.get_opt(&name).await? {
@@ -370,17 +377,57 @@ impl Writer {
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
+// Pods and Nodes are read into the few fields used here, not k8s-openapi's
+// whole types: their deserializers alone were ~1 MB of the binary.
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecLite {
+    node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+struct PodStatusLite {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+type PodLite = Object<PodSpecLite, PodStatusLite>;
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct NodeStatusLite {
+    #[serde(default)]
+    addresses: Vec<NodeAddress>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+struct NodeAddress {
+    #[serde(rename = "type")]
+    type_: String,
+    address: String,
+}
+
+pub type NodeLite = Object<Option<NotUsed>, NodeStatusLite>;
+
+fn is_ready(pod: &PodLite) -> bool {
     pod.metadata.deletion_timestamp.is_none()
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && pod.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }
 
 /// A Node's ExternalIP, else its InternalIP.
-pub fn node_address(node: &Node) -> Option<String> {
-    let addresses = node.status.as_ref()?.addresses.as_ref()?;
+pub fn node_address(node: &NodeLite) -> Option<String> {
+    let addresses = &node.status.as_ref()?.addresses;
     let of = |kind: &str| {
         addresses
             .iter()
