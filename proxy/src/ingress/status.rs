@@ -72,10 +72,14 @@ pub async fn run(
         .ok()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
+    // Outside a pod: host name and process id (two containers may both be pid 1).
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("edge-proxy-{}", std::process::id()));
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
     let mut elector = Elector {
         api: Api::namespaced(client.clone(), &namespace),
         identity,
