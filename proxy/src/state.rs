@@ -6,7 +6,7 @@
 
 use crate::config::{Affinity, Config, IpNet, Limits, Route, Timeouts, UpstreamKey};
 use crate::discovery::Source;
-use crate::ingress::{host_label, IngressRoute};
+use crate::ingress::IngressRoute;
 use crate::metrics::RouteMetrics;
 use crate::routing::Router;
 use crate::upstream::Upstream;
@@ -114,7 +114,7 @@ impl Snapshot {
                 redirect_https,
                 overrides,
             } = route;
-            let host_label = host_label(host);
+            let host_label = host.to_string();
             let service = upstream.to_string();
             let metrics = RouteMetrics::new(&name, &host_label, &service, affinity.is_some());
             let entry = RouteEntry {

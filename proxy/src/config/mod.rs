@@ -177,6 +177,17 @@ pub enum HostMatch {
     Any,
 }
 
+/// As written in a route: `www.example.com`, `*.example.com`, or `*` for any host.
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(d) => write!(f, "*.{d}"),
+            HostMatch::Any => f.write_str("*"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathType {
     Prefix,
@@ -390,6 +401,11 @@ pub fn route_path(path: &str, path_type: PathType) -> Result<String, String> {
 /// A Service or namespace name (RFC 1123 label).
 pub fn is_dns_label(s: &str) -> bool {
     validate::is_dns_label(s)
+}
+
+/// A cookie name (an HTTP token of at most 64 bytes).
+pub fn is_cookie_name(s: &str) -> bool {
+    validate::is_cookie_name(s)
 }
 
 /// A Service port name.

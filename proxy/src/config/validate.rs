@@ -335,12 +335,9 @@ fn validate_route(
     let before = problems.0.len();
     let host = match raw.host.as_deref() {
         None => Some(HostMatch::Any),
-        Some(h) => {
-            host_pattern(h, &format!("{at}.host"), problems).map(|h| match h.strip_prefix("*.") {
-                Some(suffix) => HostMatch::Wildcard(suffix.to_string()),
-                None => HostMatch::Exact(h),
-            })
-        }
+        Some(h) => route_host(h)
+            .map_err(|e| problems.add(format!("{at}.host"), e))
+            .ok(),
     };
     let path_type = match raw.path_type {
         None | Some(file::PathType::Prefix) => PathType::Prefix,
@@ -426,11 +423,7 @@ fn validate_route(
 }
 
 fn validate_affinity(a: file::Affinity, at: &str, problems: &mut Problems) -> Option<Affinity> {
-    let token_ok = !a.cookie.is_empty()
-        && a.cookie.len() <= 64
-        && a.cookie
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    let token_ok = is_cookie_name(&a.cookie);
     if !token_ok {
         problems.add(
             format!("{at}.cookie"),
@@ -535,6 +528,14 @@ pub(super) fn route_path(path: &str, path_type: PathType) -> Result<String, Stri
         _ => path,
     };
     Ok(if path.is_empty() { "/" } else { path }.to_string())
+}
+
+/// An HTTP token of at most 64 bytes, as a cookie name must be.
+pub(super) fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// An RFC 1123 subdomain, as Kubernetes requires of most object names.

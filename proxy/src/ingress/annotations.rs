@@ -253,7 +253,7 @@ impl<'a> Reader<'a> {
         }
         let cookie = match self.get("session-cookie-name") {
             None => DEFAULT_COOKIE.to_string(),
-            Some(name) if is_cookie_token(name) => name.to_string(),
+            Some(name) if crate::config::is_cookie_name(name) => name.to_string(),
             Some(_) => {
                 self.invalid::<()>(
                     "session-cookie-name",
@@ -300,13 +300,6 @@ impl<'a> Reader<'a> {
                 .unwrap_or(false),
         })
     }
-}
-
-fn is_cookie_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// Safe inside a `Set-Cookie` attribute: no separators or control characters.

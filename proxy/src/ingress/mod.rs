@@ -15,7 +15,7 @@ pub mod annotations;
 pub mod status;
 pub mod translate;
 
-pub use translate::{host_label, IngressRoute};
+pub use translate::IngressRoute;
 
 use crate::config::IngressSettings;
 use crate::metrics::METRICS;

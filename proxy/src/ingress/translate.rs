@@ -45,6 +45,16 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    fn new(ingress: &str, kind: &'static str, message: String) -> Problem {
+        Problem {
+            ingress: ingress.to_string(),
+            kind,
+            message,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Translation {
     /// Oldest Ingress first.
@@ -57,8 +67,17 @@ pub struct Translation {
     pub loaded: LoadedSecrets,
 }
 
-/// Certificates by Secret (namespace, name), with their notAfter.
-pub type LoadedSecrets = HashMap<(String, String), (Arc<CertifiedKey>, i64)>;
+/// Certificates by Secret (namespace, name).
+pub type LoadedSecrets = HashMap<(String, String), LoadedSecret>;
+
+/// A Secret's certificate as loaded from one resourceVersion of it: that
+/// version is not parsed again (every Ingress or status change translates).
+#[derive(Clone)]
+pub struct LoadedSecret {
+    resource_version: Option<String>,
+    certified: Arc<CertifiedKey>,
+    not_after: i64,
+}
 
 /// What translation reads besides the Ingresses.
 pub struct Cluster<'a> {
@@ -142,18 +161,18 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
         let id = format!("{namespace}/{name}");
         let notes = annotations::read(&ingress.metadata.annotations.clone().unwrap_or_default());
         for p in &notes.problems {
-            out.problems.push(Problem {
-                ingress: id.clone(),
-                kind: p.kind,
-                message: format!("{}: {:?}: {}", p.annotation, p.value, p.message),
-            });
+            out.problems.push(Problem::new(
+                &id,
+                p.kind,
+                format!("{}: {:?}: {}", p.annotation, p.value, p.message),
+            ));
         }
         if let Some(reason) = &notes.refused {
-            out.problems.push(Problem {
-                ingress: id.clone(),
-                kind: "refused",
-                message: format!("not served: {reason}"),
-            });
+            out.problems.push(Problem::new(
+                &id,
+                "refused",
+                format!("not served: {reason}"),
+            ));
             continue;
         }
         out.served.push((namespace.clone(), name.clone()));
@@ -175,11 +194,8 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             tls_hosts.extend(hosts.iter().cloned());
             let at = format!("spec.tls[{i}]");
             let mut problem = |message: String| {
-                out.problems.push(Problem {
-                    ingress: id.clone(),
-                    kind: "tls_secret",
-                    message: format!("{at}: {message}"),
-                })
+                out.problems
+                    .push(Problem::new(&id, "tls_secret", format!("{at}: {message}")))
             };
             let Some(secret_name) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 problem("no secretName: its hosts get no certificate from this Ingress".into());
@@ -198,9 +214,20 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                 .collect();
             let key = (namespace.clone(), secret_name.to_string());
             let secret = cluster.secrets.get(&key);
-            let loaded = match load_secret(secret) {
+            let last = cluster.last_loaded.get(&key);
+            let version = secret.and_then(|s| s.metadata.resource_version.clone());
+            let unchanged = last.filter(|l| version.is_some() && l.resource_version == version);
+            let parsed = match unchanged {
+                Some(l) => Ok(l.clone()),
+                None => load_secret(secret).map(|(certified, not_after)| LoadedSecret {
+                    resource_version: version,
+                    certified,
+                    not_after,
+                }),
+            };
+            let loaded = match parsed {
                 Ok(loaded) => Some(loaded),
-                Err(e) => match cluster.last_loaded.get(&key).filter(|_| secret.is_some()) {
+                Err(e) => match last.filter(|_| secret.is_some()) {
                     Some(last) => {
                         problem(format!(
                             "Secret {namespace}/{secret_name}: {e}; its last good certificate stays"
@@ -215,12 +242,13 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                     }
                 },
             };
-            if let Some((certified, not_after)) = loaded {
+            if let Some(loaded) = loaded {
                 for h in &free {
                     cert_hosts.entry(h.clone()).or_insert_with(|| id.clone());
                 }
-                out.certs.add(&free, certified.clone(), not_after);
-                out.loaded.insert(key, (certified, not_after));
+                out.certs
+                    .add(&free, loaded.certified.clone(), loaded.not_after);
+                out.loaded.insert(key, loaded);
             }
         }
         // The hosts this Ingress secures that have a certificate now.
@@ -234,7 +262,7 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                 HostMatch::Exact(h) => h.split_once('.').map(|(_, d)| format!("*.{d}")),
                 _ => None,
             };
-            secured.contains(&host_label(host)) || wildcard.is_some_and(|w| secured.contains(&w))
+            secured.contains(&host.to_string()) || wildcard.is_some_and(|w| secured.contains(&w))
         };
 
         let mut paths: Vec<(String, HostMatch, String, PathType, &IngressBackend)> = Vec::new();
@@ -253,11 +281,11 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                 Some(h) => match config::route_host(h) {
                     Ok(h) => h,
                     Err(e) => {
-                        out.problems.push(Problem {
-                            ingress: id.clone(),
-                            kind: "invalid_rule",
-                            message: format!("spec.rules[{i}].host: {e}"),
-                        });
+                        out.problems.push(Problem::new(
+                            &id,
+                            "invalid_rule",
+                            format!("spec.rules[{i}].host: {e}"),
+                        ));
                         continue;
                     }
                 },
@@ -271,11 +299,11 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
                 };
                 match config::route_path(p.path.as_deref().unwrap_or("/"), path_type) {
                     Ok(path) => paths.push((at, host.clone(), path, path_type, &p.backend)),
-                    Err(e) => out.problems.push(Problem {
-                        ingress: id.clone(),
-                        kind: "invalid_rule",
-                        message: format!("spec.{at}.path: {e}"),
-                    }),
+                    Err(e) => out.problems.push(Problem::new(
+                        &id,
+                        "invalid_rule",
+                        format!("spec.{at}.path: {e}"),
+                    )),
                 }
             }
         }
@@ -283,25 +311,21 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             let upstream = match upstream_of(backend, &namespace) {
                 Ok(u) => u,
                 Err(e) => {
-                    out.problems.push(Problem {
-                        ingress: id.clone(),
-                        kind: "invalid_rule",
-                        message: format!("{at}.backend: {e}"),
-                    });
+                    out.problems.push(Problem::new(
+                        &id,
+                        "invalid_rule",
+                        format!("{at}.backend: {e}"),
+                    ));
                     continue;
                 }
             };
             let key = (host.clone(), path.clone(), path_type);
             if let Some(owner) = claimed.get(&key) {
                 if *owner != id {
-                    out.problems.push(Problem {
-                        ingress: id.clone(),
-                        kind: "conflict",
-                        message: format!(
+                    out.problems.push(Problem::new(&id, "conflict", format!(
                             "{at}: host {} path {path} ({path_type:?}) is already served by Ingress {owner} (older): not served from {id}",
-                            host_label(&host)
-                        ),
-                    });
+                            host
+                        )));
                 }
                 continue;
             }
@@ -347,14 +371,6 @@ fn route_for(
         affinity,
         redirect_https: notes.force_ssl_redirect || (notes.ssl_redirect && has_tls),
         overrides: notes.overrides.clone(),
-    }
-}
-
-pub fn host_label(host: &HostMatch) -> String {
-    match host {
-        HostMatch::Exact(h) => h.clone(),
-        HostMatch::Wildcard(d) => format!("*.{d}"),
-        HostMatch::Any => "*".into(),
     }
 }
 
