@@ -488,26 +488,21 @@ def markdown(res):
             o = s["results"][other]
             lines.append(f"| {s['scenario']} | {s['connections']} | {other} | {e['rps'] / o['rps']:.2f} | "
                          f"{e['cpu_us_per_request'] / o['cpu_us_per_request']:.2f} | {e['p99_ms'] / o['p99_ms']:.2f} |")
-    if "idle" in res:
-        lines += ["", f"Memory with {IDLE} idle keep-alive client connections (each after one request, "
-                  "all requests sent at once: includes the peak of that burst):", "",
-                  "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
-                  "| --- | ---: | ---: | ---: |"]
-        for name, r in res["idle"].items():
+    def memory_table(key, title):
+        if key not in res:
+            return
+        lines.extend(["", title, "",
+                      "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
+                      "| --- | ---: | ---: | ---: |"])
+        for name, r in res[key].items():
             lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
-    if "idle_paced" in res:
-        lines += ["", f"Memory with {IDLE} idle keep-alive client connections (each after one request, "
-                  "64 at a time, fresh processes: what idle connections hold):", "",
-                  "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
-                  "| --- | ---: | ---: | ---: |"]
-        for name, r in res["idle_paced"].items():
-            lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
-    if "idle_tls" in res:
-        lines += ["", f"Memory with {TLS_IDLE} idle keep-alive TLS client connections (TLS 1.3, each after one request):", "",
-                  "| proxy | RSS before MiB | RSS with idle connections MiB | KiB per connection |",
-                  "| --- | ---: | ---: | ---: |"]
-        for name, r in res["idle_tls"].items():
-            lines.append(f"| {name} | {r['rss_before_mib']:.1f} | {r['rss_idle_mib']:.1f} | {r['kib_per_connection']:.1f} |")
+
+    memory_table("idle", f"Memory with {IDLE} idle keep-alive client connections (each after one request, "
+                 "all requests sent at once: includes the peak of that burst):")
+    memory_table("idle_paced", f"Memory with {IDLE} idle keep-alive client connections (each after one request, "
+                 "64 at a time, fresh processes: what idle connections hold):")
+    memory_table("idle_tls", f"Memory with {TLS_IDLE} idle keep-alive TLS client connections (TLS 1.3, "
+                 "each after one request):")
     if "syscalls" in res:
         lines += ["", "System calls per proxied request (`strace -c -f` over a 3 s wrk run, affinity + "
                   "access log, 64 connections; strace slows the proxy, the counts per request stay true):", "",

@@ -58,10 +58,16 @@ impl Cluster {
 
     fn proxy_with(&self, listen: &str, extra: &str, env: &[(&str, &Path)]) -> Proxy {
         let config = format!("{listen}admin: \"{{admin}}\"\ndiscovery: kubernetes\n{extra}");
+        self.ready_proxy(&config, env)
+    }
+
+    /// A proxy on `config` (with `{http}` and `{admin}`), talking to this
+    /// API server, once `/readyz` says its Ingresses are listed.
+    fn ready_proxy(&self, config: &str, env: &[(&str, &Path)]) -> Proxy {
         let mut env = env.to_vec();
         env.push(("KUBECONFIG", &self.kubeconfig));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let proxy = Proxy::start_with_env(&config, http, &env);
+        let proxy = Proxy::start_with_env(config, http, &env);
         eventually(
             "the Ingresses listed (/readyz)",
             Duration::from_secs(10),
@@ -874,14 +880,10 @@ fn the_shipped_manifests_serve_an_ingress_nginx_ingress_on_every_node() {
     let nodes: Vec<Proxy> = (1..=2)
         .map(|i| {
             let name = format!("edge-proxy-{i}");
-            let mut env = vec![("POD_NAMESPACE", ns), ("POD_NAME", Path::new(&name))];
-            env.push(("KUBECONFIG", &cluster.kubeconfig));
-            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let p = Proxy::start_with_env(&config, http, &env);
-            eventually("ready", Duration::from_secs(10), || {
-                curl(&[&format!("http://{}/readyz", p.admin)]).status == 200
-            });
-            p
+            cluster.ready_proxy(
+                &config,
+                &[("POD_NAMESPACE", ns), ("POD_NAME", Path::new(&name))],
+            )
         })
         .collect();
 
