@@ -144,8 +144,10 @@ pub struct ConnectionLimit<A> {
     wait: Duration,
     /// The live limits: the first request's head and keep-alive idle time.
     state: SharedSnapshot,
-    /// True once idle connections are to close after SIGTERM (drain.rs).
-    closing: watch::Receiver<bool>,
+    /// How long idle connections are kept after SIGTERM (drain.rs).
+    linger: Duration,
+    /// Set once the linger is over: idle connections close.
+    closing: watch::Sender<bool>,
 }
 
 impl<A> ConnectionLimit<A> {
@@ -154,7 +156,7 @@ impl<A> ConnectionLimit<A> {
         max_connections: usize,
         wait: Duration,
         state: SharedSnapshot,
-        closing: watch::Receiver<bool>,
+        linger: Duration,
     ) -> Self {
         // Every reason shows from the start, at zero, for alerts on its rate.
         for reason in ["header_timeout", "connection_limit", "idle_timeout"] {
@@ -170,7 +172,8 @@ impl<A> ConnectionLimit<A> {
             slots: Arc::new(Semaphore::new(max_connections)),
             wait,
             state,
-            closing,
+            linger,
+            closing: watch::Sender::new(false),
         }
     }
 }
@@ -199,7 +202,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionLimit<A> {
             } else {
                 (limits.idle_timeout, "idle_timeout")
             };
-            let mut closing = self.closing.clone();
+            let mut closing = self.closing.subscribe();
             // Idle with as little as possible: the write buffer (1460 bytes)
             // is rebuilt by the next response's first write.
             stream.release_idle_buffers();
@@ -245,7 +248,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionLimit<A> 
             .await
     }
 
+    /// At SIGTERM: idle keep-alive connections stay for the linger, so that
+    /// busy ones get their `Connection: close` between requests (drain.rs).
     async fn cleanup(&self) {
+        tokio::time::sleep(self.linger).await;
+        self.closing.send_replace(true);
         ServerApp::cleanup(&*self.inner).await;
     }
 }

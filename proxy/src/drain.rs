@@ -4,70 +4,19 @@
 //! `Connection: close`, and — at once — drops every keep-alive connection that
 //! is waiting for its next request. A client that had just sent that request
 //! sees the connection close under it (wrk counts a read error; browsers retry,
-//! scripts may not). This wrapper delays that last step by `linger`: in the
+//! scripts may not). edge-proxy delays that last step by `linger`: in the
 //! meantime each busy connection gets its `Connection: close` on its next
 //! response and moves to the replacement proxy by itself; only connections idle
 //! for the whole linger are dropped.
 //!
-//! Connections idle between requests wait in `client_limits`, which closes
-//! them when [`Lingering::closing`] turns true.
+//! Connections idle between requests wait in `client_limits::ConnectionLimit`,
+//! whose `cleanup` (called by pingora at SIGTERM) keeps them for the linger and
+//! then closes them. This module ends the process once nothing is left.
 
 use crate::client_limits::requests_in_flight;
 use crate::metrics::METRICS;
-use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora::protocols::http::ServerSession;
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
-use std::sync::Arc;
+use pingora::server::{ExecutionPhase, Server};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-pub struct Lingering<A> {
-    inner: Arc<A>,
-    linger: Duration,
-    /// Set once the linger is over: idle connections close.
-    closing: watch::Sender<bool>,
-}
-
-impl<A> Lingering<A> {
-    pub fn new(inner: A, linger: Duration) -> Self {
-        Lingering {
-            inner: Arc::new(inner),
-            linger,
-            closing: watch::Sender::new(false),
-        }
-    }
-
-    /// Turns true once the linger after SIGTERM is over: idle connections close.
-    pub fn closing(&self) -> watch::Receiver<bool> {
-        self.closing.subscribe()
-    }
-}
-
-#[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Lingering<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.inner.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
-        self.inner.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.inner.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        tokio::time::sleep(self.linger).await;
-        self.closing.send_replace(true);
-        self.inner.http_cleanup().await;
-    }
-}
 
 /// pingora sleeps out the whole grace period after SIGTERM, busy or not. This
 /// ends the process as soon as there is nothing left to drain: no client

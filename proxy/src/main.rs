@@ -142,14 +142,12 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let linger = config.drain_timeout / 2;
     // Outermost first: a slot per client connection, a deadline per request
     // head, then pingora's proxy.
-    let lingering = drain::Lingering::new(proxy, linger);
-    let closing = lingering.closing();
     let app = client_limits::ConnectionLimit::new(
-        client_limits::HeaderDeadline::new(lingering, snapshot.clone()),
+        client_limits::HeaderDeadline::new(proxy, snapshot.clone()),
         config.limits.max_connections,
         config.limits.header_timeout,
         snapshot.clone(),
-        closing,
+        linger,
     );
     let mut proxy = Service::new("edge-proxy".to_string(), app);
     // SO_REUSEPORT: a new proxy can bind the same port while the old one drains.
