@@ -286,7 +286,8 @@ impl HttpSession {
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            // edge-proxy patch: see HEADER_ROOM_FOR_PROXY.
+                            Some(resp.headers.len() + HEADER_ROOM_FOR_PROXY),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),

@@ -353,7 +353,8 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // edge-proxy patch: see HEADER_ROOM_FOR_PROXY.
+                            Some(req.headers.len() + HEADER_ROOM_FOR_PROXY),
                         )?);
 
                         request_header.set_version(match req.version {
