@@ -125,6 +125,10 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let drain_seconds = config.drain_timeout.as_secs_f64().ceil() as u64;
     let conf = ServerConf {
         threads,
+        // Idle upstream connections kept for reuse, all upstreams together.
+        // pingora's 128 is below what 512 busy clients keep in flight: each
+        // request past it opened a new upstream connection and closed it after.
+        upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(drain_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
