@@ -217,6 +217,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ConnectionLimit<A> {
             }
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive_reuses_remaining(reuses);
+            // Header names are case-insensitive; keeping their case costs a
+            // second header map per request and per response (7% of the
+            // instructions per request). They go on lowercase, or Title-Case
+            // for the common standard ones, as with HAProxy.
+            session.set_preserve_header_case(false);
             if let Some(settings) = persistent.take() {
                 settings.apply_to_session(&mut session);
             }

@@ -333,6 +333,24 @@ impl Session {
         }
     }
 
+    /// edge-proxy patch: whether an HTTP/1 request (and the response a proxy
+    /// reads for it) keeps the case of its header names; see
+    /// [`SessionV1::set_preserve_header_case`]. Noop for the other protocols.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        if let Self::H1(s) = self {
+            s.set_preserve_header_case(preserve);
+        }
+    }
+
+    /// edge-proxy patch: see [`Self::set_preserve_header_case`]; true but
+    /// for an HTTP/1 session told otherwise.
+    pub fn preserves_header_case(&self) -> bool {
+        match self {
+            Self::H1(s) => s.preserves_header_case(),
+            _ => true,
+        }
+    }
+
     /// Set the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Noop for h2 and subrequest
     pub fn set_keepalive_reuses_remaining(&mut self, reuses: Option<u32>) {

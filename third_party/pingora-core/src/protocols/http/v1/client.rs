@@ -67,6 +67,9 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // edge-proxy patch: whether the response header keeps the case of its
+    // header names. Defaults to true; see `set_preserve_header_case`.
+    preserve_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,7 +103,15 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            preserve_header_case: true, // edge-proxy patch
         }
+    }
+
+    /// edge-proxy patch: with `false`, the response's header names are not
+    /// kept in their case (as the server session's
+    /// `set_preserve_header_case`): one header map per response instead of two.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Create a new http client session and apply peer options
@@ -284,7 +295,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        // edge-proxy patch: the case map only when asked for.
+                        let build = if self.preserve_header_case {
+                            ResponseHeader::build
+                        } else {
+                            ResponseHeader::build_no_case
+                        };
+                        let mut response_header = match build(
                             resp.code.unwrap(),
                             // edge-proxy patch: see HEADER_ROOM_FOR_PROXY.
                             Some(resp.headers.len() + HEADER_ROOM_FOR_PROXY),

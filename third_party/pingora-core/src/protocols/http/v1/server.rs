@@ -158,6 +158,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// edge-proxy patch: whether the request header keeps the case of its
+    /// header names (a second map of names, filled and cloned with the
+    /// request). Defaults to true. See [`Self::set_preserve_header_case`].
+    preserve_header_case: bool,
 }
 
 impl HttpSession {
@@ -206,7 +210,23 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            preserve_header_case: true, // edge-proxy patch
         }
+    }
+
+    /// edge-proxy patch: with `false`, the request's header names are not
+    /// kept in their case: written on, they are lowercase, or Title-Case for
+    /// the few standard names pingora knows (as for HTTP/2 requests). Names
+    /// are case-insensitive (RFC 9110 section 5.1); keeping the case costs a
+    /// second header map per request, parsed, cloned and written. A proxy
+    /// also parses the upstream's response without case (see pingora-proxy).
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
+    }
+
+    /// edge-proxy patch: see [`Self::set_preserve_header_case`].
+    pub fn preserves_header_case(&self) -> bool {
+        self.preserve_header_case
     }
 
     async fn read_request_buf(
@@ -349,7 +369,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // edge-proxy patch: the case map only when asked for.
+                        let build = if self.preserve_header_case {
+                            RequestHeader::build
+                        } else {
+                            RequestHeader::build_no_case
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
