@@ -41,5 +41,9 @@ fi
 echo "== fuzz smoke"
 bash scripts/fuzz-smoke.sh
 
+# The patched pingora-http's own unit tests (it builds as a dependency, not a member).
+echo "== cargo test: third_party/pingora-http"
+cargo test --manifest-path third_party/pingora-http/Cargo.toml --target-dir target/third_party
+
 echo "== cargo test"
 cargo test --workspace --locked
