@@ -54,7 +54,9 @@ pub struct Upstream {
     hasher: EndpointHasher,
     balancer: LoadBalancer<RoundRobin>,
     /// Cookie id -> endpoint address, for every discovered endpoint.
-    pinnable: ArcSwap<HashMap<EndpointId, SocketAddr>>,
+    /// Looked up on every request with a cookie: foldhash, not SipHash (the
+    /// ids are ours, from the endpoints).
+    pinnable: ArcSwap<HashMap<EndpointId, SocketAddr, foldhash::fast::RandomState>>,
     /// The set the balancer reads on `refresh` (see [`Feed`]).
     current: Arc<ArcSwap<EndpointSet>>,
     /// Discovery has delivered its first complete endpoint list.
@@ -89,7 +91,7 @@ impl Upstream {
             key,
             hasher,
             balancer: LoadBalancer::from_backends(Backends::new(Box::new(feed))),
-            pinnable: ArcSwap::from_pointee(HashMap::new()),
+            pinnable: ArcSwap::from_pointee(HashMap::default()),
             current,
             synced: AtomicBool::new(false),
             failed: Mutex::new(Vec::new()),
