@@ -48,11 +48,15 @@ pub trait IntoCaseHeaderName {
     where
         Self: Sized,
     {
-        let case_header_name = self.into_case_header_name();
-        let header_name = HeaderName::try_from(case_header_name.as_slice())
-            .or_err(InvalidHTTPHeader, "invalid header name")?;
-        Ok((header_name, case_header_name))
+        parsed_header_names(self.into_case_header_name())
     }
+}
+
+// edge-proxy patch: the name parsed from the case-preserved bytes.
+fn parsed_header_names(case_header_name: CaseHeaderName) -> Result<(HeaderName, CaseHeaderName)> {
+    let header_name = HeaderName::try_from(case_header_name.as_slice())
+        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    Ok((header_name, case_header_name))
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -85,10 +89,7 @@ impl IntoCaseHeaderName for &'static str {
         if lowercase_token {
             return Ok((HeaderName::from_static(self), self.into_case_header_name()));
         }
-        let case_header_name = self.into_case_header_name();
-        let header_name = HeaderName::try_from(case_header_name.as_slice())
-            .or_err(InvalidHTTPHeader, "invalid header name")?;
-        Ok((header_name, case_header_name))
+        parsed_header_names(self.into_case_header_name())
     }
 }
 
@@ -165,17 +166,29 @@ mod tests {
     #[test]
     fn test_into_header_names() {
         let (name, case) = "x-forwarded-for".into_header_names().unwrap();
-        assert_eq!((name.as_str(), case.as_slice()), ("x-forwarded-for", &b"x-forwarded-for"[..]));
+        assert_eq!(
+            (name.as_str(), case.as_slice()),
+            ("x-forwarded-for", &b"x-forwarded-for"[..])
+        );
         let (name, case) = "host".into_header_names().unwrap();
         assert_eq!((name, case.as_slice()), (header::HOST, &b"host"[..]));
         let (name, case) = "X-Mixed-Case".into_header_names().unwrap();
-        assert_eq!((name.as_str(), case.as_slice()), ("x-mixed-case", &b"X-Mixed-Case"[..]));
+        assert_eq!(
+            (name.as_str(), case.as_slice()),
+            ("x-mixed-case", &b"X-Mixed-Case"[..])
+        );
         assert!("bad name".into_header_names().is_err());
         assert!("".into_header_names().is_err());
         let (name, case) = header::SET_COOKIE.into_header_names().unwrap();
-        assert_eq!((name, case.as_slice()), (header::SET_COOKIE, &b"Set-Cookie"[..]));
+        assert_eq!(
+            (name, case.as_slice()),
+            (header::SET_COOKIE, &b"Set-Cookie"[..])
+        );
         let custom = HeaderName::from_static("x-request-id");
         let (name, case) = (&custom).into_header_names().unwrap();
-        assert_eq!((name.as_str(), case.as_slice()), ("x-request-id", &b"x-request-id"[..]));
+        assert_eq!(
+            (name.as_str(), case.as_slice()),
+            ("x-request-id", &b"x-request-id"[..])
+        );
     }
 }
