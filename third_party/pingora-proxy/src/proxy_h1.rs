@@ -44,8 +44,7 @@ where
         client_session.write_timeout = peer.options.write_timeout;
         // edge-proxy patch: the response keeps its header names' case only
         // when the request did (pingora-core's set_preserve_header_case).
-        client_session
-            .set_preserve_header_case(session.downstream_session.preserves_header_case());
+        client_session.set_preserve_header_case(session.downstream_session.preserves_header_case());
 
         // phase 2 send to upstream
 
