@@ -129,10 +129,6 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         // pingora's 128 is below what 512 busy clients keep in flight: each
         // request past it opened a new upstream connection and closed it after.
         upstream_keepalive_pool_size: 1024,
-        // Fair turns between the tasks a busy worker overflowed to the shared
-        // queue and its own (pingora-core patch): p99 at 512 connections on one
-        // thread 86-94 ms -> 26 ms.
-        runtime_global_queue_interval: Some(1),
         grace_period_seconds: Some(drain_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -81,12 +81,6 @@ pub struct ServerConf {
     /// Requires building with `--cfg tokio_unstable`. Ignored when
     /// [`Self::work_stealing`] is disabled.
     pub runtime_enable_alt_timer: bool,
-    /// edge-proxy patch: Tokio's `global_queue_interval` on work-stealing service
-    /// runtimes (`None`: Tokio's own, self-tuning). A busy worker whose local run
-    /// queue (256 tasks) overflows moves tasks to the shared queue, which it then
-    /// serves once per this many tasks: with hundreds of busy connections per thread,
-    /// those wait many times longer than the rest (tail latency). 1 serves both in turn.
-    pub runtime_global_queue_interval: Option<u32>,
     /// The path to CA file the SSL library should use. If empty, the default trust store location
     /// defined by the SSL library will be used.
     pub ca_file: Option<String>,
@@ -243,7 +237,6 @@ impl Default for ServerConf {
             listener_tasks_per_fd: 1,
             work_stealing: true,
             runtime_enable_alt_timer: false,
-            runtime_global_queue_interval: None, // edge-proxy patch
             upstream_keepalive_pool_size: 128,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
@@ -432,7 +425,6 @@ impl ServerConf {
                 poll_time_histogram_buckets: self.runtime_metrics_poll_time_histogram_buckets,
             },
             enable_alt_timer: self.runtime_enable_alt_timer,
-            global_queue_interval: self.runtime_global_queue_interval, // edge-proxy patch
             #[cfg(feature = "dial9")]
             dial9: None,
         }
@@ -492,7 +484,6 @@ mod tests {
             listener_tasks_per_fd: 1,
             work_stealing: true,
             runtime_enable_alt_timer: false,
-            runtime_global_queue_interval: None, // edge-proxy patch
             upstream_keepalive_pool_size: 4,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
