@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 // pingora's HTTP/1 path allocates ~100 times per request; with glibc's malloc
 // that was a quarter of the instructions per request (callgrind), with
-// mimalloc's thread-local free lists about a tenth. Built without transparent
+// mimalloc's thread-local free lists about an eighth. Built without transparent
 // huge pages: a 2 MiB page per arena would add megabytes to an idle proxy.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -39,8 +39,9 @@ pub const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 /// edge-proxy patch: room in a parsed header's maps for the headers a proxy
 /// adds before forwarding it (X-Forwarded-*, a request id, Set-Cookie, ...).
 /// Sized to what was parsed, the first insert grows and rehashes both maps
-/// (the values and the case-preserved names): with wrk's one header that was
-/// three growths per map, ~2 500 instructions per inserted header.
+/// (the values and the case-preserved names); the room saved 1.6% of the
+/// instructions per proxied request (callgrind: four headers added to the
+/// request, two to the response).
 pub(crate) const HEADER_ROOM_FOR_PROXY: usize = 8;
 
 pub(super) enum HeaderParseState {
