@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use edge_proxy::affinity::{decode, encode, find_cookie, EndpointHasher};
 use edge_proxy::config;
-use edge_proxy::routing::Router;
+use edge_proxy::route::Router;
 use std::hint::black_box;
 use std::net::SocketAddr;
 
@@ -35,7 +35,7 @@ fn config_text(n: usize) -> String {
 fn router_of(config: &config::Config) -> Router<usize> {
     let mut router = Router::default();
     for (i, r) in config.routes.iter().enumerate() {
-        router.insert(&r.host, &r.path, r.path_type, i);
+        let _ = router.insert(&r.matches, i);
     }
     router
 }

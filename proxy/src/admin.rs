@@ -22,9 +22,10 @@ impl Admin {
     /// else the upstreams still waiting.
     fn unsynced(&self) -> Vec<String> {
         let snapshot = self.snapshot.load();
-        let ingresses = (!snapshot.ingress_synced).then(|| "the Ingresses".to_string());
-        ingresses
-            .into_iter()
+        snapshot
+            .waiting_for
+            .iter()
+            .map(|source| source.describe().to_string())
             .chain(
                 snapshot
                     .upstreams

@@ -7,7 +7,7 @@
 //! We own the algorithm and its key (not std's `DefaultHasher`, whose output may
 //! change between Rust releases), so values stay valid across upgrades.
 
-use crate::config::{Affinity, SameSite};
+use crate::route::{Affinity, SameSite};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::SocketAddr;

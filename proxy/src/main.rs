@@ -4,8 +4,8 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use edge_proxy::{
-    access_log, admin, client_limits, config, drain, ingress, logging, metrics, proxy, reload,
-    state, tls,
+    access_log, admin, config, connections, drain, ingress, logging, metrics, proxy, reload, state,
+    tls,
 };
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
@@ -106,16 +106,16 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // The first snapshot is built before serving: a proxy that cannot reach its
     // discovery at start-up says so and exits instead of answering 503s.
     // With `ingress:`, its routes join once the Ingresses are listed.
-    let no_ingress_yet = state::IngressRoutes {
-        routes: Vec::new(),
-        synced: config.ingress.is_none(),
+    let waiting: &[state::SourceId] = match config.ingress {
+        Some(_) => &[state::SourceId::Ingress],
+        None => &[],
     };
-    let initial = control.block_on(state::Snapshot::build(&config, &no_ingress_yet, None))?;
+    let (initial, sources) = control.block_on(state::Publisher::initial(&config, waiting))?;
     let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
     let publisher = Arc::new(state::Publisher::new(
         snapshot.clone(),
         config.clone(),
-        no_ingress_yet,
+        sources,
     ));
 
     reload::record_loaded(hash, 1);
@@ -146,8 +146,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let linger = config.drain_timeout / 2;
     // Outermost first: a slot per client connection, a deadline per request
     // head, then pingora's proxy.
-    let app = client_limits::ConnectionLimit::new(
-        client_limits::HeaderDeadline::new(proxy, snapshot.clone()),
+    let app = connections::ConnectionLimit::new(
+        connections::HeaderDeadline::new(proxy, snapshot.clone()),
         config.limits.max_connections,
         config.limits.header_timeout,
         snapshot.clone(),
@@ -202,12 +202,18 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
+    let hooks = Arc::new(drain::ShutdownHooks::default());
     if let Some(settings) = config.ingress.clone() {
-        control.block_on(ingress::start(settings, publisher.clone(), certs.clone()))?;
+        control.block_on(ingress::start(
+            settings,
+            publisher.clone(),
+            certs.clone(),
+            hooks.clone(),
+        ))?;
     }
     control.spawn(reload::Reloader::new(path.to_path_buf(), publisher, config, hash, certs).run());
 
-    drain::exit_when_drained(&server, linger);
+    drain::exit_when_drained(&server, linger, hooks);
     tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());
     access_log::flush();

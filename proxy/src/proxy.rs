@@ -1,21 +1,26 @@
 //! The request path: one `ProxyHttp` implementation, one short method per phase.
 //!
-//! - `request_filter`: request id, route (404 if none), affinity cookie;
-//! - `upstream_peer`: choose the endpoint (pinned, or a new ready one);
+//! - `request_filter`: request id, route (404 if none), the route's request
+//!   policies in order (policy.rs), affinity cookie;
+//! - `upstream_peer`: choose the backend (the cookie's, else by weight), then
+//!   the endpoint (pinned, or a new ready one);
 //! - `fail_to_connect`: try another endpoint when a connection is refused;
 //! - `upstream_request_filter`: forwarding headers and the request id;
 //! - `response_filter`: the affinity cookie when the session was (re)pinned;
-//! - `fail_to_proxy`: the proxy's own error responses;
+//! - `fail_to_proxy`: the proxy's own error responses (one builder: `respond`);
 //! - `logging`: metrics and the access log.
 
 use crate::access_log;
 use crate::affinity::{self, AffinityOutcome, Requested};
-use crate::client_limits;
-use crate::config::{net_contains, Limits};
+use crate::config::Limits;
+use crate::connections;
 use crate::forwarding;
 use crate::metrics::{method_label, METRICS};
-use crate::routing::normalize_host;
-use crate::state::{RouteEntry, SharedSnapshot, Snapshot};
+use crate::policy::{CompiledRoute, Reply, RequestFacts};
+use crate::route::normalize_host;
+use crate::route::router::RequestParts;
+use crate::state::{SharedSnapshot, Snapshot};
+use crate::upstream::Upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE, TRANSFER_ENCODING};
@@ -46,7 +51,9 @@ pub struct RequestCtx {
     request_id: String,
     /// The snapshot this request reads from start to end (one load).
     snapshot: Arc<Snapshot>,
-    route: Option<Arc<RouteEntry>>,
+    route: Option<Arc<CompiledRoute>>,
+    /// The route's backend this request goes to (chosen once, kept on retries).
+    upstream: Option<Arc<Upstream>>,
     /// What the client's affinity cookie asks for (affinity routes only).
     requested: Requested,
     affinity: AffinityOutcome,
@@ -106,16 +113,6 @@ fn refuse(req: &RequestHeader, limits: &Limits) -> Option<(u16, &'static str)> {
     None
 }
 
-/// A declared body over the route's limit (`limits.max_body_bytes`, or the
-/// route's `proxy-body-size`) is refused before anything is forwarded.
-fn body_too_large(req: &RequestHeader, limit: u64) -> bool {
-    req.headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
-}
-
 /// A client's X-Request-Id is kept when it is short and plain (it lands in logs
 /// and upstream headers); otherwise a fresh one is generated.
 fn request_id(req: &RequestHeader) -> String {
@@ -136,54 +133,50 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
-/// Answer the client directly, with a short text body and the request id.
-/// A 503 for an upstream whose endpoints are not known yet (discovery has not
-/// answered since start-up or the reload) says so, and to retry in a second.
-async fn respond(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    status: u16,
-    body: &'static str,
-) -> Result<()> {
-    let unsynced = status == 503 && ctx.route.as_ref().is_some_and(|r| !r.upstream.is_synced());
+/// Answer the client directly: the one builder of the proxy's own responses
+/// (a short text body, the request id, a `Location` for redirects). A 503 for
+/// an upstream whose endpoints are not known yet (discovery has not answered
+/// since start-up or the reload) says so, and to retry in a second.
+async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
+    let upstream = ctx
+        .upstream
+        .as_ref()
+        .or_else(|| ctx.route.as_ref().and_then(|r| r.backends.primary()));
+    let unsynced = reply.status == 503 && upstream.is_some_and(|u| !u.is_synced());
     let body = if unsynced {
-        "this service's endpoints are not known yet\n"
+        "this service's endpoints are not known yet\n".into()
     } else {
-        body
+        reply.body
     };
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(reply.status, Some(5))?;
     if unsynced {
         resp.insert_header(http::header::RETRY_AFTER, "1")?;
     }
-    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(CONTENT_LENGTH, body.len())?;
-    resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
-}
-
-/// `https://HOST[:PORT]/path?query` for a redirect; the port only when not 443.
-fn https_location(host: &str, https_port: Option<u16>, req: &RequestHeader) -> String {
-    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    match https_port {
-        Some(443) | None => format!("https://{host}{path}"),
-        Some(port) => format!("https://{host}:{port}{path}"),
+    if let Some(location) = reply.location {
+        resp.insert_header(http::header::LOCATION, location)?;
     }
-}
-
-async fn redirect(session: &mut Session, ctx: &RequestCtx, location: &str) -> Result<()> {
-    let body = "redirecting to https\n";
-    let mut resp = ResponseHeader::build(308, Some(5))?;
-    resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
+    let body = match body {
+        std::borrow::Cow::Borrowed(b) => Bytes::from_static(b.as_bytes()),
+        std::borrow::Cow::Owned(b) => Bytes::from(b),
+    };
+    session.write_response_body(Some(body), true).await
+}
+
+/// Conditions of a route (method, headers, query) read the request head.
+impl RequestParts for RequestHeader {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
 }
 
 fn error_body(status: u16) -> &'static str {
@@ -208,6 +201,7 @@ impl ProxyHttp for EdgeProxy {
             request_id: String::new(),
             snapshot: self.snapshot.load_full(),
             route: None,
+            upstream: None,
             requested: Requested::NoCookie,
             affinity: AffinityOutcome::None,
             tried: Vec::new(),
@@ -218,46 +212,56 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        client_limits::head_read();
+        connections::head_read();
         ctx.request_id = request_id(session.req_header());
         let snapshot = ctx.snapshot.clone();
         if let Some((status, body)) = refuse(session.req_header(), &snapshot.limits) {
-            respond(session, ctx, status, body).await?;
+            respond(session, ctx, Reply::text(status, body)).await?;
             return Ok(true);
         }
         let req = session.req_header();
         let Some(host) = request_host(req) else {
-            respond(session, ctx, 400, "ambiguous request target\n").await?;
+            respond(session, ctx, Reply::text(400, "ambiguous request target\n")).await?;
             return Ok(true);
         };
         let host = normalize_host(std::str::from_utf8(host).unwrap_or(""));
-        let Some(route) = snapshot.router.find(&host, req.uri.path()).cloned() else {
-            respond(session, ctx, 404, error_body(404)).await?;
+        let Some(route) = snapshot
+            .router
+            .find_request(&host, req.uri.path(), req)
+            .cloned()
+        else {
+            respond(session, ctx, Reply::text(404, error_body(404))).await?;
             return Ok(true);
         };
-        if let Some(allow) = &route.allow {
-            let peer = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            let client = forwarding::client_ip(req, peer, &snapshot.trusted_proxies);
-            if !client.is_some_and(|ip| allow.iter().any(|n| net_contains(n, ip))) {
+        // The route's request policies, in its order: the first that answers wins.
+        if !route.request.is_empty() {
+            let facts = RequestFacts {
+                req,
+                host: &host,
+                peer: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                tls: is_tls(session),
+                trusted_proxies: &snapshot.trusted_proxies,
+                https_port: snapshot.https_port,
+            };
+            if let Some(reply) = route.check_request(&facts) {
                 ctx.route = Some(route);
-                respond(session, ctx, 403, "this address may not use this route\n").await?;
+                respond(session, ctx, reply).await?;
                 return Ok(true);
             }
         }
-        if route.redirect_https && !is_tls(session) {
-            let location = https_location(&host, snapshot.https_port, req);
-            redirect(session, ctx, &location).await?;
-            return Ok(true);
-        }
-        if body_too_large(req, route.max_body_bytes) {
+        if route.backends.is_empty() {
             ctx.route = Some(route);
-            respond(session, ctx, 413, error_body(413)).await?;
+            respond(
+                session,
+                ctx,
+                Reply::text(500, "this route has no backend\n"),
+            )
+            .await?;
             return Ok(true);
         }
-        let req = session.req_header();
         if let Some(affinity) = &route.affinity {
             let cookies = req.headers.get_all(COOKIE).into_iter();
             ctx.requested = affinity::requested(cookies.map(|h| h.as_bytes()), &affinity.cookie);
@@ -291,7 +295,19 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
-        let upstream = &route.upstream;
+        // The backend: the one whose endpoint the affinity cookie names, else
+        // one by weight; chosen once, so retries stay on it.
+        if ctx.upstream.is_none() {
+            let pinned_to = ctx
+                .requested
+                .endpoint()
+                .and_then(|id| route.backends.holding(id));
+            ctx.upstream = pinned_to.or_else(|| route.backends.pick()).cloned();
+        }
+        let upstream = ctx
+            .upstream
+            .clone()
+            .ok_or_else(|| Error::new(InternalError))?;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         let pinned = ctx
             .requested
@@ -355,8 +371,8 @@ impl ProxyHttp for EdgeProxy {
         // timeout: hold it back for a while. A refusal costs nothing, and the
         // endpoint may be back the next moment (a restart on the same address).
         let silent = matches!(e.etype(), ConnectTimedout | ConnectNoRoute);
-        if let (true, Some(route), Some(addr)) = (silent, &ctx.route, ctx.endpoint()) {
-            route.upstream.connect_failed(addr);
+        if let (true, Some(upstream), Some(addr)) = (silent, &ctx.upstream, ctx.endpoint()) {
+            upstream.connect_failed(addr);
         }
         let metrics = ctx.route.as_ref().map(|r| &r.metrics);
         if let Some(m) = metrics {
@@ -407,11 +423,13 @@ impl ProxyHttp for EdgeProxy {
             let elapsed = started.elapsed().as_secs_f64();
             route.metrics.upstream_duration.observe(elapsed);
         }
-        let (Some(affinity), Some(addr)) = (&route.affinity, ctx.endpoint()) else {
+        let (Some(affinity), Some(upstream), Some(addr)) =
+            (&route.affinity, &ctx.upstream, ctx.endpoint())
+        else {
             return Ok(());
         };
         if ctx.affinity.sets_cookie() {
-            let id = route.upstream.endpoint_id(&addr);
+            let id = upstream.endpoint_id(&addr);
             let user_agent = session
                 .req_header()
                 .headers
@@ -452,7 +470,7 @@ impl ProxyHttp for EdgeProxy {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id(session.req_header());
             }
-            if let Err(e) = respond(session, ctx, code, error_body(code)).await {
+            if let Err(e) = respond(session, ctx, Reply::text(code, error_body(code))).await {
                 tracing::debug!("cannot send the error response: {e}");
             }
         }

@@ -1,42 +1,54 @@
-//! The snapshot the request path reads: routes, their upstreams, the settings.
+//! The snapshot the request path reads, and the [`Publisher`] that builds it.
 //!
-//! A snapshot is built whole from a validated configuration and the routes of
-//! Ingresses, and published with one atomic swap by the [`Publisher`];
-//! requests keep the snapshot they started with.
+//! Routes come from N keyed sources ([`SourceId`]: the configuration file,
+//! the Ingresses, next Gateway API), each already in the route model
+//! (`crate::route`). A snapshot is built whole from the file's settings and
+//! every source's routes: conflicts between routes are decided here, in one
+//! place (the file wins; otherwise the oldest object), each route's policies
+//! are compiled (`policy.rs`), and the result is published with one atomic
+//! swap. Requests keep the snapshot they started with. Upstreams, and the
+//! state policies keep, carry over from the previous snapshot.
 
-use crate::config::{Affinity, Config, IpNet, Limits, Route, Timeouts, UpstreamKey};
+use crate::config::{Config, IpNet, Limits, Timeouts};
 use crate::discovery::Source;
-use crate::ingress::IngressRoute;
-use crate::metrics::RouteMetrics;
-use crate::routing::Router;
+use crate::metrics::METRICS;
+use crate::policy::{self, CompiledRoute};
+use crate::problems::{self, Problem, ProblemKind};
+use crate::route::router::Insert;
+use crate::route::{Origin, Route, Router, UpstreamKey};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-/// A route as the request path needs it.
-pub struct RouteEntry {
-    /// A short stable name for logs and metrics: `routes[i]`.
-    pub name: String,
-    /// The configured host pattern, for metrics: `www.example.com`, `*.example.com`, `*`.
-    pub host: String,
-    /// The upstream as `namespace/service:port`, for metrics and logs.
-    pub service: String,
-    pub affinity: Option<Affinity>,
-    pub redirect_https: bool,
-    /// The request body limit here (`limits.max_body_bytes` or an annotation's).
-    pub max_body_bytes: u64,
-    /// Towards this route's endpoints (`timeouts` or an annotation's).
-    pub timeouts: Timeouts,
-    /// Only clients in these ranges (an allowlist annotation); others get 403.
-    pub allow: Option<Vec<IpNet>>,
-    pub upstream: Arc<Upstream>,
-    /// Its series, resolved once here rather than by label on every request.
-    pub metrics: RouteMetrics,
+/// Where routes come from, in the order /readyz lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceId {
+    File,
+    Ingress,
+}
+
+impl SourceId {
+    /// How /readyz names a source it still waits for.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SourceId::File => "the configuration file",
+            SourceId::Ingress => "the Ingresses",
+        }
+    }
+}
+
+/// One source's routes as it last published them.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRoutes {
+    pub routes: Vec<Route>,
+    /// The source has its first complete view (until then /readyz waits).
+    pub synced: bool,
 }
 
 pub struct Snapshot {
-    pub router: Router<Arc<RouteEntry>>,
+    pub router: Router<Arc<CompiledRoute>>,
     pub upstreams: BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>,
     pub timeouts: Timeouts,
     pub retries: usize,
@@ -44,113 +56,103 @@ pub struct Snapshot {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The HTTPS listener's port, for redirects.
     pub https_port: Option<u16>,
-    /// `false` while Ingresses are served but not listed yet (`/readyz`).
-    pub ingress_synced: bool,
-}
-
-/// The routes Ingresses contribute, as the ingress controller last computed them.
-#[derive(Debug, Clone, Default)]
-pub struct IngressRoutes {
-    pub routes: Vec<IngressRoute>,
-    /// The Ingresses have been listed (always true without `ingress:`).
-    pub synced: bool,
+    /// Sources without their first complete view yet (`/readyz`).
+    pub waiting_for: Vec<SourceId>,
+    /// State that policies keep across snapshots, by route name.
+    kept: HashMap<String, Arc<AtomicU32>, foldhash::fast::RandomState>,
 }
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
+/// The sources' routes, by source.
+pub type Sources = BTreeMap<SourceId, Arc<SourceRoutes>>;
+
+/// The routes of every source in the order they claim matches: the file's
+/// first, in file order; then objects oldest first (see `route::Origin`).
+fn by_precedence(sources: &Sources) -> Vec<(SourceId, &Route)> {
+    let mut all: Vec<(SourceId, &Route)> = sources
+        .iter()
+        .flat_map(|(id, s)| s.routes.iter().map(move |r| (*id, r)))
+        .collect();
+    all.sort_by(|a, b| a.1.origin.cmp(&b.1.origin));
+    all
+}
+
 impl Snapshot {
-    /// Build a snapshot for `config`, keeping the upstreams of `previous` whose
-    /// discovery source is unchanged. New upstreams start concurrently and
-    /// without waiting for their first endpoint lists (discovery/mod.rs).
+    /// Build a snapshot from the file's settings and every source's routes,
+    /// keeping the upstreams of `previous` whose discovery source is unchanged.
+    /// New upstreams start concurrently and without waiting for their first
+    /// endpoint lists (discovery/mod.rs).
     pub async fn build(
         config: &Config,
-        ingress: &IngressRoutes,
+        sources: &Sources,
         previous: Option<&Snapshot>,
     ) -> anyhow::Result<Snapshot> {
-        // ConfigMap routes first: they win a (host, path, type) over Ingresses.
-        let routes: Vec<(String, &Route)> = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (format!("routes[{i}]"), r))
-            .chain(ingress.routes.iter().map(|r| (r.name.clone(), &r.route)))
-            .collect();
-        let mut sources = BTreeMap::new();
-        for (_, route) in &routes {
-            let key = &route.upstream;
-            if !sources.contains_key(key) {
-                sources.insert(key.clone(), Source::for_upstream(config, key)?);
-            }
-        }
-        let starts = sources.into_iter().map(|(key, source)| async move {
-            let kept = previous
-                .and_then(|p| p.upstreams.get(&key))
-                .filter(|(old, _)| *old == source)
-                .map(|(_, u)| u.clone());
-            let upstream = match kept {
-                Some(u) => u,
-                None => source.start(&key).await.inspect_err(|_| {
-                    crate::metrics::METRICS
-                        .discovery_errors
-                        .with_label_values(&[&key.to_string()])
-                        .inc();
-                })?,
-            };
-            anyhow::Ok((key, (source, upstream)))
-        });
-        let upstreams: BTreeMap<_, _> = futures::future::try_join_all(starts)
-            .await?
-            .into_iter()
-            .collect();
+        let routes = by_precedence(sources);
+        let upstreams = start_upstreams(config, &routes, previous).await?;
+        let mut kept = HashMap::default();
         let mut router = Router::default();
         let mut shadowed = 0;
-        for (name, route) in routes {
-            let Route {
-                host,
-                path,
-                path_type,
-                upstream,
-                affinity,
-                redirect_https,
-                overrides,
-            } = route;
-            let host_label = host.to_string();
-            let service = upstream.to_string();
-            let metrics = RouteMetrics::new(&name, &host_label, &service, affinity.is_some());
-            let entry = RouteEntry {
-                host: host_label,
-                service,
-                affinity: affinity.clone(),
-                redirect_https: *redirect_https,
-                max_body_bytes: overrides
-                    .max_body_bytes
-                    .unwrap_or(config.limits.max_body_bytes),
-                timeouts: Timeouts {
-                    connect: overrides.connect_timeout.unwrap_or(config.timeouts.connect),
-                    read: overrides.read_timeout.unwrap_or(config.timeouts.read),
-                    write: overrides.write_timeout.unwrap_or(config.timeouts.write),
-                    idle: config.timeouts.idle,
-                },
-                allow: overrides.allow.clone(),
-                upstream: upstreams[upstream].1.clone(),
-                metrics,
-                name,
+        let mut conflicts = Vec::new();
+        let mut ingress_routes = 0;
+        for (source, route) in routes {
+            let turn = previous
+                .and_then(|p| p.kept.get(&route.name).cloned())
+                .unwrap_or_default();
+            kept.insert(route.name.clone(), turn.clone());
+            let entry = Arc::new(policy::compile(
+                route,
+                config,
+                |key| upstreams[key].1.clone(),
+                turn,
+            ));
+            let lost_to = match router.insert(&route.matches, entry) {
+                Ok(()) => None,
+                Err(Insert::Taken(winner)) => Some(winner.origin.clone()),
+                Err(Insert::Invalid(e)) => {
+                    conflicts.push(Problem::new(
+                        route.origin.object(),
+                        ProblemKind::InvalidRule,
+                        format!("{}: {e}", route.name),
+                    ));
+                    continue;
+                }
             };
-            let entry = Arc::new(entry);
-            if !router.insert(host, path, *path_type, entry.clone()) {
-                // Only an Ingress route can lose here (the file has no duplicates).
-                shadowed += 1;
-                tracing::warn!(
-                    route = %entry.name,
-                    host = %entry.host,
-                    path = %path,
-                    "an Ingress path is also a route of the configuration file, which wins"
-                );
+            let m = &route.matches;
+            // The same match twice in one object: the first stands, silently.
+            if lost_to.as_ref() == Some(&route.origin) {
+                continue;
+            }
+            match lost_to {
+                None => ingress_routes += i64::from(source == SourceId::Ingress),
+                Some(Origin::File) => {
+                    ingress_routes += i64::from(source == SourceId::Ingress);
+                    shadowed += 1;
+                    tracing::warn!(
+                        route = %route.name,
+                        host = %m.host,
+                        path = %m.path,
+                        "an Ingress path is also a route of the configuration file, which wins"
+                    );
+                }
+                Some(winner) => conflicts.push(Problem::new(
+                    route.origin.object(),
+                    ProblemKind::Conflict,
+                    format!(
+                        "{}: host {} path {} ({:?}) is already served by {} (older): not served from {}",
+                        route.name,
+                        m.host,
+                        m.path,
+                        m.path_type,
+                        winner.describe(),
+                        route.origin.describe(),
+                    ),
+                )),
             }
         }
-        crate::metrics::METRICS
-            .ingress_shadowed_routes
-            .set(shadowed);
+        problems::report("conflicts", conflicts);
+        METRICS.ingress_shadowed_routes.set(shadowed);
+        METRICS.ingress_routes.set(ingress_routes);
         let services: Vec<String> = upstreams.keys().map(|k| k.to_string()).collect();
         crate::metrics::export_at_zero(&services);
         Ok(Snapshot {
@@ -161,48 +163,196 @@ impl Snapshot {
             limits: config.limits,
             trusted_proxies: config.trusted_proxies.clone().into(),
             https_port: config.listen.https.map(|a| a.port()),
-            ingress_synced: ingress.synced,
+            waiting_for: sources
+                .iter()
+                .filter(|(_, s)| !s.synced)
+                .map(|(id, _)| *id)
+                .collect(),
+            kept,
         })
     }
 }
 
-/// Builds and publishes snapshots from the two inputs, the configuration file
-/// and the Ingresses, one at a time (a reload and an Ingress change never
-/// publish over each other).
+/// The upstream of every backend: the previous snapshot's where its
+/// discovery source is unchanged, else a new one.
+async fn start_upstreams(
+    config: &Config,
+    routes: &[(SourceId, &Route)],
+    previous: Option<&Snapshot>,
+) -> anyhow::Result<BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>> {
+    let mut sources = BTreeMap::new();
+    for (_, route) in routes {
+        for backend in &route.backends {
+            let key = &backend.upstream;
+            if !sources.contains_key(key) {
+                sources.insert(key.clone(), Source::for_upstream(config, key)?);
+            }
+        }
+    }
+    let starts = sources.into_iter().map(|(key, source)| async move {
+        let kept = previous
+            .and_then(|p| p.upstreams.get(&key))
+            .filter(|(old, _)| *old == source)
+            .map(|(_, u)| u.clone());
+        let upstream = match kept {
+            Some(u) => u,
+            None => source.start(&key).await.inspect_err(|_| {
+                METRICS
+                    .discovery_errors
+                    .with_label_values(&[&key.to_string()])
+                    .inc();
+            })?,
+        };
+        anyhow::Ok((key, (source, upstream)))
+    });
+    Ok(futures::future::try_join_all(starts)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Builds and publishes snapshots from the sources, one at a time (a reload
+/// and an Ingress change never publish over each other).
 pub struct Publisher {
     snapshot: SharedSnapshot,
-    inputs: tokio::sync::Mutex<(Arc<Config>, Arc<IngressRoutes>)>,
+    inputs: tokio::sync::Mutex<Inputs>,
+}
+
+struct Inputs {
+    /// The configuration file: settings, and the routes of [`SourceId::File`].
+    config: Arc<Config>,
+    sources: Sources,
 }
 
 impl Publisher {
-    pub fn new(snapshot: SharedSnapshot, config: Config, ingress: IngressRoutes) -> Self {
+    /// A publisher for `snapshot`, built from `config` and `sources` (the
+    /// file's routes are taken from `config`).
+    pub fn new(snapshot: SharedSnapshot, config: Config, mut sources: Sources) -> Self {
+        sources.insert(SourceId::File, file_routes(&config));
         Publisher {
             snapshot,
-            inputs: tokio::sync::Mutex::new((Arc::new(config), Arc::new(ingress))),
+            inputs: tokio::sync::Mutex::new(Inputs {
+                config: Arc::new(config),
+                sources,
+            }),
         }
+    }
+
+    /// The first snapshot: `config`'s routes and, for each other source to
+    /// come, nothing yet and not synced.
+    pub async fn initial(
+        config: &Config,
+        waiting: &[SourceId],
+    ) -> anyhow::Result<(Snapshot, Sources)> {
+        let mut sources: Sources = waiting
+            .iter()
+            .map(|id| (*id, Arc::new(SourceRoutes::default())))
+            .collect();
+        sources.insert(SourceId::File, file_routes(config));
+        let snapshot = Snapshot::build(config, &sources, None).await?;
+        sources.remove(&SourceId::File);
+        Ok((snapshot, sources))
     }
 
     /// A new configuration file; on error the running snapshot stays.
     pub async fn publish_config(&self, config: Config) -> anyhow::Result<()> {
         let mut inputs = self.inputs.lock().await;
-        self.publish(&config, &inputs.1).await?;
-        inputs.0 = Arc::new(config);
+        let mut sources = inputs.sources.clone();
+        sources.insert(SourceId::File, file_routes(&config));
+        self.build_and_swap(&config, &sources).await?;
+        *inputs = Inputs {
+            config: Arc::new(config),
+            sources,
+        };
         Ok(())
     }
 
-    /// New Ingress routes; on error the running snapshot stays.
-    pub async fn publish_ingress(&self, ingress: IngressRoutes) -> anyhow::Result<()> {
+    /// New routes from `source`; on error the running snapshot stays.
+    pub async fn publish(
+        &self,
+        source: SourceId,
+        routes: Vec<Route>,
+        synced: bool,
+    ) -> anyhow::Result<()> {
         let mut inputs = self.inputs.lock().await;
-        let config = inputs.0.clone();
-        self.publish(&config, &ingress).await?;
-        inputs.1 = Arc::new(ingress);
+        let mut sources = inputs.sources.clone();
+        sources.insert(source, Arc::new(SourceRoutes { routes, synced }));
+        let config = inputs.config.clone();
+        self.build_and_swap(&config, &sources).await?;
+        inputs.sources = sources;
         Ok(())
     }
 
-    async fn publish(&self, config: &Config, ingress: &IngressRoutes) -> anyhow::Result<()> {
+    async fn build_and_swap(&self, config: &Config, sources: &Sources) -> anyhow::Result<()> {
         let previous = self.snapshot.load_full();
-        let next = Snapshot::build(config, ingress, Some(&previous)).await?;
+        let next = Snapshot::build(config, sources, Some(&previous)).await?;
         self.snapshot.store(Arc::new(next));
         Ok(())
+    }
+}
+
+fn file_routes(config: &Config) -> Arc<SourceRoutes> {
+    Arc::new(SourceRoutes {
+        routes: config.routes.clone(),
+        synced: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{HostMatch, Match, PathType, ServicePort};
+
+    fn config() -> Config {
+        crate::config::parse(
+            "test",
+            "listen:\n  http: \"127.0.0.1:1\"\ndiscovery: static\nroutes:\n  - host: a.test\n    path: /file\n    service: file\n    port: 80\nstatic:\n  file: [\"127.0.0.1:1\"]\n  old: [\"127.0.0.1:2\"]\n  new: [\"127.0.0.1:3\"]\n",
+        )
+        .unwrap()
+    }
+
+    fn object_route(service: &str, created: i64, path: &str) -> Route {
+        Route::to(
+            format!("ingress:default/{service}:rules[0].paths[0]"),
+            Origin::Object {
+                created,
+                id: format!("default/{service}"),
+                kind: "Ingress",
+            },
+            Match::path(HostMatch::Exact("a.test".into()), path, PathType::Prefix),
+            UpstreamKey {
+                namespace: "default".into(),
+                service: service.into(),
+                port: ServicePort::Number(80),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn the_file_wins_then_the_oldest_object_whatever_the_order_published() {
+        let config = config();
+        // The newer object is listed first: precedence, not order, decides.
+        let ingress = SourceRoutes {
+            routes: vec![
+                object_route("new", 2_000, "/"),
+                object_route("old", 1_000, "/"),
+                object_route("new", 2_000, "/file"),
+            ],
+            synced: false,
+        };
+        let (_, mut sources) = Publisher::initial(&config, &[SourceId::Ingress])
+            .await
+            .unwrap();
+        sources.insert(SourceId::Ingress, Arc::new(ingress));
+        sources.insert(SourceId::File, file_routes(&config));
+        let snapshot = Snapshot::build(&config, &sources, None).await.unwrap();
+        let name = |path: &str| snapshot.router.find("a.test", path).map(|r| r.name.clone());
+        assert_eq!(
+            name("/"),
+            Some("ingress:default/old:rules[0].paths[0]".into())
+        );
+        assert_eq!(name("/file"), Some("routes[0]".into()));
+        assert_eq!(snapshot.waiting_for, [SourceId::Ingress]);
+        assert_eq!(METRICS.ingress_shadowed_routes.get(), 1);
     }
 }

@@ -16,7 +16,7 @@
 //! endpoint is held, they are tried anyway.
 
 use crate::affinity::{EndpointHasher, EndpointId};
-use crate::config::UpstreamKey;
+use crate::route::UpstreamKey;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -252,7 +252,7 @@ fn enablement_key(b: &Backend) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServicePort;
+    use crate::route::ServicePort;
 
     fn addrs(list: &[&str]) -> BTreeSet<SocketAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()

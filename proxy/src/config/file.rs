@@ -31,7 +31,7 @@ pub struct File {
     pub ingress: Option<Value>,
 }
 
-/// `ingress:`: serve Ingress objects (DESIGN.md, "Ingress").
+/// `ingress:`: serve Ingress objects (README.md, "Coming from ingress-nginx").
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Ingress {

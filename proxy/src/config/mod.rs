@@ -7,6 +7,7 @@
 mod file;
 mod validate;
 
+use crate::route::{HostMatch, PathType, Route};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub discovery: Discovery,
     pub tls: Vec<TlsCert>,
+    /// The file's routes, already in the route model (`crate::route`).
     pub routes: Vec<Route>,
     pub timeouts: Timeouts,
     /// Worker threads of the proxy service.
@@ -36,7 +38,7 @@ pub struct Config {
     pub ingress: Option<IngressSettings>,
 }
 
-/// `ingress:` (DESIGN.md, "Ingress"). Read at start only.
+/// `ingress:` (README.md, "Coming from ingress-nginx"). Read at start only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressSettings {
     /// The IngressClass served.
@@ -140,131 +142,6 @@ pub struct TlsCert {
     pub key: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub host: HostMatch,
-    /// For `Prefix`, normalized without a trailing slash (except the root "/").
-    pub path: String,
-    pub path_type: PathType,
-    pub upstream: UpstreamKey,
-    pub affinity: Option<Affinity>,
-    /// Plain-HTTP requests get a 308 to the same URL on https.
-    pub redirect_https: bool,
-    /// Settings only Ingress annotations give; `Default` for ConfigMap routes.
-    pub overrides: RouteOverrides,
-}
-
-/// Per-route settings beyond the global ones (from Ingress annotations).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouteOverrides {
-    /// Instead of `limits.max_body_bytes`; `Some(u64::MAX)` is unlimited.
-    pub max_body_bytes: Option<u64>,
-    pub connect_timeout: Option<Duration>,
-    pub read_timeout: Option<Duration>,
-    pub write_timeout: Option<Duration>,
-    /// Only clients in these ranges; others get 403. `Some(empty)`: nobody
-    /// (an allowlist that did not parse fails closed).
-    pub allow: Option<Vec<IpNet>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostMatch {
-    /// A lowercase host name.
-    Exact(String),
-    /// `*.example.com`: holds "example.com"; matches exactly one more label.
-    Wildcard(String),
-    /// No host given: any host that no other route names.
-    Any,
-}
-
-/// As written in a route: `www.example.com`, `*.example.com`, or `*` for any host.
-impl fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostMatch::Exact(h) => f.write_str(h),
-            HostMatch::Wildcard(d) => write!(f, "*.{d}"),
-            HostMatch::Any => f.write_str("*"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PathType {
-    Prefix,
-    Exact,
-}
-
-/// What a route forwards to: one port of one Service. Routes naming the same
-/// key share one set of endpoints, one balancer and one connection pool.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UpstreamKey {
-    pub namespace: String,
-    pub service: String,
-    pub port: ServicePort,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ServicePort {
-    Number(u16),
-    Name(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Affinity {
-    pub cookie: String,
-    /// `None`: a session cookie.
-    pub max_age: Option<Duration>,
-    /// The rest is what ingress-nginx's `session-cookie-*` annotations set;
-    /// [`Affinity::new`] gives the ConfigMap routes' fixed behaviour.
-    pub path: String,
-    /// An `Expires` this long after the response.
-    pub expires: Option<Duration>,
-    pub same_site: Option<SameSite>,
-    /// `SameSite=None` left out for clients known to mishandle it.
-    pub same_site_none_if_compatible: bool,
-    /// `Secure` on plain HTTP too (it is always set on HTTPS).
-    pub secure: bool,
-    pub domain: Option<String>,
-    /// When the pinned endpoint fails, the client is re-pinned with a new
-    /// cookie (`true`), or served elsewhere and keeps its cookie (`false`), to
-    /// return to its endpoint once it is back.
-    pub change_on_failure: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    Strict,
-    Lax,
-    None,
-}
-
-impl SameSite {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        }
-    }
-}
-
-impl Affinity {
-    /// A ConfigMap route's affinity: `Path=/`, `SameSite=Lax`, re-pinned on failure.
-    pub fn new(cookie: impl Into<String>, max_age: Option<Duration>) -> Self {
-        Affinity {
-            cookie: cookie.into(),
-            max_age,
-            path: "/".into(),
-            expires: None,
-            same_site: Some(SameSite::Lax),
-            same_site_none_if_compatible: false,
-            secure: false,
-            domain: None,
-            change_on_failure: true,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -281,21 +158,6 @@ impl Default for Timeouts {
             read: Duration::from_secs(60),
             write: Duration::from_secs(60),
             idle: Duration::from_secs(60),
-        }
-    }
-}
-
-impl fmt::Display for UpstreamKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
-    }
-}
-
-impl fmt::Display for ServicePort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServicePort::Number(n) => write!(f, "{n}"),
-            ServicePort::Name(name) => f.write_str(name),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::file;
 use super::*;
+use crate::route::{Affinity, Backend, Match, Origin, Policy, ServicePort, UpstreamKey};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::collections::HashMap;
@@ -312,7 +313,8 @@ fn validate_routes(
         let Some(route) = validate_route(raw, &at, discovery, problems) else {
             continue;
         };
-        let key = (route.host.clone(), route.path.clone(), route.path_type);
+        let m = &route.matches;
+        let key = (m.host.clone(), m.path.clone(), m.path_type);
         if let Some(first) = seen.get(&key) {
             problems.add(
                 at,
@@ -407,18 +409,26 @@ fn validate_route(
     if problems.0.len() > before {
         return None;
     }
+    // Request policies in the order they answer: a redirect before anything
+    // is read of the session.
+    let mut policies = Vec::new();
+    if raw.redirect_https.unwrap_or(false) {
+        policies.push(Policy::RedirectHttps);
+    }
+    policies.extend(affinity.map(Policy::Affinity));
     Some(Route {
-        host: host?,
-        path,
-        path_type,
-        upstream: UpstreamKey {
-            namespace,
-            service: raw.service,
-            port: port?,
-        },
-        affinity,
-        redirect_https: raw.redirect_https.unwrap_or(false),
-        overrides: RouteOverrides::default(),
+        name: at.to_string(),
+        origin: Origin::File,
+        matches: Match::path(host?, path, path_type),
+        backends: vec![Backend {
+            upstream: UpstreamKey {
+                namespace,
+                service: raw.service,
+                port: port?,
+            },
+            weight: 1,
+        }],
+        policies,
     })
 }
 
@@ -774,15 +784,20 @@ static:
         let c = parse(GOOD).expect("valid");
         assert_eq!(c.routes.len(), 2);
         let r = &c.routes[0];
-        assert_eq!(r.host, HostMatch::Exact("hello.example.com".into()));
-        assert_eq!(r.path, "/api");
-        assert_eq!(r.upstream.namespace, "default");
+        assert_eq!(r.name, "routes[0]");
+        assert_eq!(r.matches.host, HostMatch::Exact("hello.example.com".into()));
+        assert_eq!(r.matches.path, "/api");
+        assert_eq!(r.backends[0].upstream.namespace, "default");
         assert_eq!(
-            r.affinity.as_ref().unwrap().max_age,
+            r.affinity().unwrap().max_age,
             Some(Duration::from_secs(48 * 3600))
         );
-        assert_eq!(c.routes[1].host, HostMatch::Wildcard("example.com".into()));
-        assert_eq!(c.routes[1].upstream.port, ServicePort::Name("http".into()));
+        let r = &c.routes[1];
+        assert_eq!(r.matches.host, HostMatch::Wildcard("example.com".into()));
+        assert_eq!(
+            r.backends[0].upstream.port,
+            ServicePort::Name("http".into())
+        );
         assert_eq!(c.retries, 2);
     }
 

@@ -14,8 +14,8 @@
 //! A name that stops resolving (or starts again) is logged once per change,
 //! and every lookup is counted by result in `edge_proxy_dns_lookups_total`.
 
-use crate::config::UpstreamKey;
 use crate::metrics::METRICS;
+use crate::route::UpstreamKey;
 use crate::upstream::{AbortOnDrop, EndpointSet, Upstream};
 use hickory_resolver::config::{ResolverConfig, ServerOrderingStrategy};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;

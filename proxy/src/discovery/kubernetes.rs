@@ -1,13 +1,14 @@
 //! `discovery: kubernetes`: one EndpointSlice watch for the whole proxy.
 //!
-//! One kube-rs `watcher` + `reflector` over every namespace, selecting the
-//! slices of the routed Services by name (`kubernetes.io/service-name in
-//! (a,b,…)`); each upstream (namespace, Service, port) takes its endpoints from
-//! the store. When the set of routed Service names changes (a reload), the watch
-//! is re-scoped: a new LIST and WATCH with the new selector, while every
-//! upstream keeps serving its last set until the new list is complete. The
-//! reflector swaps in a relisted state only when the relist is complete (after
-//! a 410 Gone, say), so the last good set serves meanwhile too. Endpoints:
+//! One kube-rs `watcher` over every namespace, selecting the slices of the
+//! routed Services by name (`kubernetes.io/service-name in (a,b,…)`), into an
+//! index of slices by (namespace, Service). A slice's change re-publishes only
+//! the upstreams of its own Service: its cost does not grow with the number of
+//! Services (bench/scale.rs). When the set of routed Service names changes (a
+//! reload), the watch is re-scoped: a new LIST and WATCH with the new selector,
+//! while every upstream keeps serving its last set until the new list is
+//! complete. A relist (after a 410 Gone, say) is collected apart and swapped
+//! in only when complete, so the last good set serves meanwhile too. Endpoints:
 //! - `ready` endpoints take new sessions;
 //! - `serving` and `terminating` ones only finish the sessions pinned to them;
 //! - anything else is dropped, and its pinned clients fail over.
@@ -19,30 +20,43 @@
 //! The client comes from kube-rs's usual inference: in-cluster service account,
 //! else `KUBECONFIG` / `~/.kube/config`.
 
-use crate::config::{ServicePort, UpstreamKey};
 use crate::metrics::METRICS;
+use crate::route::{ServicePort, UpstreamKey};
 pub use crate::upstream::EndpointSet;
 use crate::upstream::Upstream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client};
-use std::collections::BTreeSet;
+use kube::Api;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 use tokio::sync::{Notify, OnceCell};
 
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 
 static WATCH: OnceCell<Arc<SliceWatch>> = OnceCell::const_new();
 
+/// A Service: (namespace, name).
+type ServiceKey = (String, String);
+
+/// The slices of the watched Services, by Service, then by slice name.
+type SliceIndex = HashMap<ServiceKey, BTreeMap<String, EndpointSlice>>;
+
+fn service_of(slice: &EndpointSlice) -> ServiceKey {
+    let m = &slice.metadata;
+    let service = m.labels.as_ref().and_then(|l| l.get(SERVICE_LABEL));
+    (
+        m.namespace.clone().unwrap_or_default(),
+        service.cloned().unwrap_or_default(),
+    )
+}
+
 /// The proxy's one watch and the upstreams it feeds.
 pub struct SliceWatch {
-    upstreams: Mutex<Vec<Weak<Upstream>>>,
+    /// The upstreams fed, by their Service (several ports may share one).
+    upstreams: Mutex<HashMap<ServiceKey, Vec<Weak<Upstream>>>>,
     /// An upstream came or went: maybe a new selector, maybe one to fill.
     changed: Notify,
 }
@@ -56,85 +70,94 @@ impl Drop for Registration {
     }
 }
 
-pub async fn client() -> anyhow::Result<Client> {
-    Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!(
-            "discovery: kubernetes needs an API server: in a pod, a service account; \
-             outside, KUBECONFIG or ~/.kube/config ({e})"
-        )
-    })
-}
-
 /// A new upstream fed by the proxy's watch (started on first use). Returns at
 /// once; the upstream is synced when the watch's list covering it is complete.
 pub async fn start(key: &UpstreamKey) -> anyhow::Result<Arc<Upstream>> {
     let watch = WATCH
         .get_or_try_init(|| async {
-            let client = client().await?;
-            let watch = Arc::new(SliceWatch {
-                upstreams: Mutex::new(Vec::new()),
-                changed: Notify::new(),
-            });
+            let client = crate::kube::client().await?;
+            let watch = Arc::new(SliceWatch::default());
             tokio::spawn(run(Api::all(client), watch.clone()));
             anyhow::Ok(watch)
         })
         .await?
         .clone();
     let upstream = Arc::new(Upstream::new(key.clone()));
-    watch.lock().push(Arc::downgrade(&upstream));
+    watch
+        .lock()
+        .entry((key.namespace.clone(), key.service.clone()))
+        .or_default()
+        .push(Arc::downgrade(&upstream));
     upstream.attach(Box::new(Registration(watch.clone())));
     watch.changed.notify_one();
     Ok(upstream)
 }
 
+impl Default for SliceWatch {
+    fn default() -> Self {
+        SliceWatch {
+            upstreams: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        }
+    }
+}
+
 impl SliceWatch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Upstream>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceKey, Vec<Weak<Upstream>>>> {
         self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live upstreams (the dead are forgotten).
-    fn upstreams(&self) -> Vec<Arc<Upstream>> {
+    /// The live upstreams of one Service.
+    fn upstreams_of(&self, service: &ServiceKey) -> Vec<Arc<Upstream>> {
+        let list = self.lock();
+        list.get(service)
+            .map(|l| l.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// The Services with live upstreams (the dead are forgotten).
+    fn services(&self) -> Vec<ServiceKey> {
         let mut list = self.lock();
-        list.retain(|u| u.strong_count() > 0);
-        list.iter().filter_map(Weak::upgrade).collect()
+        list.retain(|_, upstreams| {
+            upstreams.retain(|u| u.strong_count() > 0);
+            !upstreams.is_empty()
+        });
+        list.keys().cloned().collect()
     }
 
     /// The label selector for the routed Services, sorted: `None` when none.
     fn selector(&self) -> Option<String> {
-        let names: BTreeSet<String> = self
-            .upstreams()
-            .iter()
-            .map(|u| u.key.service.clone())
-            .collect();
+        let names: BTreeSet<String> = self.services().into_iter().map(|(_, s)| s).collect();
         let names: Vec<String> = names.into_iter().collect();
         (!names.is_empty()).then(|| format!("{SERVICE_LABEL} in ({})", names.join(",")))
     }
 
-    /// Every upstream's endpoints from the store.
-    async fn publish_all(&self, store: &Store<EndpointSlice>) {
-        let slices = store.state();
-        for upstream in self.upstreams() {
-            let key = &upstream.key;
-            let own = slices.iter().filter(|s| {
-                s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_LABEL))
-                        == Some(&key.service)
-            });
+    /// One Service's upstreams, from its slices in the index.
+    async fn publish(&self, index: &SliceIndex, service: &ServiceKey) {
+        let slices = index.get(service);
+        for upstream in self.upstreams_of(service) {
+            let own = slices.into_iter().flat_map(|s| s.values());
             upstream
-                .publish(endpoints_from_slices(own.map(|s| s.as_ref()), &key.port))
+                .publish(endpoints_from_slices(own, &upstream.key.port))
                 .await;
         }
     }
 
+    /// Every Service's upstreams (after a complete list, or a new upstream).
+    async fn publish_all(&self, index: &SliceIndex) {
+        for service in self.services() {
+            self.publish(index, &service).await;
+        }
+    }
+
     fn count_error(&self) {
-        for upstream in self.upstreams() {
-            METRICS
-                .discovery_errors
-                .with_label_values(&[&upstream.key.to_string()])
-                .inc();
+        for (namespace, service) in self.services() {
+            for upstream in self.upstreams_of(&(namespace, service)) {
+                METRICS
+                    .discovery_errors
+                    .with_label_values(&[&upstream.key.to_string()])
+                    .inc();
+            }
         }
     }
 }
@@ -148,25 +171,26 @@ async fn run(api: Api<EndpointSlice>, watch: Arc<SliceWatch>) {
             continue;
         };
         tracing::info!(selector, "watching EndpointSlices");
-        let (reader, writer) = reflector::store();
         let events = watcher::watcher(api.clone(), watcher::Config::default().labels(&selector))
-            .backoff(CatchUpBackoff::default())
-            .reflect(writer);
+            .backoff(crate::kube::CatchUpBackoff::default());
         METRICS.discovery_watches.set(1);
-        follow(events, &reader, &watch, &selector).await;
+        follow(events, &watch, &selector).await;
     }
 }
 
 /// Apply one stream's events until it ends or the selector must change.
 /// Upstreams are published only from a complete list (after `InitDone`), so a
-/// relist or a re-scope never shows them a partial state.
+/// relist or a re-scope never shows them a partial state; after it, each
+/// change re-publishes its own Service only.
 pub async fn follow(
     events: impl Stream<Item = Result<Event<EndpointSlice>, watcher::Error>>,
-    reader: &Store<EndpointSlice>,
     watch: &SliceWatch,
     selector: &str,
 ) {
     let mut events = std::pin::pin!(events);
+    let mut index = SliceIndex::new();
+    // A (re)list in progress, collected apart from the index that serves.
+    let mut relist: Option<SliceIndex> = None;
     let mut listed = false;
     loop {
         tokio::select! {
@@ -176,15 +200,33 @@ pub async fn follow(
                     watch.count_error();
                     tracing::warn!("EndpointSlice watch error, retrying with backoff: {e}");
                 }
-                // A (re)list in progress: the store still holds the last good state.
-                Some(Ok(Event::Init | Event::InitApply(_))) => {}
-                Some(Ok(Event::InitDone)) => {
-                    listed = true;
-                    watch.publish_all(reader).await;
+                Some(Ok(Event::Init)) => relist = Some(SliceIndex::new()),
+                Some(Ok(Event::InitApply(slice))) => {
+                    if let Some(relist) = &mut relist {
+                        insert(relist, slice);
+                    }
                 }
-                Some(Ok(Event::Apply(_) | Event::Delete(_))) => {
+                Some(Ok(Event::InitDone)) => {
+                    index = relist.take().unwrap_or_default();
+                    listed = true;
+                    watch.publish_all(&index).await;
+                }
+                Some(Ok(Event::Apply(slice))) => {
+                    let service = insert(&mut index, slice);
                     if listed {
-                        watch.publish_all(reader).await;
+                        watch.publish(&index, &service).await;
+                    }
+                }
+                Some(Ok(Event::Delete(slice))) => {
+                    let service = service_of(&slice);
+                    if let Some(slices) = index.get_mut(&service) {
+                        slices.remove(slice.metadata.name.as_deref().unwrap_or_default());
+                        if slices.is_empty() {
+                            index.remove(&service);
+                        }
+                    }
+                    if listed {
+                        watch.publish(&index, &service).await;
                     }
                 }
             },
@@ -194,35 +236,22 @@ pub async fn follow(
                 }
                 // A new upstream of a Service already watched: fill it now.
                 if listed {
-                    watch.publish_all(reader).await;
+                    watch.publish_all(&index).await;
                 }
             }
         }
     }
 }
 
-/// 250 ms, doubling, at most 2 s, each delay drawn from its upper half.
-#[derive(Default)]
-pub struct CatchUpBackoff {
-    failures: u32,
-}
-
-impl Iterator for CatchUpBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let base = Duration::from_millis(250) * 2u32.pow(self.failures.min(3));
-        self.failures += 1;
-        // uuid's thread-local generator: no new dependency for a little jitter.
-        let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
-        Some(base.mul_f64(0.5 + jitter / 2.0).min(Duration::from_secs(2)))
-    }
-}
-
-impl Backoff for CatchUpBackoff {
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
+/// Add or replace a slice in the index; returns its Service.
+fn insert(index: &mut SliceIndex, slice: EndpointSlice) -> ServiceKey {
+    let service = service_of(&slice);
+    let name = slice.metadata.name.clone().unwrap_or_default();
+    index
+        .entry(service.clone())
+        .or_default()
+        .insert(name, slice);
+    service
 }
 
 /// The endpoints of `port` across a Service's slices.
@@ -407,10 +436,11 @@ mod tests {
                 }))
             })
             .collect();
-        let watch = SliceWatch {
-            upstreams: Mutex::new(upstreams.iter().map(Arc::downgrade).collect()),
-            changed: Notify::new(),
-        };
+        let watch = SliceWatch::default();
+        for u in &upstreams {
+            let key = (u.key.namespace.clone(), u.key.service.clone());
+            watch.lock().entry(key).or_default().push(Arc::downgrade(u));
+        }
         (watch, upstreams)
     }
 
@@ -424,14 +454,12 @@ mod tests {
     #[tokio::test]
     async fn a_list_in_progress_publishes_nothing() {
         let (watch, upstreams) = watched(&["default"]);
-        let (reader, writer) = reflector::store();
         let events = futures::stream::iter([
             Ok(Event::Init),
             Ok(Event::InitApply(web_slice("default", "web-1", "10.0.0.1"))),
             Err(watcher::Error::NoResourceVersion),
-        ])
-        .reflect(writer);
-        follow(events, &reader, &watch, SELECTOR).await;
+        ]);
+        follow(events, &watch, SELECTOR).await;
         assert!(!upstreams[0].is_synced());
         assert_eq!(upstreams[0].endpoint_counts(), (0, 0));
     }
@@ -439,7 +467,6 @@ mod tests {
     #[tokio::test]
     async fn one_watch_feeds_each_upstream_its_own_namespace_and_follows_changes() {
         let (watch, upstreams) = watched(&["default", "shop"]);
-        let (reader, writer) = reflector::store();
         let events = futures::stream::iter([
             Ok(Event::Init),
             Ok(Event::InitApply(web_slice("default", "web-1", "10.0.0.1"))),
@@ -448,9 +475,11 @@ mod tests {
             Ok(Event::Apply(web_slice("default", "web-2", "10.0.0.2"))),
             Err(watcher::Error::NoResourceVersion),
             Ok(Event::Delete(web_slice("shop", "web-1", "10.0.1.1"))),
-        ])
-        .reflect(writer);
-        follow(events, &reader, &watch, SELECTOR).await;
+            // A relist in progress changes nothing until it is complete.
+            Ok(Event::Init),
+            Ok(Event::InitApply(web_slice("default", "web-3", "10.0.0.3"))),
+        ]);
+        follow(events, &watch, SELECTOR).await;
         assert_eq!(
             ready_of(&upstreams[0]),
             addrs(&["10.0.0.1:8080", "10.0.0.2:8080"])
@@ -466,18 +495,5 @@ mod tests {
         assert_eq!(watch.selector().as_deref(), Some(SELECTOR));
         upstreams.clear();
         assert_eq!(watch.selector(), None);
-    }
-
-    #[test]
-    fn the_backoff_is_bounded_jittered_and_resets() {
-        let mut b = CatchUpBackoff::default();
-        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
-        assert!(delays[0] >= Duration::from_millis(125) && delays[0] <= Duration::from_millis(250));
-        assert!(delays
-            .iter()
-            .all(|d| *d <= Duration::from_secs(2) && *d >= Duration::from_millis(125)));
-        assert!(delays[7] >= Duration::from_secs(1));
-        b.reset();
-        assert!(b.next().unwrap() <= Duration::from_millis(250));
     }
 }

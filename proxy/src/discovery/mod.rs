@@ -14,7 +14,8 @@
 pub mod dns;
 pub mod kubernetes;
 
-use crate::config::{Config, Discovery, ServicePort, UpstreamKey};
+use crate::config::{Config, Discovery};
+use crate::route::{ServicePort, UpstreamKey};
 use crate::upstream::{EndpointSet, Upstream};
 use pingora::lb::Backend;
 use std::net::SocketAddr;

@@ -8,7 +8,8 @@
 //! not parse denies everyone, and an authentication annotation (which we do not
 //! implement) refuses the Ingress rather than serving it unprotected.
 
-use crate::config::{Affinity, IpNet, RouteOverrides, SameSite};
+use crate::problems::ProblemKind;
+use crate::route::{Affinity, IpNet, SameSite, TimeoutOverrides};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,7 +28,13 @@ pub struct Annotations {
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: redirect to https even without TLS here.
     pub force_ssl_redirect: bool,
-    pub overrides: RouteOverrides,
+    /// `proxy-body-size`: instead of `limits.max_body_bytes`; `u64::MAX` unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// `proxy-{connect,read,send}-timeout`.
+    pub timeouts: TimeoutOverrides,
+    /// `allowlist-source-range`: only clients in these ranges. `Some(empty)`:
+    /// nobody (an allowlist that did not parse fails closed).
+    pub allow: Option<Vec<IpNet>>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -36,8 +43,8 @@ pub struct Annotations {
 /// One annotation we could not honour as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// `unsupported_annotation`, `invalid_annotation` or `refused_annotation`.
-    pub kind: &'static str,
+    /// Unsupported, invalid or refused.
+    pub kind: ProblemKind,
     pub annotation: String,
     pub value: String,
     pub message: String,
@@ -94,13 +101,13 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
                 "{PREFIX}{name} is not supported, and serving the Ingress without it would expose what it protects"
             ));
             r.problem(
-                "refused_annotation",
+                ProblemKind::RefusedAnnotation,
                 name,
                 "not supported: the Ingress is not served".into(),
             );
         } else {
             r.problem(
-                "unsupported_annotation",
+                ProblemKind::UnsupportedAnnotation,
                 name,
                 "not supported here: ignored".into(),
             );
@@ -112,7 +119,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
                 "{PREFIX}backend-protocol: {protocol:?}: only HTTP backends are supported"
             ));
             r.problem(
-                "refused_annotation",
+                ProblemKind::RefusedAnnotation,
                 "backend-protocol",
                 "only HTTP is supported: the Ingress is not served".into(),
             );
@@ -122,21 +129,23 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     let affinity = r.affinity();
     let ssl_redirect = r.boolean("ssl-redirect").unwrap_or(true);
     let force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
-    let overrides = RouteOverrides {
-        max_body_bytes: r.body_size("proxy-body-size"),
-        connect_timeout: r.seconds("proxy-connect-timeout"),
-        read_timeout: r.seconds("proxy-read-timeout"),
-        write_timeout: r.seconds("proxy-send-timeout"),
-        // The newer name wins when both are set.
-        allow: r
-            .source_ranges("allowlist-source-range")
-            .or_else(|| r.source_ranges("whitelist-source-range")),
+    let max_body_bytes = r.body_size("proxy-body-size");
+    let timeouts = TimeoutOverrides {
+        connect: r.seconds("proxy-connect-timeout"),
+        read: r.seconds("proxy-read-timeout"),
+        write: r.seconds("proxy-send-timeout"),
     };
+    // The newer name wins when both are set.
+    let allow = r
+        .source_ranges("allowlist-source-range")
+        .or_else(|| r.source_ranges("whitelist-source-range"));
     Annotations {
         affinity,
         ssl_redirect,
         force_ssl_redirect,
-        overrides,
+        max_body_bytes,
+        timeouts,
+        allow,
         refused,
         problems: r.problems,
     }
@@ -152,7 +161,7 @@ impl<'a> Reader<'a> {
         self.values.get(name).copied()
     }
 
-    fn problem(&mut self, kind: &'static str, name: &str, message: String) {
+    fn problem(&mut self, kind: ProblemKind, name: &str, message: String) {
         self.problems.push(Problem {
             kind,
             annotation: format!("{PREFIX}{name}"),
@@ -163,7 +172,7 @@ impl<'a> Reader<'a> {
 
     fn invalid<T>(&mut self, name: &str, expected: &str) -> Option<T> {
         self.problem(
-            "invalid_annotation",
+            ProblemKind::InvalidAnnotation,
             name,
             format!("expected {expected}; ignored"),
         );
@@ -228,7 +237,7 @@ impl<'a> Reader<'a> {
                 Some(net) => nets.push(net),
                 None => {
                     self.problem(
-                        "invalid_annotation",
+                        ProblemKind::InvalidAnnotation,
                         name,
                         format!("{item:?} is not a CIDR like 10.0.0.0/8: every client is refused (403) until it is fixed"),
                     );
@@ -332,7 +341,10 @@ mod tests {
         assert!(!affinity.change_on_failure);
         assert!(!affinity.secure);
         assert!(a.ssl_redirect && !a.force_ssl_redirect);
-        assert_eq!(a.overrides, RouteOverrides::default());
+        assert_eq!(
+            (a.max_body_bytes, a.timeouts, a.allow),
+            (None, TimeoutOverrides::default(), None)
+        );
         assert!(a.problems.is_empty() && a.refused.is_none());
         assert!(read_all(&[]).affinity.is_none());
     }
@@ -371,13 +383,12 @@ mod tests {
         assert_eq!(f.same_site, Some(SameSite::None));
         assert!(f.same_site_none_if_compatible && f.secure && f.change_on_failure);
         assert!(!a.ssl_redirect && a.force_ssl_redirect);
-        let o = a.overrides;
-        assert_eq!(o.max_body_bytes, Some(8 << 20));
-        assert_eq!(o.connect_timeout, Some(Duration::from_secs(5)));
-        assert_eq!(o.read_timeout, Some(Duration::from_secs(120)));
-        assert_eq!(o.write_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(a.max_body_bytes, Some(8 << 20));
+        assert_eq!(a.timeouts.connect, Some(Duration::from_secs(5)));
+        assert_eq!(a.timeouts.read, Some(Duration::from_secs(120)));
+        assert_eq!(a.timeouts.write, Some(Duration::from_secs(30)));
         assert_eq!(
-            o.allow.unwrap(),
+            a.allow.unwrap(),
             vec![
                 "10.0.0.0/8".parse::<IpNet>().unwrap(),
                 "192.168.1.7/32".parse().unwrap()
@@ -400,7 +411,7 @@ mod tests {
         let named: Vec<(&str, &str)> = a
             .problems
             .iter()
-            .map(|p| (p.kind, p.annotation.trim_start_matches(PREFIX)))
+            .map(|p| (p.kind.label(), p.annotation.trim_start_matches(PREFIX)))
             .collect();
         for expected in [
             ("invalid_annotation", "session-cookie-max-age"),
@@ -419,13 +430,11 @@ mod tests {
             ("INGRESSCOOKIE", None, None)
         );
         assert!(a.ssl_redirect, "a bad ssl-redirect keeps the default");
-        assert_eq!(a.overrides.max_body_bytes, None);
-        assert_eq!(a.overrides.allow, Some(Vec::new()), "fails closed");
+        assert_eq!(a.max_body_bytes, None);
+        assert_eq!(a.allow, Some(Vec::new()), "fails closed");
         assert!(a.refused.is_none());
         assert_eq!(
-            read_all(&[("proxy-body-size", "0")])
-                .overrides
-                .max_body_bytes,
+            read_all(&[("proxy-body-size", "0")]).max_body_bytes,
             Some(u64::MAX)
         );
     }
@@ -436,7 +445,7 @@ mod tests {
         assert!(grpc.refused.unwrap().contains("only HTTP"));
         let auth = read_all(&[("auth-url", "http://auth/verify")]);
         assert!(auth.refused.is_some());
-        assert_eq!(auth.problems[0].kind, "refused_annotation");
+        assert_eq!(auth.problems[0].kind, ProblemKind::RefusedAnnotation);
         // Annotations of other controllers are none of our business.
         let other = read(&[("kubernetes.io/ingress.class".to_string(), "x".to_string())].into());
         assert!(other.problems.is_empty());

@@ -15,19 +15,18 @@ pub mod annotations;
 pub mod status;
 pub mod translate;
 
-pub use translate::IngressRoute;
-
 use crate::config::IngressSettings;
+use crate::drain::ShutdownHooks;
+use crate::kube::follow;
 use crate::metrics::METRICS;
-use crate::state::{IngressRoutes, Publisher};
+use crate::state::{Publisher, SourceId};
 use crate::tls::SniResolver;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Resource};
-use std::collections::{BTreeSet, HashMap};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::Api;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -41,8 +40,9 @@ pub async fn start(
     settings: IngressSettings,
     publisher: Arc<Publisher>,
     certs: Option<Arc<SniResolver>>,
+    hooks: Arc<ShutdownHooks>,
 ) -> anyhow::Result<()> {
-    let client = crate::discovery::kubernetes::client().await?;
+    let client = crate::kube::client().await?;
     let changed = Arc::new(Notify::new());
     let ingresses = follow(
         Api::<Ingress>::all(client.clone()),
@@ -69,6 +69,7 @@ pub async fn start(
             settings.clone(),
             served_rx,
             ingresses.clone(),
+            hooks,
         ));
     }
     tokio::spawn(async move {
@@ -90,7 +91,6 @@ pub async fn start(
             settings,
             publisher,
             certs,
-            reported: BTreeSet::new(),
             loaded: HashMap::new(),
             served: served_tx,
         };
@@ -105,43 +105,10 @@ pub async fn start(
     Ok(())
 }
 
-/// A reflector store for `api`, kept current by a task; `changed` is
-/// notified after every event.
-fn follow<K>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let changed = changed.clone();
-    let kind = K::kind(&()).to_string();
-    tokio::spawn(async move {
-        let events = watcher::watcher(api, config)
-            .backoff(crate::discovery::kubernetes::CatchUpBackoff::default())
-            .reflect(writer);
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!("{kind} watch error, retrying with backoff: {e}"),
-            }
-        }
-    });
-    reader
-}
-
 struct Controller {
     settings: IngressSettings,
     publisher: Arc<Publisher>,
     certs: Option<Arc<SniResolver>>,
-    /// Problems already logged.
-    reported: BTreeSet<translate::Problem>,
     /// The certificates of the last translation.
     loaded: translate::LoadedSecrets,
     served: watch::Sender<Vec<(String, String)>>,
@@ -183,44 +150,19 @@ impl Controller {
             },
         );
         self.loaded = std::mem::take(&mut t.loaded);
-        self.report(&t.problems);
+        crate::problems::report("ingress", t.problems);
         if let Some(resolver) = &self.certs {
             resolver.replace_ingress(t.certs);
         }
         let count = t.routes.len();
-        let routes = IngressRoutes {
-            routes: t.routes,
-            synced: true,
-        };
-        match self.publisher.publish_ingress(routes).await {
-            Ok(()) => {
-                METRICS.ingress_routes.set(count as i64);
-                tracing::debug!(routes = count, "Ingress routes published");
-            }
+        match self
+            .publisher
+            .publish(SourceId::Ingress, t.routes, true)
+            .await
+        {
+            Ok(()) => tracing::debug!(routes = count, "Ingress routes published"),
             Err(e) => tracing::error!("Ingress routes not published, the running ones stay: {e:#}"),
         }
         self.served.send_replace(t.served);
     }
-
-    /// Log problems the first time they appear; the gauge holds them all.
-    fn report(&mut self, problems: &[translate::Problem]) {
-        let now: BTreeSet<translate::Problem> = problems.iter().cloned().collect();
-        for p in now.difference(&self.reported) {
-            tracing::warn!(ingress = %p.ingress, problem = p.kind, "{}", p.message);
-        }
-        for p in self.reported.difference(&now) {
-            tracing::info!(ingress = %p.ingress, problem = p.kind, "resolved: {}", p.message);
-        }
-        let gauge = &METRICS.ingress_problems;
-        gauge.reset();
-        for p in &now {
-            gauge.with_label_values(&[&p.ingress, p.kind]).inc();
-        }
-        self.reported = now;
-    }
-}
-
-/// At shutdown: hand the status Lease to another proxy (see status.rs).
-pub fn shutdown() {
-    status::release_on_shutdown(Duration::from_secs(1));
 }

@@ -2,9 +2,7 @@
 //! should use, for `kubectl get ingress` and ExternalDNS.
 //!
 //! One proxy writes at a time: the holder of a `coordination.k8s.io` Lease in
-//! the proxy's namespace, taken and renewed as client-go's leader election
-//! does (expiry judged by when *we* saw the holder's last renewal, so clocks
-//! need not agree). A proxy that shuts down releases the Lease, and another
+//! the proxy's namespace (`crate::kube::lease`). A proxy that shuts down releases the Lease, and another
 //! takes over at its next try (2 s); one that dies is replaced once the Lease
 //! expires (15 s).
 //!
@@ -16,76 +14,44 @@
 //! status already says it is not written again.
 
 use crate::config::IngressSettings;
+use crate::drain::ShutdownHooks;
+use crate::kube::lease::{self, Elector};
 use crate::metrics::METRICS;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, NotUsed, Object};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub const LEASE_NAME: &str = "edge-proxy-status";
-const LEASE_SECONDS: i32 = 15;
 /// How often the holder renews and the others try.
 const INTERVAL: Duration = Duration::from_secs(2);
 /// How long a new address list must hold before it is written.
 const SETTLE: Duration = Duration::from_secs(4);
-
-/// Set at shutdown: release the Lease; `RELEASED` says when that is done.
-static STOPPING: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(false));
-static RELEASED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
-
-/// Called from the shutdown path (a plain thread): hand the Lease over, so
-/// another proxy keeps the status current, and wait up to `timeout` for it.
-pub fn release_on_shutdown(timeout: Duration) {
-    if STOPPING.receiver_count() == 0 {
-        return; // no status writer runs
-    }
-    STOPPING.send_replace(true);
-    let (lock, cvar) = &RELEASED;
-    let done = lock.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = cvar.wait_timeout_while(done, timeout, |done| !*done);
-}
-
-fn mark_released() {
-    let (lock, cvar) = &RELEASED;
-    *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    cvar.notify_all();
-}
+/// How long shutdown waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The status writer, for the life of the process. `served` holds the
-/// Ingresses to keep current; `ingresses` their last known state.
+/// Ingresses to keep current; `ingresses` their last known state. At
+/// shutdown (a hook in `hooks`) it releases the Lease for another proxy.
 pub async fn run(
     client: Client,
     settings: IngressSettings,
     served: watch::Receiver<Vec<(String, String)>>,
     ingresses: Store<Ingress>,
+    hooks: Arc<ShutdownHooks>,
 ) {
     let namespace = std::env::var("POD_NAMESPACE")
         .ok()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    // Outside a pod: host name and process id (two containers may both be pid 1).
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        });
-    let mut elector = Elector {
-        api: Api::namespaced(client.clone(), &namespace),
-        identity,
-        observed: None,
-        leader: false,
-    };
+    let mut elector = Elector::new(client.clone(), &namespace, LEASE_NAME, lease::identity());
     let mut writer = Writer {
         client,
         namespace,
@@ -93,16 +59,38 @@ pub async fn run(
         pending: None,
         published: None,
     };
-    let mut stopping = STOPPING.subscribe();
+    // Shutdown (a plain thread) asks for the release and waits for it.
+    let (stop, mut stopping) = watch::channel(false);
+    let (released, wait_released) = std::sync::mpsc::channel::<()>();
+    hooks.add(move || {
+        stop.send_replace(true);
+        let _ = wait_released.recv_timeout(RELEASE_TIMEOUT);
+    });
     tracing::info!(lease = %format!("{}/{LEASE_NAME}", writer.namespace), identity = %elector.identity, "Ingress status: contending for the Lease");
     loop {
         if *stopping.borrow() {
-            elector.release().await;
-            mark_released();
+            if elector.is_leader() {
+                elector.release().await;
+                METRICS.ingress_status_leader.set(0);
+            }
+            let _ = released.send(());
             return;
         }
-        elector.try_lead().await;
-        if elector.leader {
+        let was = elector.is_leader();
+        if let Err(e) = elector.try_lead().await {
+            tracing::warn!("Ingress status Lease: {e}");
+        }
+        if elector.is_leader() != was {
+            METRICS
+                .ingress_status_leader
+                .set(i64::from(elector.is_leader()));
+            if elector.is_leader() {
+                tracing::info!(identity = %elector.identity, "Ingress status: this proxy holds the Lease and writes the status");
+            } else {
+                tracing::info!("Ingress status: another proxy holds the Lease");
+            }
+        }
+        if elector.is_leader() {
             let served = served.borrow().clone();
             writer.update(&served, &ingresses).await;
         }
@@ -110,128 +98,6 @@ pub async fn run(
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = stopping.changed() => {}
         }
-    }
-}
-
-struct Elector {
-    api: Api<Lease>,
-    identity: String,
-    /// The holder and renew time last seen, and when we saw them change.
-    observed: Option<(String, Option<MicroTime>, Instant)>,
-    leader: bool,
-}
-
-fn now() -> MicroTime {
-    MicroTime(k8s_openapi::jiff::Timestamp::now())
-}
-
-impl Elector {
-    async fn try_lead(&mut self) {
-        let was = self.leader;
-        match self.acquire_or_renew().await {
-            Ok(leader) => self.leader = leader,
-            Err(e) => {
-                tracing::warn!("Ingress status Lease: {e}");
-                // Without a renewal we cannot know we still hold it.
-                self.leader = false;
-            }
-        }
-        if self.leader != was {
-            METRICS.ingress_status_leader.set(i64::from(self.leader));
-            if self.leader {
-                tracing::info!(identity = %self.identity, "Ingress status: this proxy holds the Lease and writes the status");
-            } else {
-                tracing::info!("Ingress status: another proxy holds the Lease");
-            }
-        }
-    }
-
-    async fn acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
-        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
-            let lease = Lease {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(LEASE_NAME.into()),
-                    ..Default::default()
-                },
-                spec: Some(self.spec(now(), 0)),
-            };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => Ok(false),
-                Err(e) => Err(e),
-            };
-        };
-        let spec = lease.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let renewed = spec.renew_time.clone();
-        let seen_at = match &self.observed {
-            Some((h, r, at)) if *h == holder && *r == renewed => *at,
-            _ => {
-                let at = Instant::now();
-                self.observed = Some((holder.clone(), renewed.clone(), at));
-                at
-            }
-        };
-        let duration =
-            Duration::from_secs(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS).max(1) as u64);
-        let mine = holder == self.identity;
-        if !mine && !holder.is_empty() && seen_at.elapsed() < duration {
-            return Ok(false);
-        }
-        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
-        let acquired = if mine {
-            spec.acquire_time.unwrap_or_else(now)
-        } else {
-            now()
-        };
-        lease.spec = Some(self.spec(acquired, transitions));
-        // The resourceVersion in `lease` makes this a compare-and-swap.
-        match self
-            .api
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn spec(&self, acquired: MicroTime, transitions: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
-            acquire_time: Some(acquired),
-            renew_time: Some(now()),
-            lease_transitions: Some(transitions),
-            ..Default::default()
-        }
-    }
-
-    /// Give the Lease up (an empty holder), as client-go's ReleaseOnCancel.
-    async fn release(&mut self) {
-        if !self.leader {
-            return;
-        }
-        let Ok(Some(mut lease)) = self.api.get_opt(LEASE_NAME).await else {
-            return;
-        };
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-            return;
-        }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        match self
-            .api
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => tracing::info!("Ingress status: Lease released for another proxy"),
-            Err(e) => tracing::warn!("Ingress status: releasing the Lease: {e}"),
-        }
-        self.leader = false;
-        METRICS.ingress_status_leader.set(0);
     }
 }
 

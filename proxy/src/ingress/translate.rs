@@ -1,21 +1,27 @@
-//! From Ingress objects to routes and certificates: a pure function of what the
-//! API server holds, so every node computes the same result.
+//! From Ingress objects to routes (the route model, `crate::route`) and
+//! certificates: a pure function of what the API server holds, so every node
+//! computes the same result. In four steps: [`select`] (class), [`resolve_tls`]
+//! (certificates and which hosts they secure), [`flatten_rules`] (every path
+//! of every rule) and [`route_for`] (a path with the annotations' policies).
 //!
 //! - Served: `spec.ingressClassName` is our class, or (legacy) the
 //!   `kubernetes.io/ingress.class` annotation is, or neither is set and our
 //!   IngressClass is the cluster default.
-//! - Order: oldest first (creationTimestamp, then namespace/name). Routes are
-//!   added in that order and the first claim of a host, path and path type
-//!   wins; later claimants are reported as conflicts. The same goes for a
-//!   certificate host claimed by two Ingresses.
+//! - Order: oldest first (creationTimestamp, then namespace/name). Routes carry
+//!   that as their `Origin`; the snapshot builder decides conflicts (state.rs).
+//!   A certificate host claimed by two Ingresses goes to the older one here.
 //! - `pathType: ImplementationSpecific` is treated as Prefix; a rule without
 //!   host matches any host; `defaultBackend` is a route for any host and `/`.
 
 use super::annotations::{self, Annotations};
-use crate::config::{self, HostMatch, PathType, Route, ServicePort, UpstreamKey};
+use crate::config;
+use crate::problems::{Problem, ProblemKind};
+use crate::route::{
+    Backend, HostMatch, Match, Origin, PathType, Policy, Route, ServicePort, UpstreamKey,
+};
 use crate::tls::CertStore;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass, IngressSpec};
 use pingora::tls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,41 +30,13 @@ pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// A route that came from an Ingress.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngressRoute {
-    /// For logs and metrics: `ingress:NAMESPACE/NAME:rules[0].paths[1]`.
-    pub name: String,
-    /// `NAMESPACE/NAME` of the Ingress.
-    pub ingress: String,
-    pub route: Route,
-}
-
-/// Something about one Ingress that is not served as written.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Problem {
-    /// `NAMESPACE/NAME`, or `ingressclass/NAME`.
-    pub ingress: String,
-    /// A short metric label: `conflict`, `tls_secret`, `invalid_rule`,
-    /// `unsupported_annotation`, `invalid_annotation`, `refused_annotation`.
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl Problem {
-    fn new(ingress: &str, kind: &'static str, message: String) -> Problem {
-        Problem {
-            ingress: ingress.to_string(),
-            kind,
-            message,
-        }
-    }
-}
+/// What the Origin of an Ingress's routes names as their kind.
+pub const KIND: &str = "Ingress";
 
 #[derive(Default)]
 pub struct Translation {
     /// Oldest Ingress first.
-    pub routes: Vec<IngressRoute>,
+    pub routes: Vec<Route>,
     pub certs: CertStore,
     /// `(namespace, name)` of every Ingress of our class that is served.
     pub served: Vec<(String, String)>,
@@ -119,6 +97,74 @@ pub fn is_served(ingress: &Ingress, class: &str, default_class: bool) -> bool {
 
 pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
     let mut out = Translation::default();
+    // certificate host -> the Ingress that claimed it first.
+    let mut cert_hosts: HashMap<String, String> = HashMap::new();
+    for ingress in select(ingresses, cluster, &mut out.problems) {
+        let (namespace, name) = name_of(ingress);
+        let id = format!("{namespace}/{name}");
+        let notes = annotations::read(&ingress.metadata.annotations.clone().unwrap_or_default());
+        for p in &notes.problems {
+            out.problems.push(Problem::new(
+                &id,
+                p.kind,
+                format!("{}: {:?}: {}", p.annotation, p.value, p.message),
+            ));
+        }
+        if let Some(reason) = &notes.refused {
+            out.problems.push(Problem::new(
+                &id,
+                ProblemKind::Refused,
+                format!("not served: {reason}"),
+            ));
+            continue;
+        }
+        out.served.push((namespace.clone(), name.clone()));
+        let spec = ingress.spec.clone().unwrap_or_default();
+        // TLS first: a host's redirect depends on whether it has a certificate.
+        let secured = resolve_tls(&spec, &id, &namespace, cluster, &mut cert_hosts, &mut out);
+        let origin = Origin::Object {
+            created: ingress
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(i64::MIN, |t| t.0.as_second()),
+            id: id.clone(),
+            kind: KIND,
+        };
+        for (at, host, path, path_type, backend) in flatten_rules(&spec, &id, &mut out.problems) {
+            let upstream = match upstream_of(backend, &namespace) {
+                Ok(u) => u,
+                Err(e) => {
+                    out.problems.push(Problem::new(
+                        &id,
+                        ProblemKind::InvalidRule,
+                        format!("{at}.backend: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let has_tls = secures(&secured, &host);
+            out.routes.push(route_for(
+                format!("ingress:{id}:{at}"),
+                origin.clone(),
+                &notes,
+                Match::path(host, path, path_type),
+                upstream,
+                has_tls,
+            ));
+        }
+    }
+    out.problems.sort();
+    out
+}
+
+/// The Ingresses of our class, oldest first; a problem if our IngressClass
+/// names another controller.
+fn select<'a>(
+    ingresses: &'a [Arc<Ingress>],
+    cluster: &Cluster,
+    problems: &mut Vec<Problem>,
+) -> Vec<&'a Arc<Ingress>> {
     let our_class = cluster
         .classes
         .iter()
@@ -133,14 +179,14 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
     if let Some(c) = our_class {
         let controller = c.spec.as_ref().and_then(|s| s.controller.as_deref());
         if controller != Some(config::IngressSettings::CONTROLLER) {
-            out.problems.push(Problem {
-                ingress: format!("ingressclass/{}", cluster.class),
-                kind: "ingress_class",
-                message: format!(
+            problems.push(Problem::new(
+                &format!("ingressclass/{}", cluster.class),
+                ProblemKind::IngressClass,
+                format!(
                     "spec.controller is {controller:?}, not {:?}: served anyway, by name",
                     config::IngressSettings::CONTROLLER
                 ),
-            });
+            ));
         }
     }
     let mut ours: Vec<&Arc<Ingress>> = ingresses
@@ -151,226 +197,206 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
         (&a.metadata.creation_timestamp, name_of(a))
             .cmp(&(&b.metadata.creation_timestamp, name_of(b)))
     });
+    ours
+}
 
-    // (host, path, type) -> the Ingress that claimed it first.
-    let mut claimed: HashMap<(HostMatch, String, PathType), String> = HashMap::new();
-    // certificate host -> the Ingress that claimed it first.
-    let mut cert_hosts: HashMap<String, String> = HashMap::new();
-    for ingress in ours {
-        let (namespace, name) = name_of(ingress);
-        let id = format!("{namespace}/{name}");
-        let notes = annotations::read(&ingress.metadata.annotations.clone().unwrap_or_default());
-        for p in &notes.problems {
-            out.problems.push(Problem::new(
-                &id,
-                p.kind,
-                format!("{}: {:?}: {}", p.annotation, p.value, p.message),
-            ));
-        }
-        if let Some(reason) = &notes.refused {
-            out.problems.push(Problem::new(
-                &id,
-                "refused",
-                format!("not served: {reason}"),
-            ));
-            continue;
-        }
-        out.served.push((namespace.clone(), name.clone()));
-        let spec = ingress.spec.clone().unwrap_or_default();
-
-        // TLS first: a host's redirect depends on whether it has a certificate.
-        let mut tls_hosts = Vec::new();
-        for (i, tls) in spec.tls.iter().flatten().enumerate() {
-            let hosts: Vec<String> = match tls.hosts.as_deref() {
-                Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                // No hosts: the certificate is for this Ingress's rule hosts.
-                _ => spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase()))
-                    .collect(),
-            };
-            tls_hosts.extend(hosts.iter().cloned());
-            let at = format!("spec.tls[{i}]");
-            let mut problem = |message: String| {
-                out.problems
-                    .push(Problem::new(&id, "tls_secret", format!("{at}: {message}")))
-            };
-            let Some(secret_name) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
-                problem("no secretName: its hosts get no certificate from this Ingress".into());
-                continue;
-            };
-            let free: Vec<String> = hosts
+/// Load the certificates of an Ingress's `spec.tls` into `out.certs` (a host
+/// already claimed by an older Ingress, or covered by the file, keeps its
+/// certificate); returns the hosts this Ingress secures that have one now.
+fn resolve_tls(
+    spec: &IngressSpec,
+    id: &str,
+    namespace: &str,
+    cluster: &Cluster,
+    cert_hosts: &mut HashMap<String, String>,
+    out: &mut Translation,
+) -> Vec<String> {
+    let mut tls_hosts = Vec::new();
+    for (i, tls) in spec.tls.iter().flatten().enumerate() {
+        let hosts: Vec<String> = match tls.hosts.as_deref() {
+            Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            // No hosts: the certificate is for this Ingress's rule hosts.
+            _ => spec
+                .rules
                 .iter()
-                .filter(|h| match cert_hosts.get(*h) {
-                    Some(owner) if *owner != id => {
-                        problem(format!("host {h:?} already has the certificate of Ingress {owner} (older): not replaced"));
-                        false
-                    }
-                    _ => !(cluster.file_cert_covers)(h),
-                })
-                .cloned()
-                .collect();
-            let key = (namespace.clone(), secret_name.to_string());
-            let secret = cluster.secrets.get(&key);
-            let last = cluster.last_loaded.get(&key);
-            let version = secret.and_then(|s| s.metadata.resource_version.clone());
-            let unchanged = last.filter(|l| version.is_some() && l.resource_version == version);
-            let parsed = match unchanged {
-                Some(l) => Ok(l.clone()),
-                None => load_secret(secret).map(|(certified, not_after)| LoadedSecret {
-                    resource_version: version,
-                    certified,
-                    not_after,
-                }),
-            };
-            let loaded = match parsed {
-                Ok(loaded) => Some(loaded),
-                Err(e) => match last.filter(|_| secret.is_some()) {
-                    Some(last) => {
-                        problem(format!(
-                            "Secret {namespace}/{secret_name}: {e}; its last good certificate stays"
-                        ));
-                        Some(last.clone())
-                    }
-                    None => {
-                        problem(format!(
-                            "Secret {namespace}/{secret_name}: {e}; its hosts are served without it"
-                        ));
-                        None
-                    }
-                },
-            };
-            if let Some(loaded) = loaded {
-                for h in &free {
-                    cert_hosts.entry(h.clone()).or_insert_with(|| id.clone());
-                }
-                out.certs
-                    .add(&free, loaded.certified.clone(), loaded.not_after);
-                out.loaded.insert(key, loaded);
-            }
-        }
-        // The hosts this Ingress secures that have a certificate now.
-        let secured: Vec<String> = tls_hosts
-            .into_iter()
-            .filter(|h| out.certs.covers(h) || (cluster.file_cert_covers)(h))
-            .collect();
-        // A rule host is secured by its own name or by a `*.` name above it.
-        let has_tls = |host: &HostMatch| {
-            let wildcard = match host {
-                HostMatch::Exact(h) => h.split_once('.').map(|(_, d)| format!("*.{d}")),
-                _ => None,
-            };
-            secured.contains(&host.to_string()) || wildcard.is_some_and(|w| secured.contains(&w))
+                .flatten()
+                .filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase()))
+                .collect(),
         };
-
-        let mut paths: Vec<(String, HostMatch, String, PathType, &IngressBackend)> = Vec::new();
-        if let Some(backend) = &spec.default_backend {
-            paths.push((
-                "defaultBackend".into(),
-                HostMatch::Any,
-                "/".into(),
-                PathType::Prefix,
-                backend,
-            ));
-        }
-        for (i, rule) in spec.rules.iter().flatten().enumerate() {
-            let host = match rule.host.as_deref() {
-                None | Some("") => HostMatch::Any,
-                Some(h) => match config::route_host(h) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        out.problems.push(Problem::new(
-                            &id,
-                            "invalid_rule",
-                            format!("spec.rules[{i}].host: {e}"),
-                        ));
-                        continue;
-                    }
-                },
-            };
-            for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-                let at = format!("rules[{i}].paths[{j}]");
-                let path_type = match p.path_type.as_str() {
-                    "Exact" => PathType::Exact,
-                    // Documented: ImplementationSpecific is Prefix here.
-                    _ => PathType::Prefix,
-                };
-                match config::route_path(p.path.as_deref().unwrap_or("/"), path_type) {
-                    Ok(path) => paths.push((at, host.clone(), path, path_type, &p.backend)),
-                    Err(e) => out.problems.push(Problem::new(
-                        &id,
-                        "invalid_rule",
-                        format!("spec.{at}.path: {e}"),
-                    )),
+        tls_hosts.extend(hosts.iter().cloned());
+        let at = format!("spec.tls[{i}]");
+        let mut problem = |message: String| {
+            out.problems.push(Problem::new(
+                id,
+                ProblemKind::TlsSecret,
+                format!("{at}: {message}"),
+            ))
+        };
+        let Some(secret_name) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            problem("no secretName: its hosts get no certificate from this Ingress".into());
+            continue;
+        };
+        let free: Vec<String> = hosts
+            .iter()
+            .filter(|h| match cert_hosts.get(*h) {
+                Some(owner) if owner != id => {
+                    problem(format!("host {h:?} already has the certificate of Ingress {owner} (older): not replaced"));
+                    false
                 }
+                _ => !(cluster.file_cert_covers)(h),
+            })
+            .cloned()
+            .collect();
+        let key = (namespace.to_string(), secret_name.to_string());
+        let secret = cluster.secrets.get(&key);
+        let last = cluster.last_loaded.get(&key);
+        let version = secret.and_then(|s| s.metadata.resource_version.clone());
+        let unchanged = last.filter(|l| version.is_some() && l.resource_version == version);
+        let parsed = match unchanged {
+            Some(l) => Ok(l.clone()),
+            None => load_secret(secret).map(|(certified, not_after)| LoadedSecret {
+                resource_version: version,
+                certified,
+                not_after,
+            }),
+        };
+        let loaded = match parsed {
+            Ok(loaded) => Some(loaded),
+            Err(e) => match last.filter(|_| secret.is_some()) {
+                Some(last) => {
+                    problem(format!(
+                        "Secret {namespace}/{secret_name}: {e}; its last good certificate stays"
+                    ));
+                    Some(last.clone())
+                }
+                None => {
+                    problem(format!(
+                        "Secret {namespace}/{secret_name}: {e}; its hosts are served without it"
+                    ));
+                    None
+                }
+            },
+        };
+        if let Some(loaded) = loaded {
+            for h in &free {
+                cert_hosts
+                    .entry(h.clone())
+                    .or_insert_with(|| id.to_string());
             }
+            out.certs
+                .add(&free, loaded.certified.clone(), loaded.not_after);
+            out.loaded.insert(key, loaded);
         }
-        for (at, host, path, path_type, backend) in paths {
-            let upstream = match upstream_of(backend, &namespace) {
-                Ok(u) => u,
+    }
+    tls_hosts
+        .into_iter()
+        .filter(|h| out.certs.covers(h) || (cluster.file_cert_covers)(h))
+        .collect()
+}
+
+/// Whether a rule host is secured: by its own name or by a `*.` name above it.
+fn secures(secured: &[String], host: &HostMatch) -> bool {
+    let wildcard = match host {
+        HostMatch::Exact(h) => h.split_once('.').map(|(_, d)| format!("*.{d}")),
+        _ => None,
+    };
+    secured.contains(&host.to_string()) || wildcard.is_some_and(|w| secured.contains(&w))
+}
+
+/// One path of an Ingress: where it is written, host, path, type, backend.
+type FlatPath<'a> = (String, HostMatch, String, PathType, &'a IngressBackend);
+
+/// Every path of `spec`: `defaultBackend` first, then each rule's paths;
+/// a host or path that is not valid is a problem and left out.
+fn flatten_rules<'a>(
+    spec: &'a IngressSpec,
+    id: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<FlatPath<'a>> {
+    let mut paths = Vec::new();
+    if let Some(backend) = &spec.default_backend {
+        paths.push((
+            "defaultBackend".into(),
+            HostMatch::Any,
+            "/".into(),
+            PathType::Prefix,
+            backend,
+        ));
+    }
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host = match rule.host.as_deref() {
+            None | Some("") => HostMatch::Any,
+            Some(h) => match config::route_host(h) {
+                Ok(h) => h,
                 Err(e) => {
-                    out.problems.push(Problem::new(
-                        &id,
-                        "invalid_rule",
-                        format!("{at}.backend: {e}"),
+                    problems.push(Problem::new(
+                        id,
+                        ProblemKind::InvalidRule,
+                        format!("spec.rules[{i}].host: {e}"),
                     ));
                     continue;
                 }
+            },
+        };
+        for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+            let at = format!("rules[{i}].paths[{j}]");
+            let path_type = match p.path_type.as_str() {
+                "Exact" => PathType::Exact,
+                // Documented: ImplementationSpecific is Prefix here.
+                _ => PathType::Prefix,
             };
-            let key = (host.clone(), path.clone(), path_type);
-            if let Some(owner) = claimed.get(&key) {
-                if *owner != id {
-                    out.problems.push(Problem::new(&id, "conflict", format!(
-                            "{at}: host {} path {path} ({path_type:?}) is already served by Ingress {owner} (older): not served from {id}",
-                            host
-                        )));
-                }
-                continue;
+            match config::route_path(p.path.as_deref().unwrap_or("/"), path_type) {
+                Ok(path) => paths.push((at, host.clone(), path, path_type, &p.backend)),
+                Err(e) => problems.push(Problem::new(
+                    id,
+                    ProblemKind::InvalidRule,
+                    format!("spec.{at}.path: {e}"),
+                )),
             }
-            claimed.insert(key, id.clone());
-            out.routes.push(IngressRoute {
-                name: format!("ingress:{id}:{at}"),
-                ingress: id.clone(),
-                route: route_for(
-                    &notes,
-                    host.clone(),
-                    path,
-                    path_type,
-                    upstream,
-                    has_tls(&host),
-                ),
-            });
         }
     }
-    out.problems.sort();
-    out
+    paths
 }
 
+/// One path's route: the annotations as policies, in the order they answer
+/// (allowlist 403, redirect 308, body size 413), then the settings.
 fn route_for(
+    name: String,
+    origin: Origin,
     notes: &Annotations,
-    host: HostMatch,
-    path: String,
-    path_type: PathType,
+    matches: Match,
     upstream: UpstreamKey,
     has_tls: bool,
 ) -> Route {
-    let affinity = notes.affinity.clone().map(|mut a| {
+    let mut policies = Vec::new();
+    if let Some(allow) = &notes.allow {
+        policies.push(Policy::AllowSources(allow.clone()));
+    }
+    if notes.force_ssl_redirect || (notes.ssl_redirect && has_tls) {
+        policies.push(Policy::RedirectHttps);
+    }
+    if let Some(n) = notes.max_body_bytes {
+        policies.push(Policy::MaxBodyBytes(n));
+    }
+    if notes.timeouts != Default::default() {
+        policies.push(Policy::Timeouts(notes.timeouts));
+    }
+    if let Some(mut a) = notes.affinity.clone() {
         if a.path.is_empty() {
             // ingress-nginx's default: the cookie is scoped to the location.
-            a.path = path.clone();
+            a.path = matches.path.clone();
         }
-        a
-    });
+        policies.push(Policy::Affinity(a));
+    }
     Route {
-        host,
-        path,
-        path_type,
-        upstream,
-        affinity,
-        redirect_https: notes.force_ssl_redirect || (notes.ssl_redirect && has_tls),
-        overrides: notes.overrides.clone(),
+        name,
+        origin,
+        matches,
+        backends: vec![Backend {
+            upstream,
+            weight: 1,
+        }],
+        policies,
     }
 }
 
@@ -484,15 +510,17 @@ mod tests {
         }));
         let t = run(&[legacy], &[]);
         assert_eq!(t.routes.len(), 1);
-        assert_eq!(t.routes[0].route.host, HostMatch::Any);
+        assert_eq!(t.routes[0].matches.host, HostMatch::Any);
         assert_eq!(
-            t.routes[0].route.upstream.port,
+            t.routes[0].backends[0].upstream.port,
             ServicePort::Name("http".into())
         );
     }
 
     #[test]
-    fn the_older_ingress_wins_a_conflict_and_the_loser_is_reported() {
+    fn routes_carry_their_ingress_and_age_for_the_conflict_rule() {
+        // Conflicts are decided where every source meets (state.rs); here each
+        // route says which Ingress it comes from and how old that is.
         let old = simple(
             "old",
             "2026-01-01T00:00:00Z",
@@ -507,37 +535,12 @@ mod tests {
             "x.com",
             "/",
         );
-        let other_path = simple(
-            "api",
-            "2026-03-01T00:00:00Z",
-            Some("edge-proxy"),
-            "x.com",
-            "/api",
-        );
-        for order in [
-            vec![old.clone(), new.clone(), other_path.clone()],
-            vec![other_path.clone(), new.clone(), old.clone()],
-        ] {
-            let t = run(&order, &[]);
-            let services: Vec<&str> = t
-                .routes
-                .iter()
-                .map(|r| r.route.upstream.service.as_str())
-                .collect();
-            assert_eq!(
-                services,
-                ["old", "api"],
-                "a host split across Ingresses, the older first"
-            );
-            assert_eq!(t.problems.len(), 1);
-            assert_eq!(t.problems[0].kind, "conflict");
-            assert_eq!(t.problems[0].ingress, "default/new");
-            assert!(
-                t.problems[0].message.contains("default/old"),
-                "{}",
-                t.problems[0].message
-            );
-        }
+        let t = run(&[new, old], &[]);
+        let origins: Vec<&Origin> = t.routes.iter().map(|r| &r.origin).collect();
+        assert_eq!(origins.len(), 2);
+        assert!(origins[0] < origins[1], "the older first: {origins:?}");
+        assert_eq!(origins[0].describe(), "Ingress default/old");
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
     }
 
     #[test]
@@ -560,12 +563,12 @@ mod tests {
             .routes
             .iter()
             .map(|r| {
-                let a = r.route.affinity.as_ref().unwrap();
+                let a = r.affinity().unwrap();
                 (
-                    r.route.host.clone(),
-                    r.route.path.as_str(),
-                    r.route.path_type,
-                    r.route.upstream.to_string(),
+                    r.matches.host.clone(),
+                    r.matches.path.as_str(),
+                    r.matches.path_type,
+                    r.backends[0].upstream.to_string(),
                     a.path.as_str(),
                 )
             })
@@ -597,8 +600,8 @@ mod tests {
                 ),
             ]
         );
-        let kinds: Vec<&str> = t.problems.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds, ["invalid_rule"; 3], "{:?}", t.problems);
+        let kinds: Vec<ProblemKind> = t.problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::InvalidRule; 3], "{:?}", t.problems);
         assert_eq!(t.routes[0].name, "ingress:shop/web:rules[0].paths[0]");
     }
 
@@ -632,7 +635,7 @@ mod tests {
         );
         assert_eq!(t.routes.len(), 1);
         assert!(
-            !t.routes[0].route.redirect_https,
+            !t.routes[0].policies.contains(&Policy::RedirectHttps),
             "no certificate: no redirect to a broken https"
         );
         let messages: Vec<&str> = t.problems.iter().map(|p| p.message.as_str()).collect();

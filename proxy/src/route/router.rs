@@ -1,42 +1,225 @@
-//! Route lookup by host and path.
+//! Route lookup by host and path, then method, headers and query parameters.
 //!
-//! Semantics (Kubernetes Ingress, as ingress-nginx applies them):
+//! Semantics (Kubernetes Ingress as ingress-nginx applies them, and Gateway
+//! API's precedence for the conditions):
 //! - the most specific host group wins: exact host, then `*.domain` (exactly one
 //!   more label), then routes without a host. A request whose host has a group
 //!   only looks in that group: no path there means 404, not a fall back to a
 //!   less specific host;
 //! - within the group, an Exact path equal to the request path wins, then the
-//!   longest Prefix that matches by whole path elements (`/api` matches `/api`,
-//!   `/api/` and `/api/x`, not `/apix`).
+//!   regular expressions (longest pattern first, as ingress-nginx orders them),
+//!   then the longest Prefix that matches by whole path elements (`/api`
+//!   matches `/api`, `/api/` and `/api/x`, not `/apix`);
+//! - several routes on one path: the first whose conditions hold, in Gateway
+//!   API's order (a method match, then more header matches, then more query
+//!   matches, then the order of insertion), else the one without conditions;
+//!   if none holds, the next shorter path is tried.
 //!
-//! Lookups cost a few hash probes per path element, whatever the route count.
+//! Lookups cost a few hash probes per path element, whatever the route count;
+//! conditions and regular expressions cost only where a host has them.
 
-use crate::config::{HostMatch, PathType};
+use super::{path_regex, value_regex, HostMatch, Match, PathType, StringMatch, ValueMatch};
 
 /// Looked up on every request, built from the configuration only: foldhash
 /// (randomly seeded) instead of SipHash: a few times cheaper per probe.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The routes of one host group.
+/// What conditions are evaluated against: the request beyond host and path.
+pub trait RequestParts {
+    fn method(&self) -> &str;
+    /// The first value of a header, by lowercase name.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The raw query string, without `?`.
+    fn query(&self) -> Option<&str>;
+}
+
+/// A request of which nothing but host and path is known: only routes without
+/// conditions match it.
+pub struct HostAndPathOnly;
+
+impl RequestParts for HostAndPathOnly {
+    fn method(&self) -> &str {
+        ""
+    }
+    fn header(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+    fn query(&self) -> Option<&str> {
+        None
+    }
+}
+
+enum Matcher {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    fn new(m: &StringMatch) -> Result<Self, String> {
+        Ok(match m {
+            StringMatch::Exact(v) => Matcher::Exact(v.clone()),
+            StringMatch::Regex(p) => Matcher::Regex(value_regex(p)?),
+        })
+    }
+
+    fn holds(&self, value: &[u8]) -> bool {
+        match self {
+            Matcher::Exact(v) => v.as_bytes() == value,
+            Matcher::Regex(r) => std::str::from_utf8(value).is_ok_and(|v| r.is_match(v)),
+        }
+    }
+}
+
+/// Method, headers and query parameters of one candidate.
+struct Conditions {
+    /// As given, for duplicates and ordering.
+    key: (Option<String>, Vec<ValueMatch>, Vec<ValueMatch>),
+    headers: Vec<(String, Matcher)>,
+    query: Vec<(String, Matcher)>,
+}
+
+impl Conditions {
+    fn new(m: &Match) -> Result<Self, String> {
+        let compile = |list: &[ValueMatch]| -> Result<Vec<(String, Matcher)>, String> {
+            list.iter()
+                .map(|v| Ok((v.name.clone(), Matcher::new(&v.value)?)))
+                .collect()
+        };
+        let mut headers = m.headers.clone();
+        headers.sort();
+        let mut query = m.query.clone();
+        query.sort();
+        Ok(Conditions {
+            headers: compile(&headers)?,
+            query: compile(&query)?,
+            key: (m.method.clone(), headers, query),
+        })
+    }
+
+    /// Gateway API's precedence: a method match, more headers, more parameters.
+    fn rank(&self) -> (bool, usize, usize) {
+        (self.key.0.is_some(), self.key.1.len(), self.key.2.len())
+    }
+
+    fn holds(&self, req: &impl RequestParts) -> bool {
+        if let Some(method) = &self.key.0 {
+            if req.method() != method {
+                return false;
+            }
+        }
+        let headers = self
+            .headers
+            .iter()
+            .all(|(name, m)| req.header(name).is_some_and(|v| m.holds(v)));
+        headers
+            && (self.query.is_empty() || {
+                let query = req.query().unwrap_or("");
+                self.query
+                    .iter()
+                    .all(|(name, m)| query_value(query, name).is_some_and(|v| m.holds(v)))
+            })
+    }
+}
+
+/// The first value of parameter `name` in a query string, as sent (not decoded).
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+/// The routes on one path: those with conditions, best first, and the one without.
+struct Slot<T> {
+    conditional: Vec<(Conditions, T)>,
+    plain: Option<T>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            conditional: Vec::new(),
+            plain: None,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    fn pick(&self, req: &impl RequestParts) -> Option<&T> {
+        for (conditions, target) in &self.conditional {
+            if conditions.holds(req) {
+                return Some(target);
+            }
+        }
+        self.plain.as_ref()
+    }
+
+    fn insert(&mut self, m: &Match, target: T) -> Result<(), Insert<'_, T>> {
+        if !m.has_conditions() {
+            if self.plain.is_none() {
+                self.plain = Some(target);
+                return Ok(());
+            }
+            return Err(Insert::Taken(self.plain.as_ref().expect("checked above")));
+        }
+        let conditions = Conditions::new(m).map_err(Insert::Invalid)?;
+        if let Some(i) = self
+            .conditional
+            .iter()
+            .position(|(c, _)| c.key == conditions.key)
+        {
+            return Err(Insert::Taken(&self.conditional[i].1));
+        }
+        // After every candidate that ranks as high: insertion order breaks ties.
+        let rank = conditions.rank();
+        let at = self
+            .conditional
+            .iter()
+            .position(|(c, _)| c.rank() < rank)
+            .unwrap_or(self.conditional.len());
+        self.conditional.insert(at, (conditions, target));
+        Ok(())
+    }
+}
+
+/// Why a route was not added.
 #[derive(Debug)]
+pub enum Insert<'a, T> {
+    /// The same match is already taken, by this target.
+    Taken(&'a T),
+    /// A regular expression that does not compile.
+    Invalid(String),
+}
+
+/// The routes of one host group.
 struct PathTable<T> {
-    exact: HashMap<String, T>,
-    prefix: HashMap<String, T>,
+    exact: HashMap<String, Slot<T>>,
+    /// Longest pattern first.
+    regex: Vec<(String, regex::Regex, Slot<T>)>,
+    prefix: HashMap<String, Slot<T>>,
 }
 
 impl<T> Default for PathTable<T> {
     fn default() -> Self {
         PathTable {
             exact: HashMap::default(),
+            regex: Vec::new(),
             prefix: HashMap::default(),
         }
     }
 }
 
 impl<T> PathTable<T> {
-    fn find(&self, path: &str) -> Option<&T> {
-        if let Some(t) = self.exact.get(path) {
+    fn find(&self, path: &str, req: &impl RequestParts) -> Option<&T> {
+        if let Some(t) = self.exact.get(path).and_then(|s| s.pick(req)) {
             return Some(t);
+        }
+        for (_, regex, slot) in &self.regex {
+            if regex.is_match(path) {
+                if let Some(t) = slot.pick(req) {
+                    return Some(t);
+                }
+            }
         }
         if self.prefix.is_empty() {
             return None;
@@ -44,10 +227,8 @@ impl<T> PathTable<T> {
         // Try the whole path, then each shorter path at an element boundary.
         let mut candidate = path.trim_end_matches('/');
         loop {
-            if let Some(t) = self
-                .prefix
-                .get(if candidate.is_empty() { "/" } else { candidate })
-            {
+            let key = if candidate.is_empty() { "/" } else { candidate };
+            if let Some(t) = self.prefix.get(key).and_then(|s| s.pick(req)) {
                 return Some(t);
             }
             if candidate.is_empty() {
@@ -59,11 +240,34 @@ impl<T> PathTable<T> {
             }
         }
     }
+
+    fn slot(&mut self, m: &Match) -> Result<&mut Slot<T>, String> {
+        Ok(match m.path_type {
+            PathType::Exact => self.exact.entry(m.path.clone()).or_default(),
+            PathType::Prefix => self.prefix.entry(m.path.clone()).or_default(),
+            PathType::Regex => {
+                let i = match self.regex.iter().position(|(p, _, _)| *p == m.path) {
+                    Some(i) => i,
+                    None => {
+                        let regex = path_regex(&m.path)?;
+                        let at = self
+                            .regex
+                            .iter()
+                            .position(|(p, _, _)| p.len() < m.path.len())
+                            .unwrap_or(self.regex.len());
+                        self.regex
+                            .insert(at, (m.path.clone(), regex, Slot::default()));
+                        at
+                    }
+                };
+                &mut self.regex[i].2
+            }
+        })
+    }
 }
 
-/// Maps (host, path) to the `T` of the best route: built once per configuration,
+/// Maps a request to the `T` of the best route: built once per snapshot,
 /// then shared read-only by every request.
-#[derive(Debug)]
 pub struct Router<T> {
     exact: HashMap<String, PathTable<T>>,
     wildcard: HashMap<String, PathTable<T>>,
@@ -80,32 +284,39 @@ impl<T> Default for Router<T> {
     }
 }
 
+impl<T> std::fmt::Debug for Router<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Router({} hosts, {} wildcards, any: {})",
+            self.exact.len(),
+            self.wildcard.len(),
+            self.any.is_some()
+        )
+    }
+}
+
 impl<T> Router<T> {
-    /// Add a route. `path` must be normalized as the configuration does it.
-    /// A duplicate (host, path, type) keeps the first one added: `false`.
-    pub fn insert(&mut self, host: &HostMatch, path: &str, path_type: PathType, target: T) -> bool {
-        let table = match host {
+    /// Add a route. Paths must be normalized as the sources do it. A match
+    /// already taken keeps the first route added and names it.
+    pub fn insert(&mut self, m: &Match, target: T) -> Result<(), Insert<'_, T>> {
+        let table = match &m.host {
             HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default(),
             HostMatch::Wildcard(d) => self.wildcard.entry(d.clone()).or_default(),
             HostMatch::Any => self.any.get_or_insert_with(PathTable::default),
         };
-        let map = match path_type {
-            PathType::Exact => &mut table.exact,
-            PathType::Prefix => &mut table.prefix,
-        };
-        match map.entry(path.to_string()) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(target);
-                true
-            }
-        }
+        table.slot(m).map_err(Insert::Invalid)?.insert(m, target)
+    }
+
+    /// The route for a host and path, among routes without conditions.
+    pub fn find(&self, host: &str, path: &str) -> Option<&T> {
+        self.find_request(host, path, &HostAndPathOnly)
     }
 
     /// Find the route for a request. `host` must be lowercase and without port
     /// (see [`normalize_host`]); `path` is the request path without the query.
-    pub fn find(&self, host: &str, path: &str) -> Option<&T> {
-        self.table_for(host)?.find(path)
+    pub fn find_request(&self, host: &str, path: &str, req: &impl RequestParts) -> Option<&T> {
+        self.table_for(host)?.find(path, req)
     }
 
     fn table_for(&self, host: &str) -> Option<&PathTable<T>> {
@@ -148,21 +359,44 @@ mod tests {
         HostMatch::Exact(h.into())
     }
 
+    fn add<T: std::fmt::Debug>(r: &mut Router<T>, host: HostMatch, path: &str, t: PathType, v: T) {
+        r.insert(&Match::path(host, path, t), v).unwrap();
+    }
+
     fn router() -> Router<&'static str> {
         let mut r = Router::default();
-        r.insert(&exact("a.com"), "/", PathType::Prefix, "a-root");
-        r.insert(&exact("a.com"), "/api", PathType::Prefix, "a-api");
-        r.insert(&exact("a.com"), "/api/v1", PathType::Prefix, "a-api-v1");
-        r.insert(&exact("a.com"), "/api", PathType::Exact, "a-api-exact");
-        r.insert(&exact("a.com"), "/login", PathType::Exact, "a-login");
-        r.insert(
-            &HostMatch::Wildcard("b.com".into()),
+        add(&mut r, exact("a.com"), "/", PathType::Prefix, "a-root");
+        add(&mut r, exact("a.com"), "/api", PathType::Prefix, "a-api");
+        add(
+            &mut r,
+            exact("a.com"),
+            "/api/v1",
+            PathType::Prefix,
+            "a-api-v1",
+        );
+        add(
+            &mut r,
+            exact("a.com"),
+            "/api",
+            PathType::Exact,
+            "a-api-exact",
+        );
+        add(&mut r, exact("a.com"), "/login", PathType::Exact, "a-login");
+        add(
+            &mut r,
+            HostMatch::Wildcard("b.com".into()),
             "/",
             PathType::Prefix,
             "star-b",
         );
-        r.insert(&exact("x.b.com"), "/only", PathType::Prefix, "x-b-only");
-        r.insert(&HostMatch::Any, "/", PathType::Prefix, "any");
+        add(
+            &mut r,
+            exact("x.b.com"),
+            "/only",
+            PathType::Prefix,
+            "x-b-only",
+        );
+        add(&mut r, HostMatch::Any, "/", PathType::Prefix, "any");
         r
     }
 
@@ -204,10 +438,148 @@ mod tests {
     #[test]
     fn no_route_is_none() {
         let mut r = Router::default();
-        r.insert(&exact("a.com"), "/app", PathType::Prefix, 1);
+        add(&mut r, exact("a.com"), "/app", PathType::Prefix, 1);
         assert_eq!(r.find("b.com", "/app"), None);
         assert_eq!(r.find("a.com", "/"), None);
         assert_eq!(r.find("a.com", "/ap"), None);
+    }
+
+    #[test]
+    fn a_taken_match_names_its_holder() {
+        let mut r = Router::default();
+        add(&mut r, exact("a.com"), "/", PathType::Prefix, "first");
+        let m = Match::path(exact("a.com"), "/", PathType::Prefix);
+        assert!(matches!(
+            r.insert(&m, "second"),
+            Err(Insert::Taken(&"first"))
+        ));
+        let bad = Match::path(exact("a.com"), "/(", PathType::Regex);
+        assert!(matches!(r.insert(&bad, "bad"), Err(Insert::Invalid(_))));
+    }
+
+    struct Req {
+        method: &'static str,
+        headers: Vec<(&'static str, &'static str)>,
+        query: Option<&'static str>,
+    }
+
+    impl RequestParts for Req {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_bytes())
+        }
+        fn query(&self) -> Option<&str> {
+            self.query
+        }
+    }
+
+    fn get(headers: Vec<(&'static str, &'static str)>, query: Option<&'static str>) -> Req {
+        Req {
+            method: "GET",
+            headers,
+            query,
+        }
+    }
+
+    #[test]
+    fn conditions_choose_among_routes_of_one_path_in_gateway_order() {
+        let mut r = Router::default();
+        let host = exact("a.com");
+        let header = |n: &str, v: StringMatch| ValueMatch {
+            name: n.into(),
+            value: v,
+        };
+        let base = Match::path(host.clone(), "/", PathType::Prefix);
+        r.insert(&base, "plain").unwrap();
+        let mut one_header = base.clone();
+        one_header.headers = vec![header("version", StringMatch::Exact("two".into()))];
+        r.insert(&one_header, "v2").unwrap();
+        let mut two_headers = one_header.clone();
+        two_headers
+            .headers
+            .push(header("env", StringMatch::Regex("canary|beta".into())));
+        r.insert(&two_headers, "v2-canary").unwrap();
+        let mut by_query = base.clone();
+        by_query.query = vec![header("debug", StringMatch::Exact("1".into()))];
+        r.insert(&by_query, "debug").unwrap();
+        let mut post = base.clone();
+        post.method = Some("POST".into());
+        r.insert(&post, "post").unwrap();
+        // Deeper path with a condition only: falls back to "/" when it fails.
+        let mut api = Match::path(host, "/api", PathType::Prefix);
+        api.headers = vec![header("version", StringMatch::Exact("three".into()))];
+        r.insert(&api, "api-v3").unwrap();
+
+        let find = |req: Req, path: &str| *r.find_request("a.com", path, &req).unwrap();
+        assert_eq!(find(get(vec![], None), "/x"), "plain");
+        assert_eq!(find(get(vec![("version", "two")], None), "/x"), "v2");
+        assert_eq!(
+            find(get(vec![("version", "two"), ("env", "beta")], None), "/x"),
+            "v2-canary"
+        );
+        assert_eq!(
+            find(
+                get(vec![("version", "two"), ("env", "betamax")], None),
+                "/x"
+            ),
+            "v2",
+            "a regex matches the whole value"
+        );
+        assert_eq!(find(get(vec![], Some("a=b&debug=1")), "/x"), "debug");
+        assert_eq!(find(get(vec![], Some("debug=10")), "/x"), "plain");
+        let post_with_header = Req {
+            method: "POST",
+            headers: vec![("version", "two")],
+            query: None,
+        };
+        assert_eq!(
+            find(post_with_header, "/x"),
+            "post",
+            "a method match ranks first"
+        );
+        assert_eq!(
+            find(get(vec![("version", "three")], None), "/api/x"),
+            "api-v3"
+        );
+        assert_eq!(find(get(vec![], None), "/api/x"), "plain");
+        // Without request details only unconditional routes match.
+        assert_eq!(r.find("a.com", "/api/x"), Some(&"plain"));
+    }
+
+    #[test]
+    fn regex_paths_are_anchored_case_insensitive_and_longest_first() {
+        let mut r = Router::default();
+        let host = exact("r.com");
+        add(
+            &mut r,
+            host.clone(),
+            "/api(/|$)(.*)",
+            PathType::Regex,
+            "api",
+        );
+        add(
+            &mut r,
+            host.clone(),
+            "/api/v[0-9]+/users",
+            PathType::Regex,
+            "users",
+        );
+        add(&mut r, host.clone(), "/exact", PathType::Exact, "exact");
+        add(&mut r, host, "/", PathType::Prefix, "root");
+        assert_eq!(r.find("r.com", "/api/v2/users/7"), Some(&"users"));
+        assert_eq!(r.find("r.com", "/API/thing"), Some(&"api"));
+        assert_eq!(r.find("r.com", "/api"), Some(&"api"));
+        assert_eq!(
+            r.find("r.com", "/x/api"),
+            Some(&"root"),
+            "anchored at the start"
+        );
+        assert_eq!(r.find("r.com", "/exact"), Some(&"exact"));
     }
 
     #[test]

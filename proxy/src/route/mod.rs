@@ -1,0 +1,320 @@
+//! The route model every source translates into: the configuration file,
+//! Ingresses and (next) Gateway API. Nothing here knows where a route came
+//! from beyond its [`Origin`]; nothing below this line (the snapshot, the
+//! request path) knows any source's own types.
+//!
+//! A [`Route`] is what it matches ([`Match`]: host, path, method, headers,
+//! query parameters), where it sends requests (weighted [`Backend`]s, each one
+//! port of one Service) and an ordered list of typed [`Policy`]s that act on
+//! the request and the response. `state.rs` compiles each route once per
+//! snapshot into what the request path runs (`policy.rs`).
+//!
+//! See docs/architecture.md for where a new source or policy goes.
+
+pub mod router;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use ipnet::IpNet;
+pub use router::{normalize_host, Router};
+
+/// One route, from any source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// A short stable name for logs and metrics: `routes[0]`,
+    /// `ingress:NAMESPACE/NAME:rules[0].paths[1]`.
+    pub name: String,
+    pub origin: Origin,
+    pub matches: Match,
+    /// Where requests go, by weight. No backend with a weight above zero: the
+    /// route answers 500 (Gateway API's rule for a rule without backends).
+    pub backends: Vec<Backend>,
+    /// Applied in this order (see [`Policy`]).
+    pub policies: Vec<Policy>,
+}
+
+impl Route {
+    /// A route to one backend without policies: the common case.
+    pub fn to(
+        name: impl Into<String>,
+        origin: Origin,
+        matches: Match,
+        upstream: UpstreamKey,
+    ) -> Self {
+        Route {
+            name: name.into(),
+            origin,
+            matches,
+            backends: vec![Backend {
+                upstream,
+                weight: 1,
+            }],
+            policies: Vec::new(),
+        }
+    }
+
+    /// The affinity policy, if the route has one.
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.policies.iter().find_map(|p| match p {
+            Policy::Affinity(a) => Some(a),
+            _ => None,
+        })
+    }
+}
+
+/// Where a route came from, and so how it ranks when two routes claim the
+/// same match: a route of the configuration file wins over any other; between
+/// objects (Ingresses, HTTPRoutes), the older wins (creation time, then the
+/// object's name), as ingress-nginx and Gateway API order them. Every node
+/// computes the same order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// The configuration file (ConfigMap).
+    File,
+    /// A Kubernetes object: `kind` names the source (`Ingress`, `HTTPRoute`).
+    Object {
+        /// Seconds since the epoch of `metadata.creationTimestamp`.
+        created: i64,
+        /// `NAMESPACE/NAME`.
+        id: String,
+        kind: &'static str,
+    },
+}
+
+impl Origin {
+    /// The object, as problems and conflicts name it (`the configuration file`
+    /// or `Ingress default/web`).
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::File => "the configuration file".into(),
+            Origin::Object { kind, id, .. } => format!("{kind} {id}"),
+        }
+    }
+
+    /// `NAMESPACE/NAME` of the object, or `-` for the file.
+    pub fn object(&self) -> &str {
+        match self {
+            Origin::File => "-",
+            Origin::Object { id, .. } => id,
+        }
+    }
+}
+
+/// What a request must be for a route to serve it. Host and path select the
+/// candidates (see [`router`]); method, headers and query parameters then
+/// choose between candidates of the same host and path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Match {
+    pub host: HostMatch,
+    /// Exact, normalized Prefix (no trailing slash but for "/"), or a regular
+    /// expression anchored at the start of the path.
+    pub path: String,
+    pub path_type: PathType,
+    /// An HTTP method, uppercase; `None`: any.
+    pub method: Option<String>,
+    /// Every one must hold. Names lowercase.
+    pub headers: Vec<ValueMatch>,
+    /// Every one must hold.
+    pub query: Vec<ValueMatch>,
+}
+
+impl Match {
+    /// A match on host and path only.
+    pub fn path(host: HostMatch, path: impl Into<String>, path_type: PathType) -> Self {
+        Match {
+            host,
+            path: path.into(),
+            path_type,
+            method: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+
+    /// Whether anything beyond host and path is asked.
+    pub fn has_conditions(&self) -> bool {
+        self.method.is_some() || !self.headers.is_empty() || !self.query.is_empty()
+    }
+}
+
+/// One header or query parameter condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StringMatch {
+    Exact(String),
+    /// A regular expression (the `regex` crate's syntax) the whole value must match.
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// A lowercase host name.
+    Exact(String),
+    /// `*.example.com`: holds "example.com"; matches exactly one more label.
+    Wildcard(String),
+    /// No host given: any host that no other route names.
+    Any,
+}
+
+/// As written in a route: `www.example.com`, `*.example.com`, or `*` for any host.
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(d) => write!(f, "*.{d}"),
+            HostMatch::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathType {
+    Prefix,
+    Exact,
+    /// A regular expression matched from the start of the path, case-insensitively
+    /// (ingress-nginx's `use-regex`); linear time (the `regex` crate).
+    Regex,
+}
+
+/// A regular expression for a path: anchored at the start, case-insensitive,
+/// or why it does not compile.
+pub fn path_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a regular expression: {e}"))
+}
+
+/// A regular expression a whole header or query value must match.
+pub fn value_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a regular expression: {e}"))
+}
+
+/// One backend of a route: a Service port and its share of new requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub upstream: UpstreamKey,
+    /// Relative; 0 takes nothing.
+    pub weight: u32,
+}
+
+/// What a backend forwards to: one port of one Service. Routes naming the same
+/// key share one set of endpoints, one balancer and one connection pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamKey {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServicePort {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for UpstreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+impl fmt::Display for ServicePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServicePort::Number(n) => write!(f, "{n}"),
+            ServicePort::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Something a route does besides forwarding. Request policies run in the
+/// order of the route's list, and the first that answers ends the request
+/// (an allowlist's 403 before a redirect before a body-size 413, say).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    /// Only clients in these ranges; others get 403. Empty: nobody (an
+    /// allowlist that did not parse fails closed).
+    AllowSources(Vec<IpNet>),
+    /// Plain-HTTP requests get a 308 to the same URL on https.
+    RedirectHttps,
+    /// Request bodies beyond this get 413, instead of `limits.max_body_bytes`;
+    /// `u64::MAX` is unlimited.
+    MaxBodyBytes(u64),
+    /// Towards the endpoints, instead of `timeouts`.
+    Timeouts(TimeoutOverrides),
+    /// Cookie session affinity.
+    Affinity(Affinity),
+}
+
+/// Per-route timeouts; `None` keeps the global one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    /// `None`: a session cookie.
+    pub max_age: Option<Duration>,
+    pub path: String,
+    /// An `Expires` this long after the response.
+    pub expires: Option<Duration>,
+    pub same_site: Option<SameSite>,
+    /// `SameSite=None` left out for clients known to mishandle it.
+    pub same_site_none_if_compatible: bool,
+    /// `Secure` on plain HTTP too (it is always set on HTTPS).
+    pub secure: bool,
+    pub domain: Option<String>,
+    /// When the pinned endpoint fails, the client is re-pinned with a new
+    /// cookie (`true`), or served elsewhere and keeps its cookie (`false`), to
+    /// return to its endpoint once it is back.
+    pub change_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+impl Affinity {
+    /// The configuration file's affinity: `Path=/`, `SameSite=Lax`, re-pinned on failure.
+    pub fn new(cookie: impl Into<String>, max_age: Option<Duration>) -> Self {
+        Affinity {
+            cookie: cookie.into(),
+            max_age,
+            path: "/".into(),
+            expires: None,
+            same_site: Some(SameSite::Lax),
+            same_site_none_if_compatible: false,
+            secure: false,
+            domain: None,
+            change_on_failure: true,
+        }
+    }
+}
