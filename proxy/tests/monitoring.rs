@@ -222,12 +222,19 @@ fn every_dashboard_query_returns_data_and_every_alert_goes_pending() {
         &[("KUBECONFIG", &kubeconfig)],
     );
 
-    let prometheus = Prometheus::start(&[proxy.admin, unsynced.admin]);
+    // A third node whose proxy dies once it has been scraped.
+    let doomed = Proxy::start(&static_config(
+        "  - service: hello-app\n    port: 8080\n",
+        &[apps[0].addr],
+    ));
+
+    let prometheus = Prometheus::start(&[proxy.admin, unsynced.admin, doomed.admin]);
     let started = unix_now();
-    eventually("both targets up", Duration::from_secs(20), || {
+    eventually("every target up", Duration::from_secs(20), || {
         let up = prometheus.api("/api/v1/query", &[("query", "sum(up)")]);
-        up["result"][0]["value"][1] == "2"
+        up["result"][0]["value"][1] == "3"
     });
+    drop(doomed);
 
     // Load: wrk on the affinity route (every request a new session) while
     // sessions are pinned, moved off a dying endpoint, and a Service dies.
@@ -307,6 +314,7 @@ fn every_dashboard_query_returns_data_and_every_alert_goes_pending() {
         "EdgeProxyConfigReloadFailing",
         "EdgeProxyConnectionsNearLimit",
         "EdgeProxyDiscoveryNotSynced",
+        "EdgeProxyDown",
         "EdgeProxyHighErrorRatio",
         "EdgeProxyMemoryNearLimit",
         "EdgeProxyServiceNoReadyEndpoints",
