@@ -29,8 +29,10 @@ pub struct CompiledRoute {
     /// The backends as `namespace/service:port` (joined by `+`), for metrics and logs.
     pub service: String,
     /// Request policies, in the route's order; the first that answers wins.
+    /// Empty for a plain route, which then costs nothing here.
     pub request: Box<[RequestStep]>,
-    /// The request body limit here (`limits.max_body_bytes` or the route's).
+    /// The request body limit here (`limits.max_body_bytes` or the route's),
+    /// checked after the request steps (a 403 or a redirect before a 413).
     pub max_body_bytes: u64,
     /// Towards this route's endpoints (`timeouts`, or the route's).
     pub timeouts: Timeouts,
@@ -46,8 +48,6 @@ pub enum RequestStep {
     AllowSources(Box<[IpNet]>),
     /// Plain HTTP gets a 308 to https.
     RedirectHttps,
-    /// A declared body over `max_body_bytes`: 413 before anything is forwarded.
-    BodyLimit,
 }
 
 /// What a request step sees of the request.
@@ -81,7 +81,7 @@ impl Reply {
 
 impl RequestStep {
     /// `Some` answers the request here.
-    pub fn check(&self, route: &CompiledRoute, facts: &RequestFacts) -> Option<Reply> {
+    pub fn check(&self, facts: &RequestFacts) -> Option<Reply> {
         match self {
             RequestStep::AllowSources(allow) => {
                 let client =
@@ -94,8 +94,6 @@ impl RequestStep {
                 body: Cow::Borrowed("redirecting to https\n"),
                 location: Some(https_location(facts.host, facts.https_port, facts.req)),
             }),
-            RequestStep::BodyLimit => body_too_large(facts.req, route.max_body_bytes)
-                .then(|| Reply::text(413, "request body too large\n")),
         }
     }
 }
@@ -110,7 +108,7 @@ fn https_location(host: &str, https_port: Option<u16>, req: &RequestHeader) -> S
 }
 
 /// A declared body over the limit is refused before anything is forwarded.
-fn body_too_large(req: &RequestHeader, limit: u64) -> bool {
+pub fn body_too_large(req: &RequestHeader, limit: u64) -> bool {
     req.headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -140,31 +138,35 @@ impl Backends {
 
     /// The first backend: whose readiness a 503 speaks of.
     pub fn primary(&self) -> Option<&Arc<Upstream>> {
-        self.list.first().map(|(u, _)| u)
+        self.get(0)
     }
 
-    /// The backend for a new request, by weight: each takes its exact share
-    /// of every `total` requests, in turn.
-    pub fn pick(&self) -> Option<&Arc<Upstream>> {
+    pub fn get(&self, index: usize) -> Option<&Arc<Upstream>> {
+        self.list.get(index).map(|(u, _)| u)
+    }
+
+    /// The backend (its index) for a new request, by weight: each takes its
+    /// exact share of every `total` requests, in turn.
+    pub fn pick(&self) -> Option<usize> {
         if self.list.len() <= 1 {
-            return self.primary();
+            return (!self.list.is_empty()).then_some(0);
         }
         let mut n = self.turn.fetch_add(1, Ordering::Relaxed) % self.total;
-        for (upstream, weight) in self.list.iter() {
+        for (i, (_, weight)) in self.list.iter().enumerate() {
             if n < *weight {
-                return Some(upstream);
+                return Some(i);
             }
             n -= weight;
         }
-        self.primary()
+        Some(0)
     }
 
-    /// The backend that knows the endpoint an affinity cookie names: a
-    /// pinned client stays on its side of a weighted split.
-    pub fn holding(&self, id: crate::affinity::EndpointId) -> Option<&Arc<Upstream>> {
+    /// The backend (its index) that knows the endpoint an affinity cookie
+    /// names: a pinned client stays on its side of a weighted split.
+    pub fn holding(&self, id: crate::affinity::EndpointId) -> Option<usize> {
         match &*self.list {
-            [(only, _)] => Some(only),
-            list => list.iter().map(|(u, _)| u).find(|u| u.knows(id)),
+            [_] => Some(0),
+            list => list.iter().position(|(u, _)| u.knows(id)),
         }
     }
 
@@ -200,11 +202,6 @@ pub fn compile(
             Policy::Affinity(a) => affinity = Some(a.clone()),
         }
     }
-    // The body limit is checked after the route's own steps (a 403 or a
-    // redirect before a 413), and only where a limit can be exceeded.
-    if max_body_bytes != u64::MAX {
-        request.push(RequestStep::BodyLimit);
-    }
     let host = route.matches.host.to_string();
     let service = route
         .backends
@@ -235,7 +232,7 @@ pub fn compile(
 impl CompiledRoute {
     /// Run the request steps; `Some` answers the request.
     pub fn check_request(&self, facts: &RequestFacts) -> Option<Reply> {
-        self.request.iter().find_map(|step| step.check(self, facts))
+        self.request.iter().find_map(|step| step.check(facts))
     }
 }
 
@@ -261,7 +258,7 @@ mod tests {
         );
         let mut counts = std::collections::HashMap::new();
         for _ in 0..400 {
-            let picked = backends.pick().unwrap();
+            let picked = backends.get(backends.pick().unwrap()).unwrap();
             *counts.entry(picked.key.service.clone()).or_insert(0) += 1;
         }
         assert_eq!(counts.get("a"), Some(&300));
@@ -277,7 +274,7 @@ mod tests {
         b.publish(crate::upstream::EndpointSet::ready([pod])).await;
         let backends = Backends::new(vec![(a.clone(), 99), (b.clone(), 1)], Arc::default());
         let id = b.endpoint_id(&pod);
-        assert!(Arc::ptr_eq(backends.holding(id).unwrap(), &b));
+        assert_eq!(backends.holding(id), Some(1));
         assert!(backends.holding(a.endpoint_id(&pod)).is_none());
     }
 }

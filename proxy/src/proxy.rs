@@ -16,7 +16,7 @@ use crate::config::Limits;
 use crate::connections;
 use crate::forwarding;
 use crate::metrics::{method_label, METRICS};
-use crate::policy::{CompiledRoute, Reply, RequestFacts};
+use crate::policy::{self, CompiledRoute, Reply, RequestFacts};
 use crate::route::normalize_host;
 use crate::route::router::RequestParts;
 use crate::state::{SharedSnapshot, Snapshot};
@@ -52,8 +52,9 @@ pub struct RequestCtx {
     /// The snapshot this request reads from start to end (one load).
     snapshot: Arc<Snapshot>,
     route: Option<Arc<CompiledRoute>>,
-    /// The route's backend this request goes to (chosen once, kept on retries).
-    upstream: Option<Arc<Upstream>>,
+    /// The route's backend this request goes to, by index (chosen once,
+    /// kept on retries).
+    backend: Option<usize>,
     /// What the client's affinity cookie asks for (affinity routes only).
     requested: Requested,
     affinity: AffinityOutcome,
@@ -70,6 +71,12 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn endpoint(&self) -> Option<SocketAddr> {
         self.tried.last().copied()
+    }
+
+    /// The upstream of the chosen backend.
+    fn upstream(&self) -> Option<&Arc<Upstream>> {
+        let route = self.route.as_ref()?;
+        route.backends.get(self.backend?)
     }
 }
 
@@ -139,8 +146,7 @@ fn is_tls(session: &Session) -> bool {
 /// since start-up or the reload) says so, and to retry in a second.
 async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
     let upstream = ctx
-        .upstream
-        .as_ref()
+        .upstream()
         .or_else(|| ctx.route.as_ref().and_then(|r| r.backends.primary()));
     let unsynced = reply.status == 503 && upstream.is_some_and(|u| !u.is_synced());
     let body = if unsynced {
@@ -201,7 +207,7 @@ impl ProxyHttp for EdgeProxy {
             request_id: String::new(),
             snapshot: self.snapshot.load_full(),
             route: None,
-            upstream: None,
+            backend: None,
             requested: Requested::NoCookie,
             affinity: AffinityOutcome::None,
             tried: Vec::new(),
@@ -252,6 +258,11 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         }
+        if policy::body_too_large(req, route.max_body_bytes) {
+            ctx.route = Some(route);
+            respond(session, ctx, Reply::text(413, error_body(413))).await?;
+            return Ok(true);
+        }
         if route.backends.is_empty() {
             ctx.route = Some(route);
             respond(
@@ -297,16 +308,16 @@ impl ProxyHttp for EdgeProxy {
         let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
         // The backend: the one whose endpoint the affinity cookie names, else
         // one by weight; chosen once, so retries stay on it.
-        if ctx.upstream.is_none() {
+        if ctx.backend.is_none() {
             let pinned_to = ctx
                 .requested
                 .endpoint()
                 .and_then(|id| route.backends.holding(id));
-            ctx.upstream = pinned_to.or_else(|| route.backends.pick()).cloned();
+            ctx.backend = pinned_to.or_else(|| route.backends.pick());
         }
         let upstream = ctx
-            .upstream
-            .clone()
+            .backend
+            .and_then(|i| route.backends.get(i))
             .ok_or_else(|| Error::new(InternalError))?;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         let pinned = ctx
@@ -371,7 +382,7 @@ impl ProxyHttp for EdgeProxy {
         // timeout: hold it back for a while. A refusal costs nothing, and the
         // endpoint may be back the next moment (a restart on the same address).
         let silent = matches!(e.etype(), ConnectTimedout | ConnectNoRoute);
-        if let (true, Some(upstream), Some(addr)) = (silent, &ctx.upstream, ctx.endpoint()) {
+        if let (true, Some(upstream), Some(addr)) = (silent, ctx.upstream(), ctx.endpoint()) {
             upstream.connect_failed(addr);
         }
         let metrics = ctx.route.as_ref().map(|r| &r.metrics);
@@ -424,7 +435,7 @@ impl ProxyHttp for EdgeProxy {
             route.metrics.upstream_duration.observe(elapsed);
         }
         let (Some(affinity), Some(upstream), Some(addr)) =
-            (&route.affinity, &ctx.upstream, ctx.endpoint())
+            (&route.affinity, ctx.upstream(), ctx.endpoint())
         else {
             return Ok(());
         };
