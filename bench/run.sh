@@ -2,7 +2,7 @@
 # Benchmark: edge-proxy side by side with nginx and HAProxy (Debian's packages),
 # each in front of the same three hello-app instances, in the same run.
 #
-#   bash bench/run.sh                  # about 6 minutes; bench/results.{md,json}
+#   bash bench/run.sh                  # about 7 minutes; bench/results.{md,json}
 #   BENCH_SECONDS=2 BENCH_ROUNDS=1 bash bench/run.sh    # a quick look
 #
 # Scenarios: plain proxying at 1, 64 and 512 connections (BENCH_CONNECTIONS),

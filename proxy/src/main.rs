@@ -29,8 +29,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A reverse proxy for small Kubernetes clusters"
 )]
 struct Cli {
-    /// The configuration file.
-    #[arg(long, default_value = "/etc/edge-proxy/proxy.yaml")]
+    /// The configuration file (before or after a subcommand).
+    #[arg(long, global = true, default_value = "/etc/edge-proxy/proxy.yaml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,7 +39,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a configuration file: exit 0, or print every problem and exit 1.
-    Check { file: PathBuf },
+    #[command(
+        long_about = "Validate a configuration file as the proxy would load it: every key and \
+                      value, and the certificate and key files that `tls` names. Exit 0 and \
+                      print `FILE: ok (N routes)`, or print every problem, each naming its \
+                      field (`routes[2].port: ...`), to stderr and exit 1. Reads nothing \
+                      else: no API server, no DNS."
+    )]
+    Check {
+        /// The configuration file to validate (YAML, at most 1 MiB).
+        file: PathBuf,
+    },
     /// Ask the running proxy's admin listener (from --config) for /readyz:
     /// exit 0 when ready. A container HEALTHCHECK with no shell in the image.
     Health,
@@ -48,20 +58,34 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check { file }) => match config::load(&file) {
-            Ok(loaded) => {
-                println!(
-                    "{}: ok ({} routes)",
-                    file.display(),
-                    loaded.config.routes.len()
-                );
-                ExitCode::SUCCESS
+        Some(Command::Check { file }) => {
+            let checked = config::load(&file).and_then(|loaded| {
+                // The certificate files too: a proxy would not start on them.
+                let problems = tls::file_problems(&loaded.config.tls);
+                if problems.is_empty() {
+                    Ok(loaded)
+                } else {
+                    Err(config::ConfigError {
+                        source_name: file.display().to_string(),
+                        problems,
+                    })
+                }
+            });
+            match checked {
+                Ok(loaded) => {
+                    println!(
+                        "{}: ok ({} routes)",
+                        file.display(),
+                        loaded.config.routes.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Some(Command::Health) => {
             let admin = config::load(&cli.config)
                 .map_err(|e| e.to_string())
@@ -136,8 +160,15 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // Shutdown work registers here; the drain thread runs it (drain.rs).
+    let hooks = Arc::new(drain::ShutdownHooks::default());
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    hooks.add({
+        let draining = draining.clone();
+        move || draining.store(true, std::sync::atomic::Ordering::Relaxed)
+    });
     let mut proxy = pingora::proxy::HttpProxy::new(
-        proxy::EdgeProxy::new(snapshot.clone()),
+        proxy::EdgeProxy::new(snapshot.clone(), draining),
         server.configuration.clone(),
     );
     proxy.handle_init_modules();
@@ -202,7 +233,6 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
-    let hooks = Arc::new(drain::ShutdownHooks::default());
     if let Some(settings) = config.ingress.clone() {
         control.block_on(ingress::start(
             settings,
@@ -214,7 +244,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     control.spawn(reload::Reloader::new(path.to_path_buf(), publisher, config, hash, certs).run());
 
     drain::exit_when_drained(&server, linger, hooks);
-    tracing::info!(http = %listen.http, admin = ?admin_addr, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
+    let admin = admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(http = %listen.http, %admin, version = env!("CARGO_PKG_VERSION"), "edge-proxy starting");
     server.run(pingora::server::RunArgs::default());
     access_log::flush();
     Ok(())

@@ -30,6 +30,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,11 +38,22 @@ const X_REQUEST_ID: &str = "x-request-id";
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
+    /// Set when the drain begins (a shutdown hook): every response from then
+    /// on, in flight or not, says `Connection: close`.
+    draining: Arc<AtomicBool>,
 }
 
 impl EdgeProxy {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
-        EdgeProxy { snapshot }
+    pub fn new(snapshot: SharedSnapshot, draining: Arc<AtomicBool>) -> Self {
+        EdgeProxy { snapshot, draining }
+    }
+}
+
+/// After SIGTERM pingora marks the responses of requests it reads from then
+/// on `Connection: close`; one already in flight would still say keep-alive.
+fn close_when_draining(session: &mut Session, draining: &AtomicBool) {
+    if draining.load(Ordering::Relaxed) {
+        session.set_keepalive(None);
     }
 }
 
@@ -219,6 +231,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         connections::head_read();
+        close_when_draining(session, &self.draining);
         ctx.request_id = request_id(session.req_header());
         let snapshot = ctx.snapshot.clone();
         if let Some((status, body)) = refuse(session.req_header(), &snapshot.limits) {
@@ -426,6 +439,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        close_when_draining(session, &self.draining);
         upstream_response.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         let Some(route) = &ctx.route else {
             return Ok(());
@@ -488,6 +502,65 @@ impl ProxyHttp for EdgeProxy {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+
+    /// How pingora's own log lines name a request: never its query string or
+    /// cookies (README, Security), the route and the request id instead.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
+        format!(
+            "{} {}, route {route}, request id {}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
+    }
+
+    /// A request's final error: the access log line and the metrics already
+    /// hold our own answers (404, 413, 502/503 without endpoints) and clients
+    /// that went away; pingora's error line is kept for real upstream failures.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        matches!(e.etype(), HTTPStatus(_)) || e.esource() == &ErrorSource::Downstream
+    }
+
+    /// A request pingora refused before any phase (a head that does not parse,
+    /// CONNECT): counted and logged like every other answer of the proxy's own,
+    /// without its (unparsed) method, path or headers.
+    fn request_refused(
+        &self,
+        session: &pingora::protocols::http::ServerSession,
+        status: u16,
+        e: &Error,
+    ) {
+        let code = status_label(status);
+        METRICS.proxy_responses.with_label_values(&[code]).inc();
+        METRICS
+            .requests
+            .with_label_values(&["-", "-", "-", "OTHER", code])
+            .inc();
+        if access_log::enabled() {
+            // The type only: pingora's context quotes the raw head (query
+            // string, cookies).
+            let kind = e.etype().as_str();
+            access_log::record(&access_log::Entry {
+                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                host: None,
+                method: "-",
+                path: b"-",
+                protocol: http::Version::HTTP_11,
+                status,
+                bytes_in: 0,
+                bytes_out: 0,
+                duration: Duration::ZERO,
+                upstream: None,
+                route: "-",
+                service: "-",
+                affinity: AffinityOutcome::None.as_str(),
+                request_id: "-",
+                error: Some(&kind as &dyn std::fmt::Display),
+            });
         }
     }
 

@@ -10,7 +10,7 @@
 use crate::config::{self, content_hash, Config};
 use crate::metrics::METRICS;
 use crate::state::Publisher;
-use crate::tls::CertWatcher;
+use crate::tls::{CertCheck, CertWatcher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -51,6 +51,10 @@ pub struct Reloader {
     generation: i64,
     /// The HTTPS listener's certificates.
     certs: Option<CertWatcher>,
+    /// The file on disk was rejected (or its certificates were): the
+    /// reload-success flag stays down until a good file is loaded, whatever
+    /// else reloads meanwhile.
+    file_rejected: bool,
 }
 
 impl Reloader {
@@ -69,6 +73,7 @@ impl Reloader {
             seen: hash,
             generation: 1,
             certs,
+            file_rejected: false,
         }
     }
 
@@ -79,13 +84,16 @@ impl Reloader {
             return true;
         };
         match watcher.check(tls).await {
-            Ok(false) => true,
-            Ok(true) => {
-                METRICS.config_last_reload_successful.set(1);
+            CertCheck::Unchanged => true,
+            CertCheck::StillRejected => false,
+            CertCheck::Reloaded => {
+                if !self.file_rejected {
+                    METRICS.config_last_reload_successful.set(1);
+                }
                 tracing::info!(certificates = tls.len(), "TLS certificates reloaded");
                 true
             }
-            Err(e) => {
+            CertCheck::Rejected(e) => {
                 reload_failed();
                 tracing::error!("TLS certificates rejected, the running ones stay: {e:#}");
                 false
@@ -132,6 +140,7 @@ impl Reloader {
         let config = match config::from_bytes(&self.path.display().to_string(), &bytes) {
             Ok(config) => config,
             Err(e) => {
+                self.file_rejected = true;
                 reload_failed();
                 tracing::error!(
                     problems = e.problems.len(),
@@ -142,10 +151,12 @@ impl Reloader {
         };
         self.warn_about_restart_only_settings(&config);
         if !self.check_certs(&config.tls).await {
+            self.file_rejected = true;
             return;
         }
         match self.publisher.publish_config(config.clone()).await {
             Ok(()) => {
+                self.file_rejected = false;
                 self.generation += 1;
                 self.running = Arc::new(config);
                 record_loaded(hash, self.generation);
@@ -158,6 +169,7 @@ impl Reloader {
                 );
             }
             Err(e) => {
+                self.file_rejected = true;
                 reload_failed();
                 tracing::error!("configuration rejected, the running one stays: {e:#}");
             }

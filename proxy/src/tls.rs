@@ -190,13 +190,59 @@ fn files_hash(certs: &[TlsCert]) -> u64 {
     crate::config::content_hash(&bytes)
 }
 
+/// Every problem of the `tls` entries' files, each naming its field: a file
+/// that cannot be read, PEM that does not parse, a key that does not belong to
+/// its certificate. What `edge-proxy check` adds to the configuration's own.
+pub fn file_problems(certs: &[TlsCert]) -> Vec<crate::config::Problem> {
+    let mut problems = Vec::new();
+    for (i, c) in certs.iter().enumerate() {
+        let mut read = |field: &str, path: &str| match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problems.push(crate::config::Problem {
+                    path: format!("tls[{i}].{field}"),
+                    message: format!("cannot read {path}: {e}"),
+                });
+                None
+            }
+        };
+        let (cert, key) = (read("cert", &c.cert), read("key", &c.key));
+        let (Some(cert), Some(key)) = (cert, key) else {
+            continue;
+        };
+        if let Err(e) = certified_key(&cert, &key) {
+            // The key's own faults name the key; the rest the certificate.
+            let field = if e.contains("key") { "key" } else { "cert" };
+            problems.push(crate::config::Problem {
+                path: format!("tls[{i}].{field}"),
+                message: format!("{}: {e}", if field == "key" { &c.key } else { &c.cert }),
+            });
+        }
+    }
+    problems
+}
+
+/// What [`CertWatcher::check`] found.
+pub enum CertCheck {
+    /// The files are the ones served.
+    Unchanged,
+    /// A new set is served.
+    Reloaded,
+    /// The files do not load (newly): the running set stays.
+    Rejected(anyhow::Error),
+    /// The same files as the last rejected ones: still not served.
+    StillRejected,
+}
+
 /// Follows the HTTPS listener's certificates: the set is reloaded when `tls`
 /// or any PEM file changes (a renewed Secret). The files are read on tokio's
 /// blocking pool, never on the runtime the discovery watches share.
 pub struct CertWatcher {
     resolver: Arc<SniResolver>,
-    /// Hash of the files last acted upon (loaded or rejected).
-    seen: u64,
+    /// Hash of the files of the set being served.
+    running: u64,
+    /// Hash of the files last rejected: not retried, not reported twice.
+    rejected: Option<u64>,
 }
 
 impl CertWatcher {
@@ -205,28 +251,37 @@ impl CertWatcher {
     pub fn new(resolver: Arc<SniResolver>, tls: &[TlsCert]) -> Self {
         CertWatcher {
             resolver,
-            seen: files_hash(tls),
+            running: files_hash(tls),
+            rejected: None,
         }
     }
 
-    /// `Ok(true)`: a new set is served; `Ok(false)`: nothing changed; `Err`: the
-    /// changed files do not load (a half-written renewal, a key that does not
-    /// match) and the running set stays; the same files are not retried.
-    pub async fn check(&mut self, tls: &[TlsCert]) -> anyhow::Result<bool> {
+    /// Load the set of `tls` if its files are not the ones served. Files that
+    /// do not load (a half-written renewal, a key that does not match) leave
+    /// the running set in place, and stay rejected until they change again.
+    pub async fn check(&mut self, tls: &[TlsCert]) -> CertCheck {
         let certs = tls.to_vec();
-        let seen = self.seen;
+        let (running, rejected) = (self.running, self.rejected);
         let loaded = tokio::task::spawn_blocking(move || {
             let hash = files_hash(&certs);
-            let store = (hash != seen).then(|| CertStore::load(&certs));
+            let store =
+                (hash != running && Some(hash) != rejected).then(|| CertStore::load(&certs));
             (hash, store)
         })
-        .await?;
+        .await;
         match loaded {
-            (_, None) => Ok(false),
-            (hash, Some(result)) => {
-                self.seen = hash;
-                self.resolver.replace(result?);
-                Ok(true)
+            Err(e) => CertCheck::Rejected(e.into()),
+            Ok((hash, None)) if hash == running => CertCheck::Unchanged,
+            Ok((_, None)) => CertCheck::StillRejected,
+            Ok((hash, Some(Ok(store)))) => {
+                self.running = hash;
+                self.rejected = None;
+                self.resolver.replace(store);
+                CertCheck::Reloaded
+            }
+            Ok((hash, Some(Err(e)))) => {
+                self.rejected = Some(hash);
+                CertCheck::Rejected(e)
             }
         }
     }

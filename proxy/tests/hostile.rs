@@ -3,6 +3,7 @@
 
 mod utils;
 
+use std::time::Duration;
 use utils::*;
 
 fn status_of(response: &[u8]) -> u16 {
@@ -42,6 +43,28 @@ fn ambiguous_framing_and_bad_bytes_are_refused_and_never_forwarded() {
         origin.received().is_empty(),
         "forwarded: {:?}",
         origin.received()
+    );
+    // Every refusal leaves a trace: an access-log line with its status, and
+    // the proxy's own answer counted (whether pingora's parser or our checks
+    // refused it).
+    eventually("a line per refusal", Duration::from_secs(5), || {
+        let refused = proxy.access_log();
+        refused.len() >= cases.len() && refused.iter().all(|l| l["status"].as_u64() >= Some(400))
+    });
+    let m = proxy.metrics();
+    let answered: f64 = [400, 404, 413, 431, 501]
+        .iter()
+        .map(|c| {
+            m.sum(
+                "edge_proxy_proxy_responses_total",
+                &[("code", &c.to_string())],
+            )
+        })
+        .sum();
+    assert!(
+        answered >= cases.len() as f64,
+        "{answered} of {}",
+        cases.len()
     );
 
     // A bad chunk size: bodies stream, so the head may already be upstream when

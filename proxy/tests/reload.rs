@@ -124,6 +124,8 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let r = in_flight.join().unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-origin"), Some("a"));
+    // In flight when the signal came, and still told to go elsewhere next.
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
     // The process exits once the request is done, with 0, well within drain_timeout (3 s).
     let status = wait_exit(&mut proxy.child, Duration::from_secs(10)).expect("no exit within 10 s");
     assert!(status.success(), "{status}");
@@ -168,6 +170,18 @@ fn the_health_subcommand_exits_zero_only_while_the_proxy_is_ready() {
         up.status.success(),
         "{}",
         String::from_utf8_lossy(&up.stderr)
+    );
+    // `--config` after the subcommand works as well.
+    let after = std::process::Command::new(edge_proxy_bin())
+        .arg("health")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
     );
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();

@@ -166,6 +166,46 @@ fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
         "{}",
         h.proxy.log()
     );
+    // The rejection holds while the files stay broken: the flag the alert
+    // reads stays down, nothing is "reloaded", and it is counted once.
+    std::thread::sleep(Duration::from_secs(2));
+    let m = h.proxy.metrics();
+    assert_eq!(m.sum("edge_proxy_config_last_reload_successful", &[]), 0.0);
+    assert_eq!(
+        m.sum("edge_proxy_config_reloads_total", &[("result", "failure")]),
+        1.0
+    );
+    let log = h.proxy.log();
+    let after = &log[log.find("TLS certificates rejected").unwrap()..];
+    assert!(!after.contains("TLS certificates reloaded"), "{after}");
+    // Fixed: served, and the flag is up again.
+    make_cert(d, "a", "a.test", "v4");
+    h.proxy.wait_metrics("the fixed certificate", |m| {
+        m.sum("edge_proxy_config_last_reload_successful", &[]) == 1.0
+    });
+    assert!(h.subject("a.test").contains("v4"));
+}
+
+#[test]
+fn a_configuration_naming_a_missing_certificate_stays_rejected() {
+    let h = Https::start();
+    let config = std::fs::read_to_string(&h.proxy.config_path).unwrap();
+    let d = h.dir.path().display().to_string();
+    h.proxy
+        .rewrite_config(&config.replace(&format!("{d}/a.crt"), &format!("{d}/gone.crt")));
+    h.proxy.wait_metrics("the rejected configuration", |m| {
+        m.sum("edge_proxy_config_reloads_total", &[("result", "failure")]) >= 1.0
+    });
+    // Half a second later (and four polls later) it is still rejected.
+    std::thread::sleep(Duration::from_secs(2));
+    let m = h.proxy.metrics();
+    assert_eq!(m.sum("edge_proxy_config_last_reload_successful", &[]), 0.0);
+    let log = h.proxy.log();
+    assert!(!log.contains("TLS certificates reloaded"), "{log}");
+    assert!(
+        h.subject("a.test").contains("v1"),
+        "the running certificate stays"
+    );
 }
 
 #[test]

@@ -98,7 +98,9 @@ pub struct Route {
     pub service: String,
     pub namespace: Option<String>,
     pub port: Port,
-    pub affinity: Option<Affinity>,
+    /// An [`Affinity`], read on its own (validate.rs) so that each of its
+    /// keys is reported.
+    pub affinity: Option<Value>,
     pub redirect_https: Option<bool>,
 }
 
@@ -130,12 +132,16 @@ pub struct Timeouts {
 /// The endpoints of `discovery: static`, keyed by service name.
 pub type StaticEndpoints = BTreeMap<String, Vec<String>>;
 
-/// The keys `File` knows, in its order: read off its `Deserialize` impl (the
+/// The keys `File` knows, in its order.
+pub fn top_level_keys() -> &'static [&'static str] {
+    fields_of::<File>()
+}
+
+/// The keys a struct knows, in its order: read off its `Deserialize` impl (the
 /// fields serde asks a deserializer for), so the list cannot drift from the
 /// struct.
-pub fn top_level_keys() -> &'static [&'static str] {
+pub fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{self, Deserializer, Visitor};
-    use std::sync::OnceLock;
 
     struct Fields(&'static [&'static str]);
 
@@ -175,12 +181,9 @@ pub fn top_level_keys() -> &'static [&'static str] {
         }
     }
 
-    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let mut fields = Fields(&[]);
-        let _ = File::deserialize(Introspect(&mut fields));
-        fields.0.to_vec()
-    })
+    let mut fields = Fields(&[]);
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields.0
 }
 
 /// Bounds on what a client may send.

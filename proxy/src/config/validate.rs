@@ -144,17 +144,136 @@ fn deserialize_at<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                format!("{path}.{inner}")
-            };
-            problems.add(full, e.into_inner().to_string());
+            problems.add(
+                join(path, &inner),
+                in_yaml_terms(&e.into_inner().to_string()),
+            );
             None
         }
     }
+}
+
+/// `path` and a path below it (`.key` or `[i]`; `.` is the value itself).
+fn join(path: &str, inner: &str) -> String {
+    if inner == "." || inner.is_empty() {
+        path.to_string()
+    } else if inner.starts_with('[') || path.is_empty() {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
+    }
+}
+
+/// A mapping of keys into the struct `T`, key by key: every unknown key and
+/// every value of the wrong shape is a problem of its own (one does not hide
+/// the next), and the struct is built from the keys that were fine, so that
+/// their values are checked too. `None` when a required key is missing or bad.
+fn object<T: DeserializeOwned>(value: &Value, path: &str, problems: &mut Problems) -> Option<T> {
+    let Value::Mapping(map) = value else {
+        return deserialize_at(value, path, problems);
+    };
+    let keys = file::fields_of::<T>();
+    let before = problems.0.len();
+    let mut fine = Mapping::new();
+    for (key, v) in map {
+        let name = yaml_key_name(key);
+        if !keys.contains(&name.as_str()) {
+            problems.add(
+                join(path, &name),
+                format!("unknown key, expected one of: {}", keys.join(", ")),
+            );
+            continue;
+        }
+        let alone = Value::Mapping(Mapping::from_iter([(key.clone(), v.clone())]));
+        match serde_path_to_error::deserialize::<_, T>(alone) {
+            // Missing *other* keys are not this key's problem (path ".").
+            Err(e) if !matches!(e.path().to_string().as_str(), "." | "") => {
+                let inner = e.path().to_string();
+                problems.add(
+                    join(path, &inner),
+                    in_yaml_terms(&e.into_inner().to_string()),
+                );
+            }
+            _ => {
+                fine.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    match serde_path_to_error::deserialize::<_, T>(Value::Mapping(fine)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            // A required key that was bad is reported already.
+            if problems.0.len() == before {
+                problems.add(path, in_yaml_terms(&e.into_inner().to_string()));
+            }
+            None
+        }
+    }
+}
+
+/// `map[key]` as the struct `T` (see [`object`]); a missing key or null is `None`.
+fn object_field<T: DeserializeOwned>(
+    value: Option<&Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    value
+        .filter(|v| !v.is_null())
+        .and_then(|v| object(v, key, problems))
+}
+
+/// serde's wording, in YAML's terms rather than Rust's: `"forever" is text,
+/// expected a whole number`, not `invalid type: string "forever", expected i64`.
+fn in_yaml_terms(message: &str) -> String {
+    static RULES: std::sync::LazyLock<Vec<(regex::Regex, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            [
+                (
+                    r"invalid (?:type|value): (?:integer|floating point) `([^`]*)`",
+                    "$1 is a number",
+                ),
+                (
+                    r#"invalid (?:type|value): string "((?:[^"\\]|\\.)*)""#,
+                    "\"$1\" is text",
+                ),
+                (r"invalid type: boolean `([^`]*)`", "$1 is true/false"),
+                (r"invalid type: sequence", "got a list"),
+                (r"invalid type: map", "got a mapping of keys"),
+                (r"invalid type: unit value", "got nothing"),
+                (
+                    r"expected (?:i8|i16|i32|i64|u8|u16|u32|u64|usize|isize)\b",
+                    "expected a whole number",
+                ),
+                (r"expected a sequence", "expected a list"),
+                (
+                    r"expected (?:a map|struct \w+)",
+                    "expected a mapping of keys",
+                ),
+                (r"expected a borrowed string", "expected a string"),
+                (
+                    r"unknown variant `([^`]*)`, expected",
+                    "\"$1\" is not a choice here; expected",
+                ),
+                (r"missing field `([^`]*)`", "missing key `$1` (required)"),
+                (
+                    r"unknown field `([^`]*)`, expected",
+                    "unknown key `$1`, expected",
+                ),
+                (
+                    r"data did not match any variant of untagged enum \w+",
+                    "not a value this key takes",
+                ),
+            ]
+            .into_iter()
+            .map(|(pattern, with)| (regex::Regex::new(pattern).expect("static pattern"), with))
+            .collect()
+        });
+    let mut out = message.to_string();
+    for (pattern, with) in RULES.iter() {
+        out = pattern.replace_all(&out, *with).into_owned();
+    }
+    // "expected `a` or `b`" / "one of `a`, `b`": the names without Rust's quotes.
+    out.replace('`', "")
 }
 
 fn yaml_key_name(key: &Value) -> String {
@@ -187,7 +306,8 @@ fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<Socket
 }
 
 fn validate_listen(file: &file::File, problems: &mut Problems) -> Option<Listen> {
-    let Some(listen) = field::<file::Listen>(file.listen.as_ref(), "listen", problems) else {
+    let Some(listen) = object_field::<file::Listen>(file.listen.as_ref(), "listen", problems)
+    else {
         if absent(file.listen.as_ref()) {
             problems.add("listen.http", "required (e.g. \"0.0.0.0:80\")");
         }
@@ -213,7 +333,12 @@ fn validate_listen(file: &file::File, problems: &mut Problems) -> Option<Listen>
 }
 
 fn validate_tls(file: &file::File, problems: &mut Problems) -> Vec<TlsCert> {
-    let certs = field::<Vec<file::TlsCert>>(file.tls.as_ref(), "tls", problems).unwrap_or_default();
+    let certs: Vec<file::TlsCert> = field::<Vec<Value>>(file.tls.as_ref(), "tls", problems)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| object(v, &format!("tls[{i}]"), problems))
+        .collect();
     let mut out = Vec::new();
     for (i, c) in certs.into_iter().enumerate() {
         if c.hosts.is_empty() {
@@ -307,7 +432,7 @@ fn validate_routes(
     let mut seen: HashMap<(HostMatch, String, PathType), usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let at = format!("routes[{i}]");
-        let Some(raw) = deserialize_at::<file::Route>(item, &at, problems) else {
+        let Some(raw) = object::<file::Route>(item, &at, problems) else {
             continue;
         };
         let Some(route) = validate_route(raw, &at, discovery, problems) else {
@@ -402,9 +527,9 @@ fn validate_route(
             );
         }
     }
-    let affinity = raw
-        .affinity
-        .and_then(|a| validate_affinity(a, &format!("{at}.affinity"), problems));
+    let affinity =
+        object_field::<file::Affinity>(raw.affinity.as_ref(), &format!("{at}.affinity"), problems)
+            .and_then(|a| validate_affinity(a, &format!("{at}.affinity"), problems));
 
     if problems.0.len() > before {
         return None;
@@ -471,7 +596,7 @@ fn validate_ingress(
     discovery: Option<&Discovery>,
     problems: &mut Problems,
 ) -> Option<IngressSettings> {
-    let raw = field::<file::Ingress>(file.ingress.as_ref(), "ingress", problems)?;
+    let raw = object_field::<file::Ingress>(file.ingress.as_ref(), "ingress", problems)?;
     if discovery.is_some_and(|d| *d != Discovery::Kubernetes) {
         problems.add("ingress", "needs discovery: kubernetes");
     }
@@ -570,8 +695,8 @@ fn is_equality_selector(s: &str) -> bool {
 }
 
 fn validate_timeouts(file: &file::File, problems: &mut Problems) -> Timeouts {
-    let raw =
-        field::<file::Timeouts>(file.timeouts.as_ref(), "timeouts", problems).unwrap_or_default();
+    let raw = object_field::<file::Timeouts>(file.timeouts.as_ref(), "timeouts", problems)
+        .unwrap_or_default();
     let mut t = Timeouts::default();
     for (name, text, slot) in [
         ("connect", raw.connect, &mut t.connect),
@@ -606,7 +731,8 @@ fn duration(text: &str, path: &str, problems: &mut Problems) -> Option<Duration>
 }
 
 fn validate_limits(file: &file::File, problems: &mut Problems) -> Limits {
-    let raw = field::<file::Limits>(file.limits.as_ref(), "limits", problems).unwrap_or_default();
+    let raw =
+        object_field::<file::Limits>(file.limits.as_ref(), "limits", problems).unwrap_or_default();
     let mut limits = Limits::default();
     if let Some(n) = raw.max_header_bytes {
         // Below 1 KiB ordinary browsers fail; pingora itself stops reading at 1 MiB.
@@ -674,8 +800,8 @@ fn ip_net(text: &str, path: &str, problems: &mut Problems) -> Option<IpNet> {
 }
 
 fn validate_logging(file: &file::File, problems: &mut Problems) -> Logging {
-    let raw =
-        field::<file::Logging>(file.logging.as_ref(), "logging", problems).unwrap_or_default();
+    let raw = object_field::<file::Logging>(file.logging.as_ref(), "logging", problems)
+        .unwrap_or_default();
     let mut logging = Logging::DEFAULT;
     let format = field::<file::LogFormat>(raw.format.as_ref(), "logging.format", problems);
     if format == Some(file::LogFormat::Text) {
@@ -833,7 +959,7 @@ colour: blue
             "routes[2].path: \"api\" must start with",
             "routes[3].affinity.cookie: \"a b\" is not a valid cookie name",
             "routes[3].affinity.max_age: \"soon\" is not a duration",
-            "routes[4].prot: unknown field `prot`",
+            "routes[4].prot: unknown key, expected one of: host, path, path_type, service,",
         ];
         for e in expect {
             assert!(
@@ -851,15 +977,41 @@ colour: blue
             "listen: { http: \"127.0.0.1:80\" }\ndiscovery: kubernetes\nroutes:\n  - service: a\n    port: 80\n    affinity: { cookie: [1] }\ntimeouts: { connect: 5 }\n",
         );
         assert!(
-            p.iter()
-                .any(|l| l.starts_with("routes[0].affinity.cookie: invalid type")),
+            p.contains(&"routes[0].affinity.cookie: got a list, expected a string".to_string()),
             "{p:#?}"
         );
         assert!(
-            p.iter()
-                .any(|l| l.starts_with("timeouts.connect: invalid type")),
+            p.contains(&"timeouts.connect: 5 is a number, expected a string".to_string()),
             "{p:#?}"
         );
+    }
+
+    #[test]
+    fn one_bad_value_hides_nothing_beside_it() {
+        // A bad path_type beside a bad port, a wrong type beside a bad
+        // duration, two bad keys in one affinity: every one is reported.
+        let p = problems_of(
+            "listen: { http: \"127.0.0.1:80\" }\ndiscovery: kubernetes\nroutes:\n  - service: a\n    port: 99999\n    path_type: Regex\n    affinity: { cookie: 7, max_age: [1] }\ntimeouts: { connect: 5, read: forever }\nthreads: ten\nretries: 1.5\n",
+        );
+        for expected in [
+            "routes[0].path_type: \"Regex\" is not a choice here; expected Prefix or Exact",
+            "routes[0].port: 99999 is out of range 1..=65535",
+            "routes[0].affinity.cookie: 7 is a number, expected a string",
+            "routes[0].affinity.max_age: got a list, expected a string",
+            "timeouts.connect: 5 is a number, expected a string",
+            "timeouts.read: \"forever\" is not a duration",
+            "threads: \"ten\" is text, expected a whole number",
+            "retries: 1.5 is a number, expected a whole number",
+        ] {
+            assert!(
+                p.iter().any(|l| l.starts_with(expected)),
+                "{expected:?} not in {p:#?}"
+            );
+        }
+        // Rust's words do not reach users.
+        for rust in ["invalid type", "i64", "`", "unknown field", "variant"] {
+            assert!(!p.iter().any(|l| l.contains(rust)), "{rust:?} in {p:#?}");
+        }
     }
 
     #[test]
@@ -936,10 +1088,10 @@ colour: blue
         for expected in [
             "colour: unknown key, expected one of: listen, admin, discovery, dns_name, tls, routes, static,",
             "shape: unknown key",
-            "discovery: unknown variant `magic`, expected one of `kubernetes`, `dns`, `static`",
-            "routes[0].path_type: unknown variant `Regex`, expected `Prefix` or `Exact`",
-            "logging.format: unknown variant `xml`, expected `json` or `text`",
-            "logging.access: unknown variant `loud`, expected one of `json`, `text`, `off`",
+            "discovery: \"magic\" is not a choice here; expected one of kubernetes, dns, static",
+            "routes[0].path_type: \"Regex\" is not a choice here; expected Prefix or Exact",
+            "logging.format: \"xml\" is not a choice here; expected json or text",
+            "logging.access: \"loud\" is not a choice here; expected one of json, text, off",
         ] {
             assert!(p.iter().any(|l| l.starts_with(expected)), "{expected:?} not in {p:#?}");
         }
@@ -965,7 +1117,7 @@ colour: blue
         ));
         assert!(
             p.iter()
-                .any(|l| l.starts_with("ingress.colour: unknown field `colour`")),
+                .any(|l| l.starts_with("ingress.colour: unknown key, expected one of: class,")),
             "{p:#?}"
         );
         let p = problems_of(&format!(

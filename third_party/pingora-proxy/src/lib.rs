@@ -358,6 +358,8 @@ where
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
+                    // edge-proxy patch: the application sees what was refused.
+                    self.inner.request_refused(&downstream_session, 400, &e);
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -391,6 +393,9 @@ where
                 .unwrap_or_else(|e| {
                     error!("failed to send error response to downstream: {e}");
                 });
+            // edge-proxy patch: the application sees what was refused.
+            let e = Error::explain(InvalidHTTPHeader, "CONNECT is not proxied");
+            self.inner.request_refused(&downstream_session, 405, &e);
             downstream_session.shutdown().await;
             return None;
         }

@@ -711,6 +711,13 @@ pub trait ProxyHttp {
     /// This callback is invoked every time request related error log needs to be generated
     ///
     /// Users can define what is important to be written about this request via the returned string.
+    /// edge-proxy patch: a request refused before any other phase ran (a head
+    /// that does not parse: 400; CONNECT: 405), after the error response was
+    /// written. No `Session` or context exists yet, and the request header may
+    /// not either: `session.req_header()` must not be called. For metrics and
+    /// access logs, which otherwise never see these requests.
+    fn request_refused(&self, _session: &HttpSession, _status: u16, _error: &Error) {}
+
     fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
         session.as_ref().request_summary()
     }
