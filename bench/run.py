@@ -518,6 +518,10 @@ def markdown(res):
               "hashes a cookie the client already has (`hash $cookie_route consistent`). In the affinity rows "
               "every client sends the cookie its first request was given, as a browser does. wrk is "
               "closed-loop (Debian has no wrk2), so latency under a fixed arrival rate is not measured.", ""]
+    # The control plane's figures come from bench/scale.sh, run on its own.
+    if os.path.exists("bench/scale.md"):
+        with open("bench/scale.md") as f:
+            lines += ["", f.read().rstrip()]
     return "\n".join(lines)
 
 

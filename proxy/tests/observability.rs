@@ -307,7 +307,9 @@ fn access_log_lines_stay_json_for_hostile_requests_and_none_is_lost_on_sigterm()
     let log = proxy.access_log();
     assert_eq!(log.len(), hostile.len() + 200, "lines lost");
     assert_eq!(
-        log.iter().filter(|l| l["status"] == 400 && l["path"] == "-").count(),
+        log.iter()
+            .filter(|l| l["status"] == 400 && l["path"] == "-")
+            .count(),
         refused
     );
     assert!(log.iter().any(|l| l["path"] == "/a\"b\\c"), "{log:?}");

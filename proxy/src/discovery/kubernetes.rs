@@ -36,6 +36,9 @@ use tokio::sync::{Notify, OnceCell};
 
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 
+/// The longest selector by name sent (8 KiB, about 800 Service names).
+const MAX_SELECTOR_BYTES: usize = 8 * 1024;
+
 static WATCH: OnceCell<Arc<SliceWatch>> = OnceCell::const_new();
 
 /// A Service: (namespace, name).
@@ -126,10 +129,19 @@ impl SliceWatch {
     }
 
     /// The label selector for the routed Services, sorted: `None` when none.
+    /// Past [`MAX_SELECTOR_BYTES`] every Service's slices are watched instead
+    /// (and indexed; only routed Services are published): a request URI holds
+    /// at most 64 KiB (the `http` crate's limit), and ~6 000 Service names
+    /// would not fit; nor would proxies or API servers in between like it.
     fn selector(&self) -> Option<String> {
         let names: BTreeSet<String> = self.services().into_iter().map(|(_, s)| s).collect();
         let names: Vec<String> = names.into_iter().collect();
-        (!names.is_empty()).then(|| format!("{SERVICE_LABEL} in ({})", names.join(",")))
+        let selector = format!("{SERVICE_LABEL} in ({})", names.join(","));
+        match names.len() {
+            0 => None,
+            _ if selector.len() > MAX_SELECTOR_BYTES => Some(SERVICE_LABEL.to_string()),
+            _ => Some(selector),
+        }
     }
 
     /// One Service's upstreams, from its slices in the index.
@@ -487,6 +499,36 @@ mod tests {
         // Synced, and empty once its only slice was deleted: 503, not "unknown".
         assert!(upstreams[1].is_synced());
         assert_eq!(upstreams[1].endpoint_counts(), (0, 0));
+    }
+
+    #[test]
+    fn past_a_few_hundred_services_every_services_slices_are_watched() {
+        let watch = SliceWatch::default();
+        let upstreams: Vec<Arc<Upstream>> = (0..2_000)
+            .map(|i| {
+                Arc::new(Upstream::new(UpstreamKey {
+                    namespace: "default".into(),
+                    service: format!("service-{i}"),
+                    port: ServicePort::Number(80),
+                }))
+            })
+            .collect();
+        for u in &upstreams[..10] {
+            let key = (u.key.namespace.clone(), u.key.service.clone());
+            watch.lock().entry(key).or_default().push(Arc::downgrade(u));
+        }
+        assert!(watch
+            .selector()
+            .unwrap()
+            .starts_with("kubernetes.io/service-name in (service-0,"));
+        for u in &upstreams {
+            let key = (u.key.namespace.clone(), u.key.service.clone());
+            watch.lock().entry(key).or_default().push(Arc::downgrade(u));
+        }
+        assert_eq!(
+            watch.selector().as_deref(),
+            Some("kubernetes.io/service-name")
+        );
     }
 
     #[tokio::test]

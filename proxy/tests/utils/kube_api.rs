@@ -5,7 +5,7 @@
 //!
 //! - LIST: a JSON list with a resourceVersion; WATCH: a chunked stream of JSON
 //!   events from a resourceVersion, with BOOKMARK events and `410 Gone` expiry;
-//!   label selectors (`k=v`, `k!=v`, `k in (a,b)`) and field selectors
+//!   label selectors (`k=v`, `k!=v`, `k in (a,b)`, `k`) and field selectors
 //!   (`type=`, `metadata.name=`, `metadata.namespace=`);
 //! - GET, POST (409 AlreadyExists), PUT (409 Conflict on a stale
 //!   resourceVersion, as the optimistic concurrency Leases rely on) and merge
@@ -601,12 +601,14 @@ impl Target {
     }
 }
 
-/// One label requirement: `key=v`, `key!=v` or `key in (a,b)`.
+/// One label requirement: `key=v`, `key!=v`, `key in (a,b)` or `key` (exists).
 #[derive(Debug, Clone, PartialEq)]
 struct Requirement {
     key: String,
     values: Vec<String>,
     negated: bool,
+    /// Any value will do (`key` alone).
+    exists: bool,
 }
 
 struct Selector {
@@ -625,7 +627,7 @@ impl Selector {
             .is_none_or(|ns| meta["namespace"].as_str() == Some(ns));
         let labels_ok = self.labels.iter().all(|r| {
             let value = meta["labels"][&r.key].as_str();
-            let listed = value.is_some_and(|v| r.values.iter().any(|x| x == v));
+            let listed = value.is_some_and(|v| r.exists || r.values.iter().any(|x| x == v));
             listed != r.negated
         });
         let fields_ok = self.fields.iter().all(|(path, want)| {
@@ -661,18 +663,28 @@ fn parse_labels(selector: &str) -> Vec<Requirement> {
                 key: key.trim().into(),
                 values: list.split(',').map(|s| s.trim().to_string()).collect(),
                 negated: false,
+                exists: false,
             });
         } else if let Some((key, value)) = req.split_once("!=") {
             out.push(Requirement {
                 key: key.trim().into(),
                 values: vec![value.trim().into()],
                 negated: true,
+                exists: false,
             });
         } else if let Some((key, value)) = req.split_once('=') {
             out.push(Requirement {
                 key: key.trim().trim_end_matches('=').into(),
                 values: vec![value.trim_start_matches('=').trim().into()],
                 negated: false,
+                exists: false,
+            });
+        } else if !req.is_empty() {
+            out.push(Requirement {
+                key: req.into(),
+                values: Vec::new(),
+                negated: false,
+                exists: true,
             });
         }
     }
