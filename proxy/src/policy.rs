@@ -9,7 +9,7 @@
 
 use crate::config::{net_contains, Config, IpNet, Timeouts};
 use crate::metrics::RouteMetrics;
-use crate::route::{Affinity, Policy, Route};
+use crate::route::{Affinity, Policy, Redirect, Route};
 use crate::upstream::Upstream;
 use http::header::CONTENT_LENGTH;
 use pingora::http::RequestHeader;
@@ -38,6 +38,12 @@ pub struct CompiledRoute {
     pub timeouts: Timeouts,
     pub affinity: Option<Affinity>,
     pub backends: Backends,
+    /// The path sent upstream, rewritten.
+    pub rewrite: Option<CompiledRewrite>,
+    /// Headers set on the request sent upstream.
+    pub set_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
+    /// With canary rules, backend 1 is the canary and they choose it.
+    pub canary: Option<CanaryRules>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -46,15 +52,24 @@ pub struct CompiledRoute {
 pub enum RequestStep {
     /// Only clients in these ranges; others get 403.
     AllowSources(Box<[IpNet]>),
-    /// Plain HTTP gets a 308 to https.
+    /// Plain HTTP gets a 308 to https (ACME challenges excepted).
     RedirectHttps,
+    /// Every request: a redirect to the expanded location.
+    Redirect(Redirect),
+    /// `/` exactly: 302 to this path.
+    AppRoot(String),
 }
+
+/// Where ACME HTTP-01 challenges are answered: never redirected to https.
+const ACME_CHALLENGES: &str = "/.well-known/acme-challenge/";
 
 /// What a request step sees of the request.
 pub struct RequestFacts<'a> {
     pub req: &'a RequestHeader,
     /// The normalized host the route was found for.
     pub host: &'a str,
+    /// The host as the client wrote it (with its port, if any).
+    pub authority: &'a str,
     pub peer: Option<IpAddr>,
     pub tls: bool,
     pub trusted_proxies: &'a [IpNet],
@@ -89,12 +104,161 @@ impl RequestStep {
                 let allowed = client.is_some_and(|ip| allow.iter().any(|n| net_contains(n, ip)));
                 (!allowed).then(|| Reply::text(403, "this address may not use this route\n"))
             }
-            RequestStep::RedirectHttps => (!facts.tls).then(|| Reply {
-                status: 308,
-                body: Cow::Borrowed("redirecting to https\n"),
-                location: Some(https_location(facts.host, facts.https_port, facts.req)),
+            RequestStep::RedirectHttps => {
+                let acme = facts.req.uri.path().starts_with(ACME_CHALLENGES);
+                (!facts.tls && !acme).then(|| Reply {
+                    status: 308,
+                    body: Cow::Borrowed("redirecting to https\n"),
+                    location: Some(https_location(facts.host, facts.https_port, facts.req)),
+                })
+            }
+            RequestStep::Redirect(r) => Some(Reply {
+                status: r.code,
+                body: Cow::Borrowed("redirecting\n"),
+                location: Some(expand_location(&r.location, facts)),
+            }),
+            RequestStep::AppRoot(root) => (facts.req.uri.path() == "/").then(|| Reply {
+                status: 302,
+                body: Cow::Borrowed("redirecting\n"),
+                location: Some(format!(
+                    "{}://{}{root}",
+                    if facts.tls { "https" } else { "http" },
+                    facts.authority
+                )),
             }),
         }
+    }
+}
+
+/// nginx's variables in a redirect's location: `$scheme`, `$host`,
+/// `$http_host`, `$request_uri`, `$uri`, `$args`, `$query_string`.
+fn expand_location(template: &str, facts: &RequestFacts) -> String {
+    if !template.contains('$') {
+        return template.to_string();
+    }
+    let uri = &facts.req.uri;
+    let request_uri = uri.path_and_query().map_or("/", |p| p.as_str());
+    let args = uri.query().unwrap_or("");
+    let scheme = if facts.tls { "https" } else { "http" };
+    // Longest names first: `$host` must not eat `$http_host`'s prefix, etc.
+    let variables: [(&str, &str); 7] = [
+        ("$query_string", args),
+        ("$request_uri", request_uri),
+        ("$http_host", facts.authority),
+        ("$scheme", scheme),
+        ("$host", facts.host),
+        ("$args", args),
+        ("$uri", uri.path()),
+    ];
+    let mut out = String::with_capacity(template.len() + request_uri.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match variables.iter().find(|(name, _)| rest.starts_with(name)) {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A route's rewrite, compiled.
+pub struct CompiledRewrite {
+    regex: regex::Regex,
+    target: String,
+}
+
+impl CompiledRewrite {
+    /// The new path and query for `path` and `query`, when the pattern matches.
+    pub fn apply(&self, path: &str, query: Option<&str>) -> Option<String> {
+        let groups = self.regex.captures(path)?;
+        let mut out = String::with_capacity(self.target.len() + path.len());
+        let mut chars = self.target.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek().and_then(|d| d.to_digit(10))) {
+                ('$', Some(n)) => {
+                    chars.next();
+                    out.push_str(groups.get(n as usize).map_or("", |m| m.as_str()));
+                }
+                _ => out.push(c),
+            }
+        }
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        // nginx keeps the query: after the target's own, or alone; a target
+        // ending in `?` drops it.
+        match (out.strip_suffix('?'), query) {
+            (Some(without), _) => out = without.to_string(),
+            (None, Some(q)) if !q.is_empty() => {
+                out.push(if out.contains('?') { '&' } else { '?' });
+                out.push_str(q);
+            }
+            (None, _) => {}
+        }
+        Some(out)
+    }
+}
+
+/// A route's canary rules, compiled: whether a request goes to the canary
+/// (backend 1) rather than the main backend (0).
+pub struct CanaryRules {
+    header: Option<http::HeaderName>,
+    header_value: Option<String>,
+    header_pattern: Option<regex::Regex>,
+    cookie: Option<String>,
+    weight: u32,
+    weight_total: u32,
+    /// The weighted split's turn (exact shares, kept across snapshots).
+    turn: Arc<AtomicU32>,
+}
+
+impl CanaryRules {
+    /// ingress-nginx's precedence: header, then cookie, then weight.
+    pub fn to_canary(&self, req: &RequestHeader) -> bool {
+        if let Some(name) = &self.header {
+            if let Some(v) = req.headers.get(name).map(|v| v.as_bytes()) {
+                if let Some(want) = &self.header_value {
+                    if v == want.as_bytes() {
+                        return true;
+                    }
+                } else if let Some(pattern) = &self.header_pattern {
+                    if std::str::from_utf8(v).is_ok_and(|v| pattern.is_match(v)) {
+                        return true;
+                    }
+                } else if v == b"always" {
+                    return true;
+                } else if v == b"never" {
+                    return false;
+                }
+            }
+        }
+        if let Some(name) = &self.cookie {
+            let cookies = req.headers.get_all(http::header::COOKIE);
+            let value = cookies
+                .iter()
+                .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
+                .find_map(|pair| {
+                    let pair = pair.trim_ascii();
+                    let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+                    (k == name.as_bytes()).then_some(&v[1..])
+                });
+            match value {
+                Some(b"always") => return true,
+                Some(b"never") => return false,
+                _ => {}
+            }
+        }
+        self.weight > 0
+            && self.turn.fetch_add(1, Ordering::Relaxed) % self.weight_total.max(1) < self.weight
     }
 }
 
@@ -187,12 +351,53 @@ pub fn compile(
     let mut max_body_bytes = config.limits.max_body_bytes;
     let mut timeouts = config.timeouts;
     let mut affinity = None;
+    let mut rewrite = None;
+    let mut set_headers = Vec::new();
+    let mut canary = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
                 request.push(RequestStep::AllowSources(nets.clone().into()));
             }
             Policy::RedirectHttps => request.push(RequestStep::RedirectHttps),
+            Policy::Redirect(r) => request.push(RequestStep::Redirect(r.clone())),
+            Policy::AppRoot(root) => request.push(RequestStep::AppRoot(root.clone())),
+            // Sources check patterns, names and values before they get here;
+            // one that slipped through is left out rather than served wrong.
+            Policy::Rewrite(r) => {
+                rewrite =
+                    crate::route::rewrite_regex(&r.pattern)
+                        .ok()
+                        .map(|regex| CompiledRewrite {
+                            regex,
+                            target: r.target.clone(),
+                        });
+            }
+            Policy::SetRequestHeaders(headers) => {
+                set_headers.extend(headers.iter().filter_map(|(name, value)| {
+                    Some((
+                        http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(value).ok()?,
+                    ))
+                }));
+            }
+            Policy::Canary(c) => {
+                canary = Some(CanaryRules {
+                    header: c
+                        .header
+                        .as_deref()
+                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                    header_value: c.header_value.clone(),
+                    header_pattern: c
+                        .header_pattern
+                        .as_deref()
+                        .and_then(|p| crate::route::value_regex(p).ok()),
+                    cookie: c.cookie.clone(),
+                    weight: c.weight,
+                    weight_total: c.weight_total,
+                    turn: turn.clone(),
+                });
+            }
             Policy::MaxBodyBytes(n) => max_body_bytes = *n,
             Policy::Timeouts(t) => {
                 timeouts.connect = t.connect.unwrap_or(timeouts.connect);
@@ -225,6 +430,9 @@ pub fn compile(
         timeouts,
         affinity,
         backends: Backends::new(backends, turn),
+        rewrite,
+        set_headers: set_headers.into(),
+        canary,
         metrics,
     }
 }
@@ -276,5 +484,120 @@ mod tests {
         let id = b.endpoint_id(&pod);
         assert_eq!(backends.holding(id), Some(1));
         assert!(backends.holding(a.endpoint_id(&pod)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod rewrite_and_redirect_tests {
+    use super::*;
+
+    fn rewrite(pattern: &str, target: &str) -> CompiledRewrite {
+        CompiledRewrite {
+            regex: crate::route::rewrite_regex(pattern).unwrap(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn rewrites_replace_the_whole_path_with_groups_and_keep_the_query() {
+        // ingress-nginx's own example: path /something(/|$)(.*), target /$2.
+        let r = rewrite("/something(/|$)(.*)", "/$2");
+        assert_eq!(r.apply("/something", None).as_deref(), Some("/"));
+        assert_eq!(r.apply("/something/", None).as_deref(), Some("/"));
+        assert_eq!(
+            r.apply("/something/new", Some("a=1")).as_deref(),
+            Some("/new?a=1")
+        );
+        assert_eq!(
+            r.apply("/SomeThing/x", None).as_deref(),
+            Some("/x"),
+            "case-insensitive"
+        );
+        assert_eq!(r.apply("/other", None), None);
+        // A target with its own query; one ending in `?` drops the client's.
+        let q = rewrite("/api/(.*)", "/v2/$1?source=edge");
+        assert_eq!(
+            q.apply("/api/users", Some("page=2")).as_deref(),
+            Some("/v2/users?source=edge&page=2")
+        );
+        let drop = rewrite("/api/(.*)", "/$1?");
+        assert_eq!(
+            drop.apply("/api/users", Some("page=2")).as_deref(),
+            Some("/users")
+        );
+        // No group: everything under the path becomes the target.
+        assert_eq!(
+            rewrite("/app", "/").apply("/app/deep/x", None).as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn redirect_locations_expand_nginx_variables() {
+        let req = RequestHeader::build("GET", b"/a/b?x=1", None).unwrap();
+        let facts = RequestFacts {
+            req: &req,
+            host: "shop.test",
+            authority: "shop.test:8080",
+            peer: None,
+            tls: false,
+            trusted_proxies: &[],
+            https_port: None,
+        };
+        assert_eq!(
+            expand_location("https://new.test$request_uri", &facts),
+            "https://new.test/a/b?x=1"
+        );
+        assert_eq!(
+            expand_location("$scheme://$host$uri?from=$args&$unknown", &facts),
+            "http://shop.test/a/b?from=x=1&$unknown"
+        );
+        assert_eq!(
+            expand_location("$scheme://$http_host/", &facts),
+            "http://shop.test:8080/"
+        );
+        assert_eq!(
+            expand_location("https://plain.test", &facts),
+            "https://plain.test"
+        );
+    }
+
+    #[test]
+    fn canary_rules_in_ingress_nginx_precedence() {
+        let rules = |header_value: Option<&str>, weight: u32| CanaryRules {
+            header: Some(http::HeaderName::from_static("x-canary")),
+            header_value: header_value.map(String::from),
+            header_pattern: None,
+            cookie: Some("canary".into()),
+            weight,
+            weight_total: 100,
+            turn: Arc::default(),
+        };
+        let req = |headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for (n, v) in headers {
+                r.insert_header(n.to_string(), *v).unwrap();
+            }
+            r
+        };
+        let plain = rules(None, 0);
+        assert!(plain.to_canary(&req(&[("x-canary", "always")])));
+        assert!(!plain.to_canary(&req(&[("x-canary", "never"), ("cookie", "canary=always")])));
+        assert!(plain.to_canary(&req(&[
+            ("x-canary", "maybe"),
+            ("cookie", "a=b; canary=always")
+        ])));
+        assert!(!plain.to_canary(&req(&[("cookie", "canary=never")])));
+        assert!(!plain.to_canary(&req(&[])), "weight 0: never by weight");
+        let valued = rules(Some("v2"), 0);
+        assert!(valued.to_canary(&req(&[("x-canary", "v2")])));
+        assert!(
+            !valued.to_canary(&req(&[("x-canary", "always")])),
+            "the value replaces always"
+        );
+        // Weight: exact shares over each 100.
+        let split = rules(None, 30);
+        let n = (0..1000).filter(|_| split.to_canary(&req(&[]))).count();
+        assert_eq!(n, 300);
     }
 }

@@ -243,7 +243,8 @@ impl ProxyHttp for EdgeProxy {
             respond(session, ctx, Reply::text(400, "ambiguous request target\n")).await?;
             return Ok(true);
         };
-        let host = normalize_host(std::str::from_utf8(host).unwrap_or(""));
+        let authority = std::str::from_utf8(host).unwrap_or("");
+        let host = normalize_host(authority);
         let Some(route) = snapshot
             .router
             .find_request(&host, req.uri.path(), req)
@@ -257,6 +258,7 @@ impl ProxyHttp for EdgeProxy {
             let facts = RequestFacts {
                 req,
                 host: &host,
+                authority,
                 peer: session
                     .client_addr()
                     .and_then(|a| a.as_inet())
@@ -315,18 +317,25 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
-        // The backend: the one whose endpoint the affinity cookie names, else
-        // one by weight; chosen once, so retries stay on it.
+        // The backend: the one whose endpoint the affinity cookie names (a
+        // pinned client stays on its side of a canary or a split), else the
+        // canary rules', else one by weight; chosen once, so retries stay.
         if ctx.backend.is_none() {
             let pinned_to = ctx
                 .requested
                 .endpoint()
                 .and_then(|id| route.backends.holding(id));
-            ctx.backend = pinned_to.or_else(|| route.backends.pick());
+            let by_rules = || {
+                let canary = route.canary.as_ref()?;
+                Some(usize::from(canary.to_canary(session.req_header())))
+            };
+            ctx.backend = pinned_to
+                .or_else(by_rules)
+                .or_else(|| route.backends.pick());
         }
         let upstream = ctx
             .backend
@@ -429,6 +438,20 @@ impl ProxyHttp for EdgeProxy {
             &ctx.snapshot.trusted_proxies,
         )?;
         upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+        if let Some(route) = &ctx.route {
+            if let Some(rewrite) = &route.rewrite {
+                let uri = &upstream_request.uri;
+                if let Some(new) = rewrite.apply(uri.path(), uri.query()) {
+                    let uri = new
+                        .parse::<http::Uri>()
+                        .or_err(InvalidHTTPHeader, "the rewritten path is not a URI")?;
+                    upstream_request.set_uri(uri);
+                }
+            }
+            for (name, value) in route.set_headers.iter() {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+        }
         Ok(())
     }
 

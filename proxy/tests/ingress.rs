@@ -488,10 +488,13 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
         &[("auth-url", "http://auth.example/verify")],
     );
     put(
-        "rewrite",
-        "rewrite.test",
+        "snippet",
+        "snippet.test",
         "web",
-        &[("rewrite-target", "/"), ("proxy-connect-timeout", "soon")],
+        &[
+            ("configuration-snippet", "/"),
+            ("proxy-connect-timeout", "soon"),
+        ],
     );
     put("plain", "plain.test", "web", &[]);
     let proxy = cluster.proxy("ingress: {}\n", &[]);
@@ -536,13 +539,13 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
     assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 1.0);
     // Unsupported or unreadable: served, a warning naming Ingress, annotation
     // and value, once per change and not per request or recompute.
-    assert_eq!(who(&proxy, "rewrite.test", "/"), "web-1");
+    assert_eq!(who(&proxy, "snippet.test", "/"), "web-1");
     assert_eq!(
-        problems(&proxy, "default/rewrite", "unsupported_annotation"),
+        problems(&proxy, "default/snippet", "unsupported_annotation"),
         1.0
     );
     assert_eq!(
-        problems(&proxy, "default/rewrite", "invalid_annotation"),
+        problems(&proxy, "default/snippet", "invalid_annotation"),
         1.0
     );
     put("other", "other.test", "web", &[]); // a recompute
@@ -552,11 +555,11 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
     let log = proxy.log();
     let warnings: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("rewrite-target"))
+        .filter(|l| l.contains("configuration-snippet"))
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
-        warnings[0].contains("default/rewrite") && warnings[0].contains("\\\"/\\\""),
+        warnings[0].contains("default/snippet") && warnings[0].contains("\\\"/\\\""),
         "{}",
         warnings[0]
     );
@@ -920,4 +923,359 @@ fn the_shipped_manifests_serve_an_ingress_nginx_ingress_on_every_node() {
             .and_then(|i| i["status"]["loadBalancer"]["ingress"].as_array().cloned())
             .is_some_and(|l| l == [json!({"ip": "198.51.100.1"}), json!({"ip": "198.51.100.2"})])
     });
+}
+
+/// One Ingress rule with paths of `pathType` (host, [(path, service)]).
+fn ingress_paths(
+    name: &str,
+    created: &str,
+    host: &str,
+    path_type: &str,
+    paths: &[(&str, &str)],
+) -> Value {
+    let paths: Vec<Value> = paths
+        .iter()
+        .map(|(path, service)| {
+            json!({"path": path, "pathType": path_type, "backend": {"service": {"name": service, "port": {"number": 80}}}})
+        })
+        .collect();
+    json!({
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+        "spec": {"ingressClassName": "edge-proxy", "rules": [{"host": host, "http": {"paths": paths}}]}
+    })
+}
+
+#[test]
+fn rewrites_redirects_acme_challenges_and_canaries_as_ingress_nginx_serves_them() {
+    let cluster = Cluster::start();
+    let a = &cluster.api;
+    let (v1, v2) = (HelloApp::start("v1-1"), HelloApp::start("v2-1"));
+    let echo = EchoOrigin::start("echo");
+    let solver = EchoOrigin::start("solver");
+    cluster.service("v1", &[&v1]);
+    cluster.service("v2", &[&v2]);
+    for (service, origin) in [("echo", &echo), ("solver", &solver)] {
+        let ip = origin.addr.ip().to_string();
+        a.apply(
+            "default",
+            &format!("{service}-abcde"),
+            service,
+            origin.addr.port(),
+            &[(ip.as_str(), true, true, false)],
+        );
+    }
+    // ingress-nginx's rewrite example: /something(/|$)(.*) -> /$2.
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress_paths(
+                "rewrite",
+                "2026-01-01T00:00:00Z",
+                "r.test",
+                "ImplementationSpecific",
+                &[("/something(/|$)(.*)", "echo")],
+            ),
+            &[
+                ("rewrite-target", "/$2"),
+                ("x-forwarded-prefix", "/something"),
+            ],
+        ),
+    );
+    // The same host's other Ingress: its Prefix path is a regex too.
+    a.put(
+        "ingresses",
+        ingress_paths(
+            "same-host",
+            "2026-01-02T00:00:00Z",
+            "r.test",
+            "Prefix",
+            &[("/v1", "v1")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "moved",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("old.test", "/", "v1")],
+            ),
+            &[("permanent-redirect", "https://new.test$request_uri")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "temporary",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("tmp.test", "/", "v1")],
+            ),
+            &[
+                ("permanent-redirect", "https://p.test"),
+                ("temporal-redirect", "https://t.test/"),
+                ("temporal-redirect-code", "307"),
+            ],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "rooted",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("root.test", "/", "v1")],
+            ),
+            &[("app-root", "/app")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "apex",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("apex.test", "/", "v1")],
+            ),
+            &[("from-to-www-redirect", "true")],
+        ),
+    );
+    // cert-manager's HTTP-01, both shapes: `http01-edit-in-place` adds the
+    // challenge path to the user's Ingress (here with force-ssl-redirect) ...
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress_paths(
+                "secure",
+                "2026-01-01T00:00:00Z",
+                "s.test",
+                "ImplementationSpecific",
+                &[("/", "v1"), ("/.well-known/acme-challenge/tok-1", "solver")],
+            ),
+            &[("force-ssl-redirect", "true")],
+        ),
+    );
+    // ... or a solver Ingress of its own beside it, as cert-manager writes it.
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "secure2",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("s2.test", "/", "v1")],
+            ),
+            &[("force-ssl-redirect", "true")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress_paths(
+                "cm-acme-http-solver-x7k2p",
+                "2026-01-02T00:00:00Z",
+                "s2.test",
+                "ImplementationSpecific",
+                &[("/.well-known/acme-challenge/tok-2", "solver")],
+            ),
+            &[("whitelist-source-range", "0.0.0.0/0,::/0")],
+        ),
+    );
+    // A canary beside the main Ingress: 20% by weight, a header, a cookie.
+    a.put(
+        "ingresses",
+        ingress(
+            "main",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[("c.test", "/", "v1")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "main-canary",
+                "2026-01-02T00:00:00Z",
+                Some("edge-proxy"),
+                &[("c.test", "/", "v2")],
+            ),
+            &[
+                ("canary", "true"),
+                ("canary-weight", "20"),
+                ("canary-by-header", "X-Canary"),
+                ("canary-by-cookie", "canary"),
+            ],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("the routes", Duration::from_secs(5), || {
+        who(&proxy, "c.test", "/") != "404"
+    });
+
+    // Rewrite with captures, the query kept, X-Forwarded-Prefix sent.
+    let r = get(&proxy, "r.test", "/something/new/path?x=1", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = echo.received().last().cloned().unwrap();
+    assert!(seen.starts_with("GET /new/path?x=1 HTTP/1.1"), "{seen}");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("x-forwarded-prefix: /something"),
+        "{seen}"
+    );
+    get(&proxy, "r.test", "/SOMETHING", &[]);
+    assert!(
+        echo.received()
+            .last()
+            .unwrap()
+            .starts_with("GET / HTTP/1.1"),
+        "case-insensitive"
+    );
+    // The host's plain Prefix path became a regex: /v1x matches it too.
+    assert_eq!(who(&proxy, "r.test", "/v1x"), "v1-1");
+
+    // Redirects.
+    let moved = get(&proxy, "old.test", "/p/q?z=9", &[]);
+    assert_eq!(
+        (moved.status, moved.header("location")),
+        (301, Some("https://new.test/p/q?z=9"))
+    );
+    let tmp = get(&proxy, "tmp.test", "/x", &[]);
+    assert_eq!(
+        (tmp.status, tmp.header("location")),
+        (307, Some("https://t.test/")),
+        "temporal wins"
+    );
+    let root = get(&proxy, "root.test", "/", &[]);
+    assert_eq!(
+        (root.status, root.header("location")),
+        (302, Some("http://root.test/app"))
+    );
+    assert_eq!(who(&proxy, "root.test", "/app"), "v1-1");
+    let www = get(&proxy, "www.apex.test", "/a?b=c", &[]);
+    assert_eq!(
+        (www.status, www.header("location")),
+        (308, Some("http://apex.test/a?b=c"))
+    );
+
+    // ACME challenges reach their solver over plain HTTP; the rest redirects.
+    for (host, token) in [("s.test", "tok-1"), ("s2.test", "tok-2")] {
+        let path = format!("/.well-known/acme-challenge/{token}");
+        let challenge = get(&proxy, host, &path, &[]);
+        assert_eq!(challenge.status, 200, "{host}: {challenge:?}");
+        assert!(solver
+            .received()
+            .last()
+            .unwrap()
+            .starts_with(&format!("GET {path} ")));
+        assert_eq!(get(&proxy, host, "/", &[]).status, 308, "{host}");
+    }
+
+    // Canary: header, then cookie, then weight (exact shares: 20% of 2 000).
+    assert_eq!(
+        get(&proxy, "c.test", "/", &["-H", "X-Canary: always"]).served_by(),
+        "v2-1"
+    );
+    assert_eq!(
+        get(
+            &proxy,
+            "c.test",
+            "/",
+            &["-H", "X-Canary: never", "-b", "canary=always"]
+        )
+        .served_by(),
+        "v1-1"
+    );
+    assert_eq!(
+        get(&proxy, "c.test", "/", &["-b", "canary=always"]).served_by(),
+        "v2-1"
+    );
+    let mut conn = KeepAlive::open(proxy.http);
+    let canary = (0..2000)
+        .filter(|_| {
+            let (status, body) = conn.get("c.test", "/");
+            assert_eq!(status, 200);
+            body.starts_with("Hello world from v2-1")
+        })
+        .count();
+    assert!(
+        (300..=500).contains(&canary),
+        "{canary} of 2000 to the canary"
+    );
+    assert_eq!(problems(&proxy, "default/main-canary", "conflict"), 0.0);
+}
+
+#[test]
+fn an_affinity_cookie_keeps_a_client_on_its_side_of_a_canary() {
+    let cluster = Cluster::start();
+    let a = &cluster.api;
+    let (v1, v2) = (HelloApp::start("v1-1"), HelloApp::start("v2-1"));
+    cluster.service("v1", &[&v1]);
+    cluster.service("v2", &[&v2]);
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "main",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("c.test", "/", "v1")],
+            ),
+            &[("affinity", "cookie")],
+        ),
+    );
+    a.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "main-canary",
+                "2026-01-02T00:00:00Z",
+                Some("edge-proxy"),
+                &[("c.test", "/", "v2")],
+            ),
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "X-Canary"),
+                ("canary-weight", "0"),
+            ],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("the routes", Duration::from_secs(5), || {
+        who(&proxy, "c.test", "/") == "v1-1"
+    });
+    // Sent to the canary once by the header: its cookie names the canary's pod.
+    let first = get(&proxy, "c.test", "/", &["-H", "X-Canary: always"]);
+    assert_eq!(first.served_by(), "v2-1");
+    let cookie = format!(
+        "INGRESSCOOKIE={}",
+        first.cookie_value("INGRESSCOOKIE").unwrap()
+    );
+    // Without the header (weight 0 would say main), the session stays there.
+    for _ in 0..5 {
+        assert_eq!(
+            get(&proxy, "c.test", "/", &["-b", &cookie]).served_by(),
+            "v2-1"
+        );
+    }
+    // And a main-side session stays on the main side under the header.
+    let main = get(&proxy, "c.test", "/", &[]);
+    let main_cookie = format!(
+        "INGRESSCOOKIE={}",
+        main.cookie_value("INGRESSCOOKIE").unwrap()
+    );
+    assert_eq!(
+        get(
+            &proxy,
+            "c.test",
+            "/",
+            &["-H", "X-Canary: always", "-b", &main_cookie]
+        )
+        .served_by(),
+        "v1-1"
+    );
 }

@@ -9,7 +9,7 @@
 //! implement) refuses the Ingress rather than serving it unprotected.
 
 use crate::problems::ProblemKind;
-use crate::route::{Affinity, IpNet, SameSite, TimeoutOverrides};
+use crate::route::{Affinity, Canary, IpNet, Redirect, SameSite, TimeoutOverrides};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -35,6 +35,23 @@ pub struct Annotations {
     /// `allowlist-source-range`: only clients in these ranges. `Some(empty)`:
     /// nobody (an allowlist that did not parse fails closed).
     pub allow: Option<Vec<IpNet>>,
+    /// `use-regex`: the host's paths are regular expressions.
+    pub use_regex: bool,
+    /// `rewrite-target` (it makes the host's paths regular expressions too).
+    pub rewrite_target: Option<String>,
+    /// `x-forwarded-prefix`: sent upstream when the path is rewritten.
+    pub x_forwarded_prefix: Option<String>,
+    /// `app-root`: `/` redirects (302) here.
+    pub app_root: Option<String>,
+    /// `temporal-redirect` (wins) or `permanent-redirect`, with their codes.
+    pub redirect: Option<Redirect>,
+    /// `from-to-www-redirect`.
+    pub from_to_www: bool,
+    /// `canary: "true"` and its rules: this Ingress's backends are the
+    /// canary of the main Ingress with the same host and path.
+    pub canary: Option<Canary>,
+    /// `upstream-vhost`: the Host header sent upstream.
+    pub upstream_vhost: Option<String>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -72,6 +89,23 @@ const SUPPORTED: &[&str] = &[
     "whitelist-source-range",
     "allowlist-source-range",
     "backend-protocol",
+    "use-regex",
+    "rewrite-target",
+    "x-forwarded-prefix",
+    "app-root",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "from-to-www-redirect",
+    "canary",
+    "canary-weight",
+    "canary-weight-total",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "upstream-vhost",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -139,6 +173,26 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     let allow = r
         .source_ranges("allowlist-source-range")
         .or_else(|| r.source_ranges("whitelist-source-range"));
+    let use_regex = r.boolean("use-regex").unwrap_or(false);
+    let rewrite_target = r.text("rewrite-target", "a path like /$2");
+    let x_forwarded_prefix = r.text("x-forwarded-prefix", "a path like /api");
+    let app_root = match r.get("app-root") {
+        Some(root) if root.starts_with('/') && is_uri_text(root) => Some(root.to_string()),
+        Some(_) => r.invalid("app-root", "a path starting with /"),
+        None => None,
+    };
+    let redirect = r
+        .redirect("temporal-redirect", 302)
+        .or_else(|| r.redirect("permanent-redirect", 301));
+    let from_to_www = r.boolean("from-to-www-redirect").unwrap_or(false);
+    let canary = r.canary();
+    let upstream_vhost = match r.get("upstream-vhost") {
+        Some(h) if !h.is_empty() && http::HeaderValue::from_str(h).is_ok() && !h.contains(' ') => {
+            Some(h.to_string())
+        }
+        Some(_) => r.invalid("upstream-vhost", "a host name"),
+        None => None,
+    };
     Annotations {
         affinity,
         ssl_redirect,
@@ -146,6 +200,14 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         max_body_bytes,
         timeouts,
         allow,
+        use_regex,
+        rewrite_target,
+        x_forwarded_prefix,
+        app_root,
+        redirect,
+        from_to_www,
+        canary,
+        upstream_vhost,
         refused,
         problems: r.problems,
     }
@@ -248,6 +310,95 @@ impl<'a> Reader<'a> {
         Some(nets)
     }
 
+    /// Text that can go into a path or header as is: no spaces or controls.
+    fn text(&mut self, name: &str, expected: &str) -> Option<String> {
+        match self.get(name)? {
+            v if !v.is_empty() && is_uri_text(v) => Some(v.to_string()),
+            _ => self.invalid(name, expected),
+        }
+    }
+
+    /// `NAME` (a URL, nginx variables allowed) and `NAME-code` (3xx; a bad
+    /// code falls back to `default`, as ingress-nginx does).
+    fn redirect(&mut self, name: &str, default: u16) -> Option<Redirect> {
+        let location = self.text(name, "a URL like https://example.com$request_uri")?;
+        let code_name = format!("{name}-code");
+        let code = match self.get(&code_name) {
+            None => default,
+            Some(c) => match c.parse::<u16>() {
+                Ok(c @ (300..=308)) => c,
+                _ => {
+                    self.invalid::<()>(&code_name, "a redirect code from 300 to 308");
+                    default
+                }
+            },
+        };
+        Some(Redirect { location, code })
+    }
+
+    /// `canary: "true"` and the `canary-*` rules.
+    fn canary(&mut self) -> Option<Canary> {
+        if !self.boolean("canary").unwrap_or(false) {
+            return None;
+        }
+        let weight_total = match self.get("canary-weight-total") {
+            None => 100,
+            Some(t) => match t.parse::<u32>() {
+                Ok(t) if t > 0 => t,
+                _ => {
+                    self.invalid::<()>("canary-weight-total", "a whole number above 0");
+                    100
+                }
+            },
+        };
+        let weight = match self.get("canary-weight") {
+            None => 0,
+            Some(w) => match w.parse::<u32>() {
+                Ok(w) if w <= weight_total => w,
+                _ => {
+                    self.invalid::<()>("canary-weight", "a whole number from 0 to the total");
+                    0
+                }
+            },
+        };
+        let header = match self.get("canary-by-header") {
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(_) => self.invalid("canary-by-header", "a header name"),
+            None => None,
+        };
+        let header_value = self.text("canary-by-header-value", "a header value");
+        let header_pattern = match self.get("canary-by-header-pattern") {
+            Some(p) if header_value.is_none() => match crate::route::value_regex(p) {
+                Ok(_) => Some(p.to_string()),
+                Err(e) => {
+                    self.problem(
+                        ProblemKind::InvalidAnnotation,
+                        "canary-by-header-pattern",
+                        format!("{e}; ignored"),
+                    );
+                    None
+                }
+            },
+            // ingress-nginx: the value wins over the pattern.
+            _ => None,
+        };
+        let cookie = match self.get("canary-by-cookie") {
+            Some(c) if crate::config::is_cookie_name(c) => Some(c.to_string()),
+            Some(_) => self.invalid("canary-by-cookie", "a cookie name"),
+            None => None,
+        };
+        Some(Canary {
+            header,
+            header_value,
+            header_pattern,
+            cookie,
+            weight,
+            weight_total,
+        })
+    }
+
     fn affinity(&mut self) -> Option<Affinity> {
         match self.get("affinity")? {
             "cookie" => {}
@@ -309,6 +460,11 @@ impl<'a> Reader<'a> {
                 .unwrap_or(false),
         })
     }
+}
+
+/// Safe in a path, a Location or a header as is: printable, no spaces.
+fn is_uri_text(s: &str) -> bool {
+    s.len() <= 2048 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Safe inside a `Set-Cookie` attribute: no separators or control characters.
@@ -406,7 +562,13 @@ mod tests {
             ("ssl-redirect", "yes"),
             ("proxy-body-size", "8 MB"),
             ("allowlist-source-range", "10.0.0.0/8,not-a-net"),
-            ("rewrite-target", "/$1"),
+            ("configuration-snippet", "more_set_headers x;"),
+            ("permanent-redirect-code", "200"),
+            ("permanent-redirect", "https://new.test$request_uri"),
+            ("canary", "true"),
+            ("canary-weight", "150"),
+            ("canary-by-header-pattern", "(?<=x)"),
+            ("app-root", "relative"),
         ]);
         let named: Vec<(&str, &str)> = a
             .problems
@@ -420,7 +582,11 @@ mod tests {
             ("invalid_annotation", "ssl-redirect"),
             ("invalid_annotation", "proxy-body-size"),
             ("invalid_annotation", "allowlist-source-range"),
-            ("unsupported_annotation", "rewrite-target"),
+            ("unsupported_annotation", "configuration-snippet"),
+            ("invalid_annotation", "permanent-redirect-code"),
+            ("invalid_annotation", "canary-weight"),
+            ("invalid_annotation", "canary-by-header-pattern"),
+            ("invalid_annotation", "app-root"),
         ] {
             assert!(named.contains(&expected), "{expected:?} not in {named:?}");
         }
@@ -430,6 +596,10 @@ mod tests {
             ("INGRESSCOOKIE", None, None)
         );
         assert!(a.ssl_redirect, "a bad ssl-redirect keeps the default");
+        // A bad code keeps the default (301); a bad weight is 0; a bad root none.
+        assert_eq!(a.redirect.as_ref().map(|r| r.code), Some(301));
+        assert_eq!(a.canary.as_ref().map(|c| c.weight), Some(0));
+        assert_eq!(a.app_root, None);
         assert_eq!(a.max_body_bytes, None);
         assert_eq!(a.allow, Some(Vec::new()), "fails closed");
         assert!(a.refused.is_none());

@@ -17,13 +17,14 @@ use super::annotations::{self, Annotations};
 use crate::config;
 use crate::problems::{Problem, ProblemKind};
 use crate::route::{
-    Backend, HostMatch, Match, Origin, PathType, Policy, Route, ServicePort, UpstreamKey,
+    Backend, HostMatch, Match, Origin, PathType, Policy, Redirect, Rewrite, Route, ServicePort,
+    UpstreamKey,
 };
 use crate::tls::CertStore;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass, IngressSpec};
 use pingora::tls::sign::CertifiedKey;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -99,10 +100,22 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
     let mut out = Translation::default();
     // certificate host -> the Ingress that claimed it first.
     let mut cert_hosts: HashMap<String, String> = HashMap::new();
-    for ingress in select(ingresses, cluster, &mut out.problems) {
+    let ours: Vec<(&Arc<Ingress>, Annotations)> = select(ingresses, cluster, &mut out.problems)
+        .into_iter()
+        .map(|i| {
+            let notes = annotations::read(&i.metadata.annotations.clone().unwrap_or_default());
+            (i, notes)
+        })
+        .collect();
+    let regex_hosts = regex_hosts(&ours);
+    // Every rule host served: a www redirect never takes a host of its own.
+    let mut rule_hosts = HashSet::new();
+    let mut www: Vec<(String, Origin, String, UpstreamKey)> = Vec::new();
+    let mut canaries = Vec::new();
+    let no_spec = IngressSpec::default();
+    for (ingress, notes) in &ours {
         let (namespace, name) = name_of(ingress);
         let id = format!("{namespace}/{name}");
-        let notes = annotations::read(&ingress.metadata.annotations.clone().unwrap_or_default());
         for p in &notes.problems {
             out.problems.push(Problem::new(
                 &id,
@@ -118,10 +131,17 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             ));
             continue;
         }
+        let spec = ingress.spec.as_ref().unwrap_or(&no_spec);
+        let Some(paths) = flatten_rules(spec, &id, &regex_hosts, &mut out.problems) else {
+            continue;
+        };
         out.served.push((namespace.clone(), name.clone()));
-        let spec = ingress.spec.clone().unwrap_or_default();
+        if notes.canary.is_some() {
+            canaries.push((id, namespace, notes, paths));
+            continue;
+        }
         // TLS first: a host's redirect depends on whether it has a certificate.
-        let secured = resolve_tls(&spec, &id, &namespace, cluster, &mut cert_hosts, &mut out);
+        let secured = resolve_tls(spec, &id, &namespace, cluster, &mut cert_hosts, &mut out);
         let origin = Origin::Object {
             created: ingress
                 .metadata
@@ -131,31 +151,148 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             id: id.clone(),
             kind: KIND,
         };
-        for (at, host, path, path_type, backend) in flatten_rules(&spec, &id, &mut out.problems) {
-            let upstream = match upstream_of(backend, &namespace) {
+        for path in paths {
+            let upstream = match upstream_of(path.backend, &namespace) {
                 Ok(u) => u,
                 Err(e) => {
                     out.problems.push(Problem::new(
                         &id,
                         ProblemKind::InvalidRule,
-                        format!("{at}.backend: {e}"),
+                        format!("{}.backend: {e}", path.at),
                     ));
                     continue;
                 }
             };
-            let has_tls = secures(&secured, &host);
+            if let HostMatch::Exact(h) = &path.host {
+                rule_hosts.insert(h.clone());
+                if notes.from_to_www && !www.iter().any(|(host, ..)| host == h) {
+                    www.push((h.clone(), origin.clone(), id.clone(), upstream.clone()));
+                }
+            }
+            let has_tls = secures(&secured, &path.host);
             out.routes.push(route_for(
-                format!("ingress:{id}:{at}"),
+                format!("ingress:{id}:{}", path.at),
                 origin.clone(),
-                &notes,
-                Match::path(host, path, path_type),
+                notes,
+                &path,
                 upstream,
                 has_tls,
             ));
         }
     }
+    www_redirects(www, &rule_hosts, &mut out.routes);
+    for (id, namespace, notes, paths) in canaries {
+        attach_canary(&id, &namespace, notes, paths, &mut out);
+    }
     out.problems.sort();
     out
+}
+
+/// Hosts whose paths are all regular expressions: those where any Ingress
+/// (not a canary) sets `use-regex` or a `rewrite-target`, as ingress-nginx
+/// decides it for a whole server block.
+fn regex_hosts(ours: &[(&Arc<Ingress>, Annotations)]) -> HashSet<HostMatch> {
+    let mut hosts = HashSet::new();
+    for (ingress, notes) in ours {
+        let regex = notes.use_regex || notes.rewrite_target.is_some();
+        if !regex || notes.canary.is_some() || notes.refused.is_some() {
+            continue;
+        }
+        for rule in ingress.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
+            let host = match rule.host.as_deref() {
+                None | Some("") => Some(HostMatch::Any),
+                Some(h) => config::route_host(h).ok(),
+            };
+            hosts.extend(host);
+        }
+    }
+    hosts
+}
+
+/// `from-to-www-redirect`: for each such rule host, the other name (with or
+/// without `www.`) answers 308 to it, path and query kept, unless some
+/// Ingress serves that name itself.
+fn www_redirects(
+    www: Vec<(String, Origin, String, UpstreamKey)>,
+    rule_hosts: &HashSet<String>,
+    routes: &mut Vec<Route>,
+) {
+    for (host, origin, id, upstream) in www {
+        let other = match host.strip_prefix("www.") {
+            Some(bare) => bare.to_string(),
+            None => format!("www.{host}"),
+        };
+        if rule_hosts.contains(&other) {
+            continue;
+        }
+        let mut route = Route::to(
+            format!("ingress:{id}:from-to-www[{other}]"),
+            origin,
+            Match::path(HostMatch::Exact(other), "/", PathType::Prefix),
+            upstream,
+        );
+        route.policies.push(Policy::Redirect(Redirect {
+            location: format!("$scheme://{host}$request_uri"),
+            code: 308,
+        }));
+        routes.push(route);
+    }
+}
+
+/// A canary Ingress's paths join the main Ingress's routes of the same host
+/// and path as their second backend, with the canary rules; the rest of the
+/// canary's annotations are the main Ingress's (as in ingress-nginx).
+fn attach_canary(
+    id: &str,
+    namespace: &str,
+    notes: &Annotations,
+    paths: Vec<FlatPath>,
+    out: &mut Translation,
+) {
+    let canary = notes.canary.clone().unwrap_or_default();
+    for path in paths {
+        let upstream = match upstream_of(path.backend, namespace) {
+            Ok(u) => u,
+            Err(e) => {
+                out.problems.push(Problem::new(
+                    id,
+                    ProblemKind::InvalidRule,
+                    format!("{}.backend: {e}", path.at),
+                ));
+                continue;
+            }
+        };
+        let m = Match::path(path.host.clone(), path.path.clone(), path.path_type);
+        // The oldest main Ingress's route: the one that serves (state.rs).
+        let main = out.routes.iter_mut().find(|r| r.matches == m);
+        match main {
+            Some(main) if main.policies.iter().any(|p| matches!(p, Policy::Canary(_))) => {
+                out.problems.push(Problem::new(
+                    id,
+                    ProblemKind::Conflict,
+                    format!(
+                        "{}: host {} path {} already has a canary (one per path, as in ingress-nginx): not served",
+                        path.at, m.host, m.path
+                    ),
+                ));
+            }
+            Some(main) => {
+                main.backends.push(Backend {
+                    upstream,
+                    weight: 1,
+                });
+                main.policies.push(Policy::Canary(canary.clone()));
+            }
+            None => out.problems.push(Problem::new(
+                id,
+                ProblemKind::InvalidRule,
+                format!(
+                    "{}: canary for host {} path {}, which no main Ingress serves: not served",
+                    path.at, m.host, m.path
+                ),
+            )),
+        }
+    }
 }
 
 /// The Ingresses of our class, oldest first; a problem if our IngressClass
@@ -303,25 +440,36 @@ fn secures(secured: &[String], host: &HostMatch) -> bool {
     secured.contains(&host.to_string()) || wildcard.is_some_and(|w| secured.contains(&w))
 }
 
-/// One path of an Ingress: where it is written, host, path, type, backend.
-type FlatPath<'a> = (String, HostMatch, String, PathType, &'a IngressBackend);
+/// One path of an Ingress.
+struct FlatPath<'a> {
+    /// Where it is written: `rules[0].paths[1]`, `defaultBackend`.
+    at: String,
+    host: HostMatch,
+    /// Normalized, or for a regex host the pattern as written.
+    path: String,
+    path_type: PathType,
+    backend: &'a IngressBackend,
+}
 
-/// Every path of `spec`: `defaultBackend` first, then each rule's paths;
-/// a host or path that is not valid is a problem and left out.
+/// Every path of `spec`: `defaultBackend` first, then each rule's paths. A
+/// host or path that is not valid is a problem and left out; on a host whose
+/// paths are regular expressions, one that does not compile refuses the
+/// whole Ingress (`None`): it would route differently than written.
 fn flatten_rules<'a>(
     spec: &'a IngressSpec,
     id: &str,
+    regex_hosts: &HashSet<HostMatch>,
     problems: &mut Vec<Problem>,
-) -> Vec<FlatPath<'a>> {
+) -> Option<Vec<FlatPath<'a>>> {
     let mut paths = Vec::new();
     if let Some(backend) = &spec.default_backend {
-        paths.push((
-            "defaultBackend".into(),
-            HostMatch::Any,
-            "/".into(),
-            PathType::Prefix,
+        paths.push(FlatPath {
+            at: "defaultBackend".into(),
+            host: HostMatch::Any,
+            path: "/".into(),
+            path_type: PathType::Prefix,
             backend,
-        ));
+        });
     }
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match rule.host.as_deref() {
@@ -338,15 +486,42 @@ fn flatten_rules<'a>(
                 }
             },
         };
+        let regex = regex_hosts.contains(&host);
         for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
             let at = format!("rules[{i}].paths[{j}]");
+            let written = p.path.as_deref().unwrap_or("/");
+            if regex {
+                // ingress-nginx: `location ~* "^PATH"` for every path type.
+                if let Err(e) = crate::route::path_regex(written) {
+                    problems.push(Problem::new(
+                        id,
+                        ProblemKind::Refused,
+                        format!("not served: spec.{at}.path: {e} (the regex crate: no look-around, no backreferences)"),
+                    ));
+                    return None;
+                }
+                paths.push(FlatPath {
+                    at,
+                    host: host.clone(),
+                    path: written.to_string(),
+                    path_type: PathType::Regex,
+                    backend: &p.backend,
+                });
+                continue;
+            }
             let path_type = match p.path_type.as_str() {
                 "Exact" => PathType::Exact,
                 // Documented: ImplementationSpecific is Prefix here.
                 _ => PathType::Prefix,
             };
-            match config::route_path(p.path.as_deref().unwrap_or("/"), path_type) {
-                Ok(path) => paths.push((at, host.clone(), path, path_type, &p.backend)),
+            match config::route_path(written, path_type) {
+                Ok(path) => paths.push(FlatPath {
+                    at,
+                    host: host.clone(),
+                    path,
+                    path_type,
+                    backend: &p.backend,
+                }),
                 Err(e) => problems.push(Problem::new(
                     id,
                     ProblemKind::InvalidRule,
@@ -355,20 +530,28 @@ fn flatten_rules<'a>(
             }
         }
     }
-    paths
+    Some(paths)
 }
 
 /// One path's route: the annotations as policies, in the order they answer
-/// (allowlist 403, redirect 308, body size 413), then the settings.
+/// (as nginx's phases run them: app-root and redirects, then the allowlist,
+/// the redirect to https, the body size), then the settings.
 fn route_for(
     name: String,
     origin: Origin,
     notes: &Annotations,
-    matches: Match,
+    path: &FlatPath,
     upstream: UpstreamKey,
     has_tls: bool,
 ) -> Route {
+    let matches = Match::path(path.host.clone(), path.path.clone(), path.path_type);
     let mut policies = Vec::new();
+    if let Some(root) = &notes.app_root {
+        policies.push(Policy::AppRoot(root.clone()));
+    }
+    if let Some(redirect) = &notes.redirect {
+        policies.push(Policy::Redirect(redirect.clone()));
+    }
     if let Some(allow) = &notes.allow {
         policies.push(Policy::AllowSources(allow.clone()));
     }
@@ -381,10 +564,31 @@ fn route_for(
     if notes.timeouts != Default::default() {
         policies.push(Policy::Timeouts(notes.timeouts));
     }
+    let mut headers = Vec::new();
+    // ingress-nginx rewrites only when the target differs from the path.
+    if let Some(target) = notes.rewrite_target.as_ref().filter(|t| **t != path.path) {
+        policies.push(Policy::Rewrite(Rewrite {
+            pattern: path.path.clone(),
+            target: target.clone(),
+        }));
+        if let Some(prefix) = &notes.x_forwarded_prefix {
+            headers.push(("x-forwarded-prefix".to_string(), prefix.clone()));
+        }
+    }
+    if let Some(vhost) = &notes.upstream_vhost {
+        headers.push(("host".to_string(), vhost.clone()));
+    }
+    if !headers.is_empty() {
+        policies.push(Policy::SetRequestHeaders(headers));
+    }
     if let Some(mut a) = notes.affinity.clone() {
         if a.path.is_empty() {
-            // ingress-nginx's default: the cookie is scoped to the location.
-            a.path = matches.path.clone();
+            // ingress-nginx's default: the cookie is scoped to the location
+            // (a regular expression is no cookie path: `/`).
+            a.path = match path.path_type {
+                PathType::Regex => "/".into(),
+                _ => path.path.clone(),
+            };
         }
         policies.push(Policy::Affinity(a));
     }
@@ -647,5 +851,170 @@ mod tests {
             messages[1].contains("Secret default/broken"),
             "{messages:?}"
         );
+    }
+
+    fn annotated(
+        name: &str,
+        created: &str,
+        annotations: serde_json::Value,
+        host: &str,
+        paths: &[(&str, &str)],
+    ) -> Arc<Ingress> {
+        let paths: Vec<serde_json::Value> = paths
+            .iter()
+            .map(|(path, service)| json!({"path": path, "pathType": "ImplementationSpecific", "backend": {"service": {"name": service, "port": {"number": 80}}}}))
+            .collect();
+        ingress(json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created, "annotations": annotations},
+            "spec": {"ingressClassName": "edge-proxy", "rules": [{"host": host, "http": {"paths": paths}}]}
+        }))
+    }
+
+    const P: &str = "nginx.ingress.kubernetes.io/";
+
+    #[test]
+    fn a_rewrite_makes_every_path_of_its_host_a_regex_and_rewrites_its_own() {
+        let rewriting = annotated(
+            "api",
+            "2026-01-01T00:00:00Z",
+            json!({format!("{P}rewrite-target"): "/$2", format!("{P}x-forwarded-prefix"): "/api"}),
+            "r.test",
+            &[("/api(/|$)(.*)", "api")],
+        );
+        let plain = annotated(
+            "web",
+            "2026-01-02T00:00:00Z",
+            json!({}),
+            "r.test",
+            &[("/web", "web")],
+        );
+        let elsewhere = annotated(
+            "other",
+            "2026-01-02T00:00:00Z",
+            json!({}),
+            "o.test",
+            &[("/web", "web")],
+        );
+        let t = run(&[rewriting, plain, elsewhere], &[]);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let by_service = |s: &str, host: &str| {
+            t.routes
+                .iter()
+                .find(|r| {
+                    r.backends[0].upstream.service == s
+                        && r.matches.host == HostMatch::Exact(host.into())
+                })
+                .unwrap()
+        };
+        let api = by_service("api", "r.test");
+        assert_eq!(api.matches.path_type, PathType::Regex);
+        assert!(api.policies.contains(&Policy::Rewrite(Rewrite {
+            pattern: "/api(/|$)(.*)".into(),
+            target: "/$2".into()
+        })));
+        assert!(api.policies.contains(&Policy::SetRequestHeaders(vec![(
+            "x-forwarded-prefix".into(),
+            "/api".into()
+        )])));
+        // The other Ingress on the host: a regex too (case-insensitive, no
+        // element boundary), without a rewrite.
+        let web = by_service("web", "r.test");
+        assert_eq!(
+            (web.matches.path_type, web.matches.path.as_str()),
+            (PathType::Regex, "/web")
+        );
+        assert!(!web.policies.iter().any(|p| matches!(p, Policy::Rewrite(_))));
+        // Another host is not affected.
+        assert_eq!(
+            by_service("web", "o.test").matches.path_type,
+            PathType::Prefix
+        );
+    }
+
+    #[test]
+    fn a_regex_that_does_not_compile_refuses_its_ingress() {
+        let bad = annotated(
+            "bad",
+            "2026-01-01T00:00:00Z",
+            json!({format!("{P}use-regex"): "true"}),
+            "b.test",
+            &[("/ok", "a"), ("/(?<=x)y", "b")],
+        );
+        let t = run(&[bad], &[]);
+        assert!(t.routes.is_empty());
+        assert!(t.served.is_empty());
+        assert_eq!(t.problems[0].kind, ProblemKind::Refused);
+        assert!(
+            t.problems[0].message.contains("look-around"),
+            "{}",
+            t.problems[0].message
+        );
+    }
+
+    #[test]
+    fn a_canary_joins_the_main_route_and_a_lone_canary_is_reported() {
+        let main = annotated(
+            "main",
+            "2026-01-01T00:00:00Z",
+            json!({}),
+            "c.test",
+            &[("/", "v1")],
+        );
+        let canary = annotated(
+            "canary",
+            "2026-01-02T00:00:00Z",
+            json!({format!("{P}canary"): "true", format!("{P}canary-weight"): "20", format!("{P}canary-by-header"): "X-Canary"}),
+            "c.test",
+            &[("/", "v2"), ("/lonely", "v2")],
+        );
+        let t = run(&[main, canary], &[]);
+        assert_eq!(t.routes.len(), 1, "the canary adds no route of its own");
+        let r = &t.routes[0];
+        let services: Vec<&str> = r
+            .backends
+            .iter()
+            .map(|b| b.upstream.service.as_str())
+            .collect();
+        assert_eq!(services, ["v1", "v2"]);
+        let rules = r.policies.iter().find_map(|p| match p {
+            Policy::Canary(c) => Some(c),
+            _ => None,
+        });
+        let rules = rules.unwrap();
+        assert_eq!((rules.weight, rules.weight_total), (20, 100));
+        assert_eq!(rules.header.as_deref(), Some("x-canary"));
+        assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+        assert!(t.problems[0].message.contains("no main Ingress"));
+        assert_eq!(t.served.len(), 2, "the canary's status is written too");
+    }
+
+    #[test]
+    fn from_to_www_adds_the_other_name_unless_an_ingress_serves_it() {
+        let apex = annotated(
+            "apex",
+            "2026-01-01T00:00:00Z",
+            json!({format!("{P}from-to-www-redirect"): "true"}),
+            "example.test",
+            &[("/", "web")],
+        );
+        let t = run(std::slice::from_ref(&apex), &[]);
+        let www = t
+            .routes
+            .iter()
+            .find(|r| r.matches.host == HostMatch::Exact("www.example.test".into()))
+            .unwrap();
+        assert!(www.policies.contains(&Policy::Redirect(Redirect {
+            location: "$scheme://example.test$request_uri".into(),
+            code: 308
+        })));
+        let own = annotated(
+            "own",
+            "2026-01-02T00:00:00Z",
+            json!({}),
+            "www.example.test",
+            &[("/", "www")],
+        );
+        let t = run(&[apex, own], &[]);
+        assert_eq!(t.routes.len(), 2, "no redirect over an Ingress's own host");
     }
 }

@@ -246,8 +246,21 @@ pub enum Policy {
     /// Only clients in these ranges; others get 403. Empty: nobody (an
     /// allowlist that did not parse fails closed).
     AllowSources(Vec<IpNet>),
-    /// Plain-HTTP requests get a 308 to the same URL on https.
+    /// Plain-HTTP requests get a 308 to the same URL on https, except those
+    /// under `/.well-known/acme-challenge/` (an ACME HTTP-01 check must reach
+    /// its solver over plain HTTP).
     RedirectHttps,
+    /// Every request is answered with a redirect instead of being forwarded.
+    Redirect(Redirect),
+    /// A request for `/` exactly is sent (302) to this path (ingress-nginx's
+    /// `app-root`).
+    AppRoot(String),
+    /// The path sent upstream is rewritten (see [`Rewrite`]).
+    Rewrite(Rewrite),
+    /// Headers set on the request sent upstream (replacing the client's).
+    SetRequestHeaders(Vec<(String, String)>),
+    /// The route's second backend is a canary, chosen by these rules.
+    Canary(Canary),
     /// Request bodies beyond this get 413, instead of `limits.max_body_bytes`;
     /// `u64::MAX` is unlimited.
     MaxBodyBytes(u64),
@@ -255,6 +268,52 @@ pub enum Policy {
     Timeouts(TimeoutOverrides),
     /// Cookie session affinity.
     Affinity(Affinity),
+}
+
+/// A redirect answer. `location` may use `$scheme`, `$host`, `$request_uri`
+/// (path and query as sent), `$uri` (the path) and `$args` (the query), as
+/// nginx's `return` does; anything else is sent as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub location: String,
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
+}
+
+/// nginx's `rewrite "(?i)PATTERN" TARGET break;`: when the path matches
+/// `pattern` (case-insensitive, anywhere), the whole path becomes `target`
+/// with `$1`..`$9` replaced by the match's groups; the query string is kept
+/// (appended with `&` when the target has one of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub pattern: String,
+    pub target: String,
+}
+
+/// ingress-nginx's canary rules, in their precedence: the header, then the
+/// cookie, then the weight.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Canary {
+    /// `always` sends to the canary, `never` to the main backend; with
+    /// `header_value` (or `header_pattern`, a regular expression) that value
+    /// sends to the canary instead; any other value falls through.
+    pub header: Option<String>,
+    pub header_value: Option<String>,
+    pub header_pattern: Option<String>,
+    /// `always` / `never`, as the header; other values fall through.
+    pub cookie: Option<String>,
+    /// Out of `weight_total`, the share of the remaining requests.
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
+/// The regular expression of a [`Rewrite`]: case-insensitive, unanchored.
+pub fn rewrite_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a regular expression: {e}"))
 }
 
 /// Per-route timeouts; `None` keeps the global one.
