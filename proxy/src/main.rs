@@ -50,6 +50,26 @@ enum Command {
         /// The configuration file to validate (YAML, at most 1 MiB).
         file: PathBuf,
     },
+    /// What edge-proxy would serve of these Ingresses (offline): per Ingress,
+    /// its routes, what differs from ingress-nginx, what is ignored or
+    /// refused. Exit 0 when all are served as written, 1 otherwise.
+    #[command(
+        name = "ingress-check",
+        long_about = "What edge-proxy would serve of these Ingresses, offline: no API server, \
+                      no certificates read. FILE holds Ingresses as YAML or JSON (several \
+                      documents, or a List as `kubectl get ingress -A -o yaml` prints); `-` \
+                      reads standard input. Every Ingress is checked as if it were of our \
+                      class. Per Ingress: each route (host, path, backends, what it does), \
+                      where an annotation differs from ingress-nginx, what is ignored, what \
+                      is refused, and conflicts. Exit 0 when every Ingress is served as \
+                      written, 1 when any is served differently or not at all, 2 when the \
+                      input cannot be read."
+    )]
+    IngressCheck {
+        /// Files of Ingresses (`-`: standard input).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Ask the running proxy's admin listener (from --config) for /readyz:
     /// exit 0 when ready. A container HEALTHCHECK with no shell in the image.
     Health,
@@ -83,6 +103,37 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::IngressCheck { files }) => {
+            let mut inputs = Vec::new();
+            for file in &files {
+                let read = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(file)
+                };
+                match read {
+                    Ok(text) => inputs.push((file.display().to_string(), text)),
+                    Err(e) => {
+                        eprintln!("edge-proxy ingress-check: {}: {e}", file.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            match ingress::check::check(&inputs) {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.as_written {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("edge-proxy ingress-check: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -12,6 +12,7 @@
 //! says so.
 
 pub mod annotations;
+pub mod check;
 pub mod status;
 pub mod translate;
 
