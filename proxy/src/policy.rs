@@ -44,6 +44,8 @@ pub struct CompiledRoute {
     pub set_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
     /// With canary rules, backend 1 is the canary and they choose it.
     pub canary: Option<CanaryRules>,
+    /// The consistent-hash key's template (`upstream-hash-by`).
+    pub hash_by: Option<String>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -167,6 +169,72 @@ fn expand_location(template: &str, facts: &RequestFacts) -> String {
         }
     }
     out.push_str(rest);
+    out
+}
+
+/// The bytes a consistent-hash key template names for this request:
+/// `$request_uri`, `$uri`, `$args`, `$host`, `$remote_addr` (and
+/// `$binary_remote_addr`), `$http_NAME` (a header, `_` for `-`),
+/// `$cookie_NAME`, `$arg_NAME`; other text as written.
+pub fn hash_key(template: &str, req: &RequestHeader, client: Option<IpAddr>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        rest = &rest[at + 1..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let (name, after) = rest.split_at(end);
+        rest = after;
+        let uri = &req.uri;
+        match name {
+            "request_uri" => {
+                out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes())
+            }
+            "uri" => out.extend_from_slice(uri.path().as_bytes()),
+            "args" | "query_string" => out.extend_from_slice(uri.query().unwrap_or("").as_bytes()),
+            "host" => {
+                let host = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
+                out.extend_from_slice(host.unwrap_or(b""));
+            }
+            "remote_addr" | "binary_remote_addr" => {
+                if let Some(ip) = client {
+                    out.extend_from_slice(ip.to_string().as_bytes());
+                }
+            }
+            _ => {
+                if let Some(header) = name.strip_prefix("http_") {
+                    let header = header.replace('_', "-");
+                    if let Some(v) = req.headers.get(header.as_str()) {
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                } else if let Some(cookie) = name.strip_prefix("cookie_") {
+                    let value = req
+                        .headers
+                        .get_all(http::header::COOKIE)
+                        .iter()
+                        .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
+                        .find_map(|pair| {
+                            let pair = pair.trim_ascii();
+                            let eq = pair.iter().position(|&b| b == b'=')?;
+                            (&pair[..eq] == cookie.as_bytes()).then(|| &pair[eq + 1..])
+                        });
+                    out.extend_from_slice(value.unwrap_or(b""));
+                } else if let Some(arg) = name.strip_prefix("arg_") {
+                    let value = uri.query().unwrap_or("").split('&').find_map(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        (k == arg).then_some(v)
+                    });
+                    out.extend_from_slice(value.unwrap_or("").as_bytes());
+                } else {
+                    out.push(b'$');
+                    out.extend_from_slice(name.as_bytes());
+                }
+            }
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
     out
 }
 
@@ -354,6 +422,7 @@ pub fn compile(
     let mut rewrite = None;
     let mut set_headers = Vec::new();
     let mut canary = None;
+    let mut hash_by = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -381,6 +450,7 @@ pub fn compile(
                     ))
                 }));
             }
+            Policy::HashBy(key) => hash_by = Some(key.clone()),
             Policy::Canary(c) => {
                 canary = Some(CanaryRules {
                     header: c
@@ -415,11 +485,16 @@ pub fn compile(
         .collect::<Vec<_>>()
         .join("+");
     let metrics = RouteMetrics::new(&route.name, &host, &service, affinity.is_some());
-    let backends = route
+    let backends: Vec<(Arc<Upstream>, u32)> = route
         .backends
         .iter()
         .map(|b| (upstream(&b.upstream), b.weight))
         .collect();
+    if hash_by.is_some() {
+        for (u, _) in &backends {
+            u.use_ring();
+        }
+    }
     CompiledRoute {
         name: route.name.clone(),
         origin: route.origin.clone(),
@@ -433,6 +508,7 @@ pub fn compile(
         rewrite,
         set_headers: set_headers.into(),
         canary,
+        hash_by,
         metrics,
     }
 }
@@ -599,5 +675,67 @@ mod rewrite_and_redirect_tests {
         let split = rules(None, 30);
         let n = (0..1000).filter(|_| split.to_canary(&req(&[]))).count();
         assert_eq!(n, 300);
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+    use crate::route::{ServicePort, UpstreamKey};
+
+    #[test]
+    fn hash_keys_read_nginx_variables() {
+        let mut req = RequestHeader::build("GET", b"/p?id=7&x=1", None).unwrap();
+        req.insert_header("x-user", "alice").unwrap();
+        req.insert_header("cookie", "a=1; sid=s-9").unwrap();
+        req.insert_header("host", "h.test").unwrap();
+        let ip = Some("10.1.2.3".parse().unwrap());
+        let key = |t: &str| String::from_utf8(hash_key(t, &req, ip)).unwrap();
+        assert_eq!(key("$request_uri"), "/p?id=7&x=1");
+        assert_eq!(key("$uri|$args"), "/p|id=7&x=1");
+        assert_eq!(key("$http_x_user"), "alice");
+        assert_eq!(key("$cookie_sid"), "s-9");
+        assert_eq!(key("$arg_id"), "7");
+        assert_eq!(key("$remote_addr"), "10.1.2.3");
+        assert_eq!(key("$host$uri"), "h.test/p");
+        assert_eq!(key("$unknown-x"), "$unknown-x");
+    }
+
+    #[tokio::test]
+    async fn a_key_keeps_its_endpoint_and_moves_only_when_that_endpoint_goes() {
+        let upstream = Upstream::new(UpstreamKey {
+            namespace: "default".into(),
+            service: "web".into(),
+            port: ServicePort::Number(80),
+        });
+        let addrs: Vec<std::net::SocketAddr> = (1..=4)
+            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
+            .collect();
+        upstream.use_ring();
+        upstream
+            .publish(crate::upstream::EndpointSet::ready(addrs.clone()))
+            .await;
+        let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+        let before: Vec<_> = keys
+            .iter()
+            .map(|k| upstream.pick_hashed(k.as_bytes(), &[]).unwrap())
+            .collect();
+        let used: std::collections::BTreeSet<_> = before.iter().collect();
+        assert_eq!(used.len(), 4, "keys spread over every endpoint");
+        // One endpoint leaves: only its keys move.
+        upstream
+            .publish(crate::upstream::EndpointSet::ready(addrs[1..].to_vec()))
+            .await;
+        for (k, was) in keys.iter().zip(&before) {
+            let now = upstream.pick_hashed(k.as_bytes(), &[]).unwrap();
+            if *was != addrs[0] {
+                assert_eq!(now, *was, "{k} moved");
+            } else {
+                assert_ne!(now, addrs[0]);
+            }
+        }
+        // A tried endpoint is skipped: the next on the ring takes the key.
+        let first = upstream.pick_hashed(b"user-1", &[]).unwrap();
+        assert_ne!(upstream.pick_hashed(b"user-1", &[first]), Some(first));
     }
 }

@@ -365,7 +365,17 @@ impl ProxyHttp for EdgeProxy {
                         ctx.affinity = AffinityOutcome::Kept;
                     }
                 }
-                upstream.pick(&ctx.tried)
+                match &route.hash_by {
+                    Some(template) => {
+                        let client = session
+                            .client_addr()
+                            .and_then(|a| a.as_inet())
+                            .map(|a| a.ip());
+                        let key = policy::hash_key(template, session.req_header(), client);
+                        upstream.pick_hashed(&key, &ctx.tried)
+                    }
+                    None => upstream.pick(&ctx.tried),
+                }
             }
         };
         let Some(addr) = endpoint else {

@@ -20,7 +20,8 @@ use crate::route::UpstreamKey;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
-use pingora::lb::selection::RoundRobin;
+use pingora::lb::selection::consistent::KetamaHashing;
+use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -57,6 +58,11 @@ pub struct Upstream {
     /// Looked up on every request with a cookie: foldhash, not SipHash (the
     /// ids are ours, from the endpoints).
     pinnable: ArcSwap<HashMap<EndpointId, SocketAddr, foldhash::fast::RandomState>>,
+    /// A consistent-hash ring over the ready endpoints (ingress-nginx's
+    /// `upstream-hash-by`), rebuilt when they change; built only for an
+    /// upstream a hashing route uses (160 points per endpoint).
+    ring: ArcSwap<Option<Arc<KetamaHashing>>>,
+    wants_ring: AtomicBool,
     /// The set the balancer reads on `refresh` (see [`Feed`]).
     current: Arc<ArcSwap<EndpointSet>>,
     /// Discovery has delivered its first complete endpoint list.
@@ -92,6 +98,8 @@ impl Upstream {
             hasher,
             balancer: LoadBalancer::from_backends(Backends::new(Box::new(feed))),
             pinnable: ArcSwap::from_pointee(HashMap::default()),
+            ring: ArcSwap::from_pointee(None),
+            wants_ring: AtomicBool::new(false),
             current,
             synced: AtomicBool::new(false),
             failed: Mutex::new(Vec::new()),
@@ -136,7 +144,45 @@ impl Upstream {
             .filter_map(|b| b.addr.as_inet().map(|a| (self.hasher.id(a), *a)))
             .collect();
         self.pinnable.store(Arc::new(index));
+        if self.wants_ring.load(Ordering::Relaxed) {
+            self.build_ring();
+        }
         Ok(())
+    }
+
+    /// A hashing route uses this upstream: keep its ring from now on.
+    pub fn use_ring(&self) {
+        if !self.wants_ring.swap(true, Ordering::Relaxed) {
+            self.build_ring();
+        }
+    }
+
+    fn build_ring(&self) {
+        let backends = self.balancer.backends();
+        let ready: BTreeSet<Backend> = backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .cloned()
+            .collect();
+        self.ring
+            .store(Arc::new(Some(Arc::new(KetamaHashing::build(&ready)))));
+    }
+
+    /// The ready endpoint `key` hashes to on the consistent ring, skipping
+    /// those already tried and those that just failed a connect (the next
+    /// on the ring takes over); `None` when there is none.
+    pub fn pick_hashed(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let ring = self.ring.load_full();
+        let mut candidates = ring.as_ref().as_ref()?.iter(key);
+        // Each endpoint appears many times on the ring: a bounded walk.
+        for _ in 0..64 {
+            let addr = *candidates.next()?.addr.as_inet()?;
+            if !tried.contains(&addr) && !self.recently_failed(&addr) {
+                return Some(addr);
+            }
+        }
+        None
     }
 
     /// The cookie id of an endpoint of this upstream.

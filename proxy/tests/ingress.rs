@@ -1279,3 +1279,58 @@ fn an_affinity_cookie_keeps_a_client_on_its_side_of_a_canary() {
         "v1-1"
     );
 }
+
+#[test]
+fn upstream_hash_by_keeps_each_key_on_one_pod() {
+    let cluster = Cluster::start();
+    // Three pods on one port, as a Service's endpoints (127.0.0.1..3).
+    let port = free_port();
+    let pods: Vec<HelloApp> = (1..=3)
+        .map(|i| {
+            HelloApp::start_on(
+                &format!("web-{i}"),
+                SocketAddr::from(([127, 0, 0, i], port)),
+            )
+        })
+        .collect();
+    let ips: Vec<String> = pods.iter().map(|p| p.addr.ip().to_string()).collect();
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| (ip.as_str(), true, true, false))
+        .collect();
+    cluster
+        .api
+        .apply("default", "web-abcde", "web", port, &endpoints);
+    cluster.api.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "hashed",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("h.test", "/", "web")],
+            ),
+            &[("upstream-hash-by", "$http_x_user")],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("the route", Duration::from_secs(5), || {
+        who(&proxy, "h.test", "/") != "404"
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let header = format!("X-User: user-{user}");
+        let first = get(&proxy, "h.test", "/", &["-H", &header])
+            .served_by()
+            .to_string();
+        for _ in 0..4 {
+            assert_eq!(
+                get(&proxy, "h.test", "/", &["-H", &header]).served_by(),
+                first,
+                "user-{user}"
+            );
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "12 keys all on one pod: {seen:?}");
+}

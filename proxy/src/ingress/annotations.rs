@@ -52,6 +52,8 @@ pub struct Annotations {
     pub canary: Option<Canary>,
     /// `upstream-vhost`: the Host header sent upstream.
     pub upstream_vhost: Option<String>,
+    /// `upstream-hash-by`: the consistent-hash key's template.
+    pub hash_by: Option<String>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -106,6 +108,7 @@ const SUPPORTED: &[&str] = &[
     "canary-by-header-pattern",
     "canary-by-cookie",
     "upstream-vhost",
+    "upstream-hash-by",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -193,7 +196,9 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         Some(_) => r.invalid("upstream-vhost", "a host name"),
         None => None,
     };
+    let hash_by = r.text("upstream-hash-by", "an nginx variable like $request_uri");
     Annotations {
+        hash_by,
         affinity,
         ssl_redirect,
         force_ssl_redirect,

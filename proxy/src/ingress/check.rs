@@ -315,6 +315,7 @@ fn describe(route: &Route) -> String {
             Policy::MaxBodyBytes(n) => format!("bodies up to {n} bytes"),
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
+            Policy::HashBy(key) => format!("consistent hashing on {key}"),
         };
         out.push_str("; ");
         out.push_str(&what);

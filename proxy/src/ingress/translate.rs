@@ -581,6 +581,9 @@ fn route_for(
     if !headers.is_empty() {
         policies.push(Policy::SetRequestHeaders(headers));
     }
+    if let Some(key) = &notes.hash_by {
+        policies.push(Policy::HashBy(key.clone()));
+    }
     if let Some(mut a) = notes.affinity.clone() {
         if a.path.is_empty() {
             // ingress-nginx's default: the cookie is scoped to the location

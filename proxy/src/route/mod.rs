@@ -261,6 +261,10 @@ pub enum Policy {
     SetRequestHeaders(Vec<(String, String)>),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
+    /// New sessions go to the endpoint this key hashes to on a consistent
+    /// ring (ingress-nginx's `upstream-hash-by`): nginx variables such as
+    /// `$request_uri`, `$remote_addr`, `$http_x_user`, `$cookie_id`, `$arg_id`.
+    HashBy(String),
     /// Request bodies beyond this get 413, instead of `limits.max_body_bytes`;
     /// `u64::MAX` is unlimited.
     MaxBodyBytes(u64),
