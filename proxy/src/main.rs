@@ -223,6 +223,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         server.configuration.clone(),
     );
     proxy.handle_init_modules();
+    // HTTP/2 without TLS too (h2c with prior knowledge: gRPC clients on
+    // plain channels); HTTP/1.1 requests are unaffected.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
     // Keep idle keep-alive connections for half the drain time after SIGTERM,
     // so busy ones are closed between requests instead (see drain.rs).
     let linger = config.drain_timeout / 2;

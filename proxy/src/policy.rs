@@ -46,6 +46,8 @@ pub struct CompiledRoute {
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
     pub hash_by: Option<String>,
+    /// TLS and HTTP/2 towards the endpoints; `None`: HTTP/1.1.
+    pub protocol: Option<crate::route::UpstreamProtocol>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -423,6 +425,7 @@ pub fn compile(
     let mut set_headers = Vec::new();
     let mut canary = None;
     let mut hash_by = None;
+    let mut protocol = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -451,6 +454,7 @@ pub fn compile(
                 }));
             }
             Policy::HashBy(key) => hash_by = Some(key.clone()),
+            Policy::UpstreamProtocol(p) => protocol = Some(p.clone()),
             Policy::Canary(c) => {
                 canary = Some(CanaryRules {
                     header: c
@@ -509,6 +513,7 @@ pub fn compile(
         set_headers: set_headers.into(),
         canary,
         hash_by,
+        protocol,
         metrics,
     }
 }

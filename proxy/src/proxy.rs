@@ -387,7 +387,26 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.tried.push(addr);
 
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &route.protocol {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(p) => {
+                // rustls verifies the name it connects to, and sends it as SNI;
+                // an IP address is sent as no SNI (nginx's default) and, with
+                // verification off, checked against nothing.
+                let name = match (p.verify || p.sni, &p.name) {
+                    (true, Some(name)) => name.clone(),
+                    _ => addr.ip().to_string(),
+                };
+                let mut peer = HttpPeer::new(addr, p.tls, name);
+                peer.options.verify_cert = p.verify;
+                peer.options.verify_hostname = p.verify;
+                if p.http2 {
+                    // By ALPN over TLS, by prior knowledge (h2c) without.
+                    peer.options.set_http_version(2, 2);
+                }
+                peer
+            }
+        };
         let t = &route.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);

@@ -1334,3 +1334,173 @@ fn upstream_hash_by_keeps_each_key_on_one_pod() {
     }
     assert!(seen.len() >= 2, "12 keys all on one pod: {seen:?}");
 }
+
+/// grpcio's server and client (tests/tools/grpc_check.py).
+fn grpc_tool() -> std::path::PathBuf {
+    repo_root().join("proxy/tests/tools/grpc_check.py")
+}
+
+#[test]
+fn grpc_backends_serve_unary_and_streaming_calls_with_trailers_over_tls_and_h2c() {
+    let cluster = Cluster::start();
+    // A real gRPC server (h2c) plays the pod.
+    let port = free_port();
+    let mut server = std::process::Command::new("python3")
+        .arg(grpc_tool())
+        .args(["serve", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with grpcio (scripts/ci-deps.sh installs it)");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    cluster.api.apply(
+        "default",
+        "grpc-abcde",
+        "grpc",
+        port,
+        &[("127.0.0.1", true, true, false)],
+    );
+    cluster.api.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "grpc",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("grpc.test", "/", "grpc")],
+            ),
+            &[("backend-protocol", "GRPC")],
+        ),
+    );
+    make_cert(cluster.dir.path(), "grpc", "grpc.test", "grpc");
+    let https = free_port();
+    let d = cluster.dir.path().display();
+    let listen = format!("listen:\n  http: \"{{http}}\"\n  https: \"127.0.0.1:{https}\"\n");
+    let proxy = cluster.proxy_with(
+        &listen,
+        &format!("ingress: {{}}\ntls:\n  - hosts: [grpc.test]\n    cert: {d}/grpc.crt\n    key: {d}/grpc.key\n"),
+        &[],
+    );
+    eventually("the route", Duration::from_secs(5), || {
+        get(&proxy, "grpc.test", "/", &[]).status != 404
+    });
+    let ca = cluster.dir.path().join("grpc.crt");
+    let tls_addr = format!("127.0.0.1:{https}");
+    let h2c_addr = proxy.http.to_string();
+    for (how, args) in [
+        (
+            "TLS (HTTP/2 by ALPN)",
+            vec![tls_addr.as_str(), "grpc.test", ca.to_str().unwrap()],
+        ),
+        (
+            "h2c on the http listener",
+            vec![h2c_addr.as_str(), "grpc.test"],
+        ),
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(grpc_tool())
+            .arg("call")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "unary": "olleh", "unary_trailer": "done",
+                "stream": ["item-0", "item-1", "item-2"], "stream_trailer": "streamed",
+                "fail": "NOT_FOUND", "fail_details": "no such thing"
+            }),
+            "{how}"
+        );
+    }
+    // Plain HTTP/1.1 on the same listener is unaffected by h2c.
+    assert_eq!(get(&proxy, "other.test", "/", &[]).status, 404);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
+    let cluster = Cluster::start();
+    // The pod: openssl's TLS server answering every GET with its status page.
+    make_cert(cluster.dir.path(), "pod", "pod.internal", "pod");
+    let port = free_port();
+    let d = cluster.dir.path();
+    let mut pod = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(d.join("pod.crt"))
+        .arg("-key")
+        .arg(d.join("pod.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("openssl s_server", Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    cluster.api.apply(
+        "default",
+        "tls-abcde",
+        "tls",
+        port,
+        &[("127.0.0.1", true, true, false)],
+    );
+    for (name, host, extra) in [
+        ("plain", "plain.test", &[][..]),
+        (
+            "verified",
+            "verified.test",
+            &[
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-name", "pod.internal"),
+            ][..],
+        ),
+    ] {
+        let mut pairs = vec![("backend-protocol", "HTTPS")];
+        pairs.extend_from_slice(extra);
+        cluster.api.put(
+            "ingresses",
+            with_annotations(
+                ingress(
+                    name,
+                    "2026-01-01T00:00:00Z",
+                    Some("edge-proxy"),
+                    &[(host, "/", "tls")],
+                ),
+                &pairs,
+            ),
+        );
+    }
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("the routes", Duration::from_secs(5), || {
+        get(&proxy, "plain.test", "/", &[]).status == 200
+    });
+    // Unverified (ingress-nginx's default): TLS to the pod, its answer back.
+    let r = get(&proxy, "plain.test", "/", &[]);
+    assert!(r.body.contains("s_server"), "{r:?}");
+    // Verified: the pod's self-signed certificate is in no trusted root: refused.
+    assert_eq!(get(&proxy, "verified.test", "/", &[]).status, 502);
+    let log = proxy.log();
+    assert!(
+        log.contains("invalid peer certificate"),
+        "refused for its certificate: {log}"
+    );
+    let _ = pod.kill();
+    let _ = pod.wait();
+}

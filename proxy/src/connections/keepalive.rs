@@ -4,8 +4,8 @@
 //! third_party/pingora-core) before pingora allocates what reading and
 //! proxying a request takes (its request future alone is 14 KiB, its
 //! connection future 4 KiB), and closes it after `limits.idle_timeout`, or
-//! when the drain's linger is over. HTTP/2 (by ALPN) goes to pingora's own
-//! handling.
+//! when the drain's linger is over. HTTP/2 (by ALPN, or h2c by its preface)
+//! goes to pingora's own handling.
 
 use crate::metrics::METRICS;
 use crate::state::SharedSnapshot;
@@ -28,6 +28,7 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
         return ServerApp::process_new(app, stream, shutdown).await;
     }
     let reuses = app.server_options().and_then(|o| o.keepalive_request_limit);
+    let h2c = app.server_options().is_some_and(|o| o.h2c);
     let mut persistent: Option<HttpPersistentSettings> = None;
     for first in std::iter::once(true).chain(std::iter::repeat(false)) {
         let limits = state.load().limits;
@@ -47,6 +48,19 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
             _ = tokio::time::sleep(idle) => {
                 METRICS.client_connections_closed.with_label_values(&[reason]).inc();
                 return None;
+            }
+        }
+        // HTTP/2 with prior knowledge (h2c, as gRPC clients speak it without
+        // TLS) opens with "PRI * HTTP/2.0": pingora's own handling takes it.
+        if first && h2c && stream.get_ssl_digest().is_none() {
+            let mut start = [0u8; 3];
+            let peek = tokio::time::timeout(limits.header_timeout, stream.try_peek(&mut start));
+            match peek.await {
+                Ok(Ok(true)) if &start == b"PRI" => {
+                    return ServerApp::process_new(app, stream, shutdown).await;
+                }
+                Ok(Ok(_)) => {}
+                _ => return None,
             }
         }
         let mut session = ServerSession::new_http1(stream);

@@ -9,7 +9,9 @@
 //! implement) refuses the Ingress rather than serving it unprotected.
 
 use crate::problems::ProblemKind;
-use crate::route::{Affinity, Canary, IpNet, Redirect, SameSite, TimeoutOverrides};
+use crate::route::{
+    Affinity, Canary, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -54,6 +56,8 @@ pub struct Annotations {
     pub upstream_vhost: Option<String>,
     /// `upstream-hash-by`: the consistent-hash key's template.
     pub hash_by: Option<String>,
+    /// `backend-protocol` other than HTTP, with `proxy-ssl-*`.
+    pub protocol: Option<UpstreamProtocol>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -109,6 +113,10 @@ const SUPPORTED: &[&str] = &[
     "canary-by-cookie",
     "upstream-vhost",
     "upstream-hash-by",
+    "proxy-ssl-verify",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+    "proxy-ssl-secret",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -150,17 +158,43 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
             );
         }
     }
-    if let Some(protocol) = r.get("backend-protocol") {
-        if !protocol.eq_ignore_ascii_case("HTTP") {
+    let protocol = match r
+        .get("backend-protocol")
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("HTTP") => None,
+        Some(p @ ("HTTPS" | "GRPC" | "GRPCS")) => Some(UpstreamProtocol {
+            tls: p != "GRPC",
+            http2: p != "HTTPS",
+            // ingress-nginx: proxy-ssl-verify off by default, no SNI unless asked.
+            verify: r.on_off("proxy-ssl-verify").unwrap_or(false),
+            name: r.text("proxy-ssl-name", "a host name"),
+            sni: r.on_off("proxy-ssl-server-name").unwrap_or(false),
+        }),
+        Some(other) => {
             refused = Some(format!(
-                "{PREFIX}backend-protocol: {protocol:?}: only HTTP backends are supported"
+                "{PREFIX}backend-protocol: {other:?}: HTTP, HTTPS, GRPC and GRPCS are served, not this"
             ));
             r.problem(
                 ProblemKind::RefusedAnnotation,
                 "backend-protocol",
-                "only HTTP is supported: the Ingress is not served".into(),
+                "not served here: the Ingress is not served".into(),
             );
+            None
         }
+    };
+    // A CA from a Secret is not read yet: verifying without it would refuse
+    // every pod, not verifying would ignore what the user asked.
+    if r.get("proxy-ssl-secret").is_some() {
+        refused = Some(format!(
+            "{PREFIX}proxy-ssl-secret is not supported yet: the pods' certificates could not be verified as asked"
+        ));
+        r.problem(
+            ProblemKind::RefusedAnnotation,
+            "proxy-ssl-secret",
+            "not supported yet: the Ingress is not served".into(),
+        );
     }
 
     let affinity = r.affinity();
@@ -198,6 +232,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     };
     let hash_by = r.text("upstream-hash-by", "an nginx variable like $request_uri");
     Annotations {
+        protocol,
         hash_by,
         affinity,
         ssl_redirect,
@@ -313,6 +348,15 @@ impl<'a> Reader<'a> {
             }
         }
         Some(nets)
+    }
+
+    /// nginx's `on` / `off`.
+    fn on_off(&mut self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => self.invalid(name, "on or off"),
+        }
     }
 
     /// Text that can go into a path or header as is: no spaces or controls.
@@ -616,8 +660,39 @@ mod tests {
 
     #[test]
     fn other_backends_and_auth_refuse_the_ingress() {
-        let grpc = read_all(&[("backend-protocol", "GRPC")]);
-        assert!(grpc.refused.unwrap().contains("only HTTP"));
+        let fcgi = read_all(&[("backend-protocol", "FCGI")]);
+        assert!(fcgi.refused.unwrap().contains("GRPCS are served"));
+        let grpc = read_all(&[("backend-protocol", "grpc")]);
+        assert!(grpc.refused.is_none());
+        assert_eq!(
+            grpc.protocol,
+            Some(UpstreamProtocol {
+                tls: false,
+                http2: true,
+                ..Default::default()
+            })
+        );
+        let https = read_all(&[
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-name", "api.internal"),
+            ("proxy-ssl-server-name", "on"),
+        ]);
+        assert_eq!(
+            https.protocol,
+            Some(UpstreamProtocol {
+                tls: true,
+                http2: false,
+                verify: true,
+                name: Some("api.internal".into()),
+                sni: true,
+            })
+        );
+        let ca = read_all(&[
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-secret", "default/ca"),
+        ]);
+        assert!(ca.refused.is_some(), "a CA that cannot be used refuses");
         let auth = read_all(&[("auth-url", "http://auth/verify")]);
         assert!(auth.refused.is_some());
         assert_eq!(auth.problems[0].kind, ProblemKind::RefusedAnnotation);

@@ -316,6 +316,20 @@ fn describe(route: &Route) -> String {
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
             Policy::HashBy(key) => format!("consistent hashing on {key}"),
+            Policy::UpstreamProtocol(p) => format!(
+                "to the pods: {}{}",
+                match (p.tls, p.http2) {
+                    (false, false) => "HTTP/1.1",
+                    (true, false) => "HTTPS",
+                    (false, true) => "gRPC (h2c)",
+                    (true, true) => "gRPC over TLS",
+                },
+                if p.tls && p.verify {
+                    ", certificate verified"
+                } else {
+                    ""
+                }
+            ),
         };
         out.push_str("; ");
         out.push_str(&what);

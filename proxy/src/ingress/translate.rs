@@ -584,6 +584,15 @@ fn route_for(
     if let Some(key) = &notes.hash_by {
         policies.push(Policy::HashBy(key.clone()));
     }
+    if let Some(protocol) = &notes.protocol {
+        let mut protocol = protocol.clone();
+        // ingress-nginx verifies against proxy-ssl-name, else the upstream's
+        // name: here the Service's DNS name.
+        protocol
+            .name
+            .get_or_insert_with(|| format!("{}.{}.svc", upstream.service, upstream.namespace));
+        policies.push(Policy::UpstreamProtocol(protocol));
+    }
     if let Some(mut a) = notes.affinity.clone() {
         if a.path.is_empty() {
             // ingress-nginx's default: the cookie is scoped to the location

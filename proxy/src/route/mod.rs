@@ -261,6 +261,9 @@ pub enum Policy {
     SetRequestHeaders(Vec<(String, String)>),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
+    /// How requests reach the endpoints: TLS, HTTP/2 (ingress-nginx's
+    /// `backend-protocol` HTTPS, GRPC, GRPCS and `proxy-ssl-*`).
+    UpstreamProtocol(UpstreamProtocol),
     /// New sessions go to the endpoint this key hashes to on a consistent
     /// ring (ingress-nginx's `upstream-hash-by`): nginx variables such as
     /// `$request_uri`, `$remote_addr`, `$http_x_user`, `$cookie_id`, `$arg_id`.
@@ -272,6 +275,22 @@ pub enum Policy {
     Timeouts(TimeoutOverrides),
     /// Cookie session affinity.
     Affinity(Affinity),
+}
+
+/// How a route talks to its endpoints when not plain HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamProtocol {
+    /// TLS to the endpoints.
+    pub tls: bool,
+    /// HTTP/2 only: by ALPN over TLS, with prior knowledge (h2c) without.
+    pub http2: bool,
+    /// Verify the endpoint's certificate (against the system's roots).
+    pub verify: bool,
+    /// The name the certificate must carry (and, with `sni`, the SNI sent);
+    /// `None`: the Service's DNS name, `SERVICE.NAMESPACE.svc`.
+    pub name: Option<String>,
+    /// Send the name as SNI.
+    pub sni: bool,
 }
 
 /// A redirect answer. `location` may use `$scheme`, `$host`, `$request_uri`
