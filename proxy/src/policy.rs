@@ -46,6 +46,8 @@ pub struct CompiledRoute {
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
     pub hash_by: Option<String>,
+    /// Pick the least-loaded endpoint instead of round robin.
+    pub least_loaded: bool,
     /// TLS and HTTP/2 towards the endpoints; `None`: HTTP/1.1.
     pub protocol: Option<crate::route::UpstreamProtocol>,
     /// Its series, resolved once here rather than by label on every request.
@@ -426,6 +428,7 @@ pub fn compile(
     let mut canary = None;
     let mut hash_by = None;
     let mut protocol = None;
+    let mut least_loaded = false;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -455,6 +458,7 @@ pub fn compile(
             }
             Policy::HashBy(key) => hash_by = Some(key.clone()),
             Policy::UpstreamProtocol(p) => protocol = Some(p.clone()),
+            Policy::LeastLoaded => least_loaded = true,
             Policy::Canary(c) => {
                 canary = Some(CanaryRules {
                     header: c
@@ -513,6 +517,7 @@ pub fn compile(
         set_headers: set_headers.into(),
         canary,
         hash_by,
+        least_loaded,
         protocol,
         metrics,
     }

@@ -76,6 +76,8 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     /// The status of the endpoint's response, when one came.
     upstream_status: Option<u16>,
+    /// This request counted in flight to its endpoint (least-loaded routes).
+    in_flight: Option<crate::upstream::InFlight>,
     /// Request body bytes seen so far, against `limits.max_body_bytes`.
     body_bytes: u64,
 }
@@ -225,6 +227,7 @@ impl ProxyHttp for EdgeProxy {
             tried: Vec::new(),
             upstream_started: None,
             upstream_status: None,
+            in_flight: None,
             body_bytes: 0,
         }
     }
@@ -374,6 +377,7 @@ impl ProxyHttp for EdgeProxy {
                         let key = policy::hash_key(template, session.req_header(), client);
                         upstream.pick_hashed(&key, &ctx.tried)
                     }
+                    None if route.least_loaded => upstream.pick_least_loaded(&ctx.tried),
                     None => upstream.pick(&ctx.tried),
                 }
             }
@@ -386,6 +390,9 @@ impl ProxyHttp for EdgeProxy {
             );
         };
         ctx.tried.push(addr);
+        if route.least_loaded {
+            ctx.in_flight = upstream.enter(addr);
+        }
 
         let mut peer = match &route.protocol {
             None => HttpPeer::new(addr, false, String::new()),

@@ -25,7 +25,7 @@ use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,11 @@ pub struct Upstream {
     /// upstream a hashing route uses (160 points per endpoint).
     ring: ArcSwap<Option<Arc<KetamaHashing>>>,
     wants_ring: AtomicBool,
+    /// Requests in flight per endpoint, for least-loaded picks
+    /// (`load-balance: ewma`); counted only on routes that pick so.
+    loads: ArcSwap<HashMap<SocketAddr, Arc<AtomicUsize>, foldhash::fast::RandomState>>,
+    /// Which of equally loaded endpoints goes first.
+    turn: AtomicUsize,
     /// The set the balancer reads on `refresh` (see [`Feed`]).
     current: Arc<ArcSwap<EndpointSet>>,
     /// Discovery has delivered its first complete endpoint list.
@@ -74,6 +79,15 @@ pub struct Upstream {
     /// What ties discovery to this upstream (a task, a watch registration),
     /// dropped with it when its routes leave the configuration.
     discovery: OnceLock<Box<dyn Send + Sync>>,
+}
+
+/// One request in flight to an endpoint (see [`Upstream::enter`]).
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Aborts a control-plane task when dropped.
@@ -99,6 +113,8 @@ impl Upstream {
             balancer: LoadBalancer::from_backends(Backends::new(Box::new(feed))),
             pinnable: ArcSwap::from_pointee(HashMap::default()),
             ring: ArcSwap::from_pointee(None),
+            loads: ArcSwap::from_pointee(HashMap::default()),
+            turn: AtomicUsize::new(0),
             wants_ring: AtomicBool::new(false),
             current,
             synced: AtomicBool::new(false),
@@ -144,6 +160,14 @@ impl Upstream {
             .filter_map(|b| b.addr.as_inet().map(|a| (self.hasher.id(a), *a)))
             .collect();
         self.pinnable.store(Arc::new(index));
+        // Counters follow the endpoints; one in use keeps its count.
+        let old = self.loads.load();
+        let loads = backends
+            .iter()
+            .filter_map(|b| b.addr.as_inet())
+            .map(|a| (*a, old.get(a).cloned().unwrap_or_default()))
+            .collect();
+        self.loads.store(Arc::new(loads));
         if self.wants_ring.load(Ordering::Relaxed) {
             self.build_ring();
         }
@@ -227,6 +251,32 @@ impl Upstream {
                 .then(|| select(false))
                 .flatten()
         })
+    }
+
+    /// The ready endpoint with the fewest requests in flight (ties taken in
+    /// turn), skipping those tried and those that just failed a connect;
+    /// `None` when there is none.
+    pub fn pick_least_loaded(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let backends = self.balancer.backends();
+        let loads = self.loads.load();
+        let candidates: Vec<SocketAddr> = backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .filter_map(|b| b.addr.as_inet().copied())
+            .filter(|a| !tried.contains(a) && !self.recently_failed(a))
+            .collect();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..candidates.len())
+            .map(|i| candidates[(start + i) % candidates.len()])
+            .min_by_key(|a| loads.get(a).map_or(0, |l| l.load(Ordering::Relaxed)))
+    }
+
+    /// Count a request in flight to `addr` until the guard is dropped.
+    pub fn enter(&self, addr: SocketAddr) -> Option<InFlight> {
+        let load = self.loads.load().get(&addr)?.clone();
+        load.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(load))
     }
 
     /// A connect to `addr` failed: skip it for a while.
@@ -333,5 +383,37 @@ mod tests {
         upstream.publish(EndpointSet::default()).await;
         assert_eq!(upstream.pick(&[]), None);
         assert_eq!(upstream.endpoint_counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn least_loaded_picks_skip_busy_endpoints_and_share_ties() {
+        let upstream = Upstream::new(UpstreamKey {
+            namespace: "default".into(),
+            service: "web".into(),
+            port: ServicePort::Number(80),
+        });
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        upstream.publish(EndpointSet::ready([a, b])).await;
+        let ties: BTreeSet<SocketAddr> = (0..4)
+            .filter_map(|_| upstream.pick_least_loaded(&[]))
+            .collect();
+        assert_eq!(ties.len(), 2, "ties are shared");
+        let busy = upstream.enter(a).unwrap();
+        for _ in 0..4 {
+            assert_eq!(upstream.pick_least_loaded(&[]), Some(b));
+        }
+        assert_eq!(
+            upstream.pick_least_loaded(&[b]),
+            Some(a),
+            "the tried one is skipped"
+        );
+        drop(busy);
+        let after: BTreeSet<SocketAddr> = (0..4)
+            .filter_map(|_| upstream.pick_least_loaded(&[]))
+            .collect();
+        assert_eq!(after.len(), 2, "released");
     }
 }

@@ -1504,3 +1504,59 @@ fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
     let _ = pod.kill();
     let _ = pod.wait();
 }
+
+#[test]
+fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
+    let cluster = Cluster::start();
+    let (a, b) = (EchoOrigin::start("a"), EchoOrigin::start("b"));
+    // One Service, two slices: a pod each (different ports are fine).
+    for (slice, origin) in [("lb-a", &a), ("lb-b", &b)] {
+        let ip = origin.addr.ip().to_string();
+        cluster.api.apply(
+            "default",
+            slice,
+            "lb",
+            origin.addr.port(),
+            &[(ip.as_str(), true, true, false)],
+        );
+    }
+    cluster.api.put(
+        "ingresses",
+        with_annotations(
+            ingress(
+                "lb",
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[("lb.test", "/", "lb")],
+            ),
+            &[("load-balance", "ewma")],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("both pods", Duration::from_secs(5), || {
+        let origins: std::collections::BTreeSet<String> = (0..4)
+            .map(|_| {
+                get(&proxy, "lb.test", "/", &[])
+                    .header("x-origin")
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        origins.len() == 2
+    });
+    // A slow request (1 s at the origin) holds one pod; meanwhile every new
+    // request goes to the other, where round robin would alternate.
+    let url = proxy.url("/slow");
+    let slow = std::thread::spawn(move || curl(&["-H", "Host: lb.test", &url]));
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = if a.received().iter().any(|r| r.starts_with("GET /slow")) {
+        "a"
+    } else {
+        "b"
+    };
+    for _ in 0..6 {
+        let r = get(&proxy, "lb.test", "/", &[]);
+        assert_ne!(r.header("x-origin"), Some(busy), "sent to the busy pod");
+    }
+    assert_eq!(slow.join().unwrap().status, 200);
+}

@@ -56,6 +56,8 @@ pub struct Annotations {
     pub upstream_vhost: Option<String>,
     /// `upstream-hash-by`: the consistent-hash key's template.
     pub hash_by: Option<String>,
+    /// `load-balance: ewma`: the least-loaded endpoint for new sessions.
+    pub least_loaded: bool,
     /// `backend-protocol` other than HTTP, with `proxy-ssl-*`.
     pub protocol: Option<UpstreamProtocol>,
     /// Why the Ingress is not served at all, when it is not.
@@ -117,6 +119,7 @@ const SUPPORTED: &[&str] = &[
     "proxy-ssl-name",
     "proxy-ssl-server-name",
     "proxy-ssl-secret",
+    "load-balance",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -231,7 +234,16 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         None => None,
     };
     let hash_by = r.text("upstream-hash-by", "an nginx variable like $request_uri");
+    let least_loaded = match r.get("load-balance") {
+        None | Some("round_robin") => false,
+        Some("ewma") => true,
+        Some(_) => {
+            r.invalid::<()>("load-balance", "round_robin or ewma");
+            false
+        }
+    };
     Annotations {
+        least_loaded,
         protocol,
         hash_by,
         affinity,

@@ -24,6 +24,7 @@ const DIFFERENCES: &[(&str, &str)] = &[
     ("rewrite-target", "paths are the regex crate's regular expressions: no look-around, no backreferences (PCRE in nginx)"),
     ("canary-by-header-pattern", "the regex crate's syntax, not PCRE"),
     ("canary-weight", "exact shares of each canary-weight-total requests, where nginx draws at random"),
+    ("load-balance", "ewma is the endpoint with the fewest requests in flight, not a latency-weighted average"),
     ("affinity-mode", "both modes keep a session on its pod while it is ready; `balanced` does not rebalance sessions on scale-up"),
 ];
 
@@ -316,6 +317,7 @@ fn describe(route: &Route) -> String {
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
             Policy::HashBy(key) => format!("consistent hashing on {key}"),
+            Policy::LeastLoaded => "least-loaded endpoint".into(),
             Policy::UpstreamProtocol(p) => format!(
                 "to the pods: {}{}",
                 match (p.tls, p.http2) {

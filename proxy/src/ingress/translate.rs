@@ -584,6 +584,9 @@ fn route_for(
     if let Some(key) = &notes.hash_by {
         policies.push(Policy::HashBy(key.clone()));
     }
+    if notes.least_loaded {
+        policies.push(Policy::LeastLoaded);
+    }
     if let Some(protocol) = &notes.protocol {
         let mut protocol = protocol.clone();
         // ingress-nginx verifies against proxy-ssl-name, else the upstream's

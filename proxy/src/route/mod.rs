@@ -261,6 +261,9 @@ pub enum Policy {
     SetRequestHeaders(Vec<(String, String)>),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
+    /// New sessions go to the endpoint with the fewest requests in flight
+    /// (ingress-nginx's `load-balance: ewma`, approximated).
+    LeastLoaded,
     /// How requests reach the endpoints: TLS, HTTP/2 (ingress-nginx's
     /// `backend-protocol` HTTPS, GRPC, GRPCS and `proxy-ssl-*`).
     UpstreamProtocol(UpstreamProtocol),
