@@ -480,7 +480,7 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
         &[("allowlist-source-range", "10.0.0.0/8,nonsense")],
     );
     put("slow", "slow.test", "slow", &[("proxy-read-timeout", "1")]);
-    put("grpc", "grpc.test", "web", &[("backend-protocol", "GRPC")]);
+    put("fcgi", "fcgi.test", "web", &[("backend-protocol", "FCGI")]);
     put(
         "auth",
         "auth.test",
@@ -526,16 +526,16 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
     );
 
     assert_eq!(
-        who(&proxy, "grpc.test", "/"),
+        who(&proxy, "fcgi.test", "/"),
         "404",
-        "a GRPC backend is refused"
+        "a FastCGI backend is refused"
     );
     assert_eq!(
         who(&proxy, "auth.test", "/"),
         "404",
         "never served without its authentication"
     );
-    assert_eq!(problems(&proxy, "default/grpc", "refused"), 1.0);
+    assert_eq!(problems(&proxy, "default/fcgi", "refused"), 1.0);
     assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 1.0);
     // Unsupported or unreadable: served, a warning naming Ingress, annotation
     // and value, once per change and not per request or recompute.
