@@ -107,6 +107,20 @@ fn with_annotations(mut ingress: Value, pairs: &[(&str, &str)]) -> Value {
     ingress
 }
 
+/// An Ingress of our class, created 2026-01-01, routing `host` `/` to
+/// `service`, with these `nginx.ingress.kubernetes.io/` annotations.
+fn annotated(name: &str, host: &str, service: &str, pairs: &[(&str, &str)]) -> Value {
+    with_annotations(
+        ingress(
+            name,
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            &[(host, "/", service)],
+        ),
+        pairs,
+    )
+}
+
 fn get(proxy: &Proxy, host: &str, path: &str, extra: &[&str]) -> Response {
     let url = proxy.url(path);
     let header = format!("Host: {host}");
@@ -608,15 +622,7 @@ fn tls_from_secrets_added_rotated_and_broken_without_certificate_files() {
         &[("o.test", "/", "web")],
     );
     other["spec"]["tls"] = json!([{"hosts": ["o.test"], "secretName": "o-tls"}]);
-    let forced = with_annotations(
-        ingress(
-            "forced",
-            "2026-01-01T00:00:00Z",
-            Some("edge-proxy"),
-            &[("f.test", "/", "web")],
-        ),
-        &[("force-ssl-redirect", "true")],
-    );
+    let forced = annotated("forced", "f.test", "web", &[("force-ssl-redirect", "true")]);
     cluster
         .api
         .put("secrets", tls_secret(dir, "o-tls", "o.test", "other"));
@@ -994,25 +1000,19 @@ fn rewrites_redirects_acme_challenges_and_canaries_as_ingress_nginx_serves_them(
     );
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "moved",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("old.test", "/", "v1")],
-            ),
+        annotated(
+            "moved",
+            "old.test",
+            "v1",
             &[("permanent-redirect", "https://new.test$request_uri")],
         ),
     );
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "temporary",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("tmp.test", "/", "v1")],
-            ),
+        annotated(
+            "temporary",
+            "tmp.test",
+            "v1",
             &[
                 ("permanent-redirect", "https://p.test"),
                 ("temporal-redirect", "https://t.test/"),
@@ -1022,25 +1022,14 @@ fn rewrites_redirects_acme_challenges_and_canaries_as_ingress_nginx_serves_them(
     );
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "rooted",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("root.test", "/", "v1")],
-            ),
-            &[("app-root", "/app")],
-        ),
+        annotated("rooted", "root.test", "v1", &[("app-root", "/app")]),
     );
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "apex",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("apex.test", "/", "v1")],
-            ),
+        annotated(
+            "apex",
+            "apex.test",
+            "v1",
             &[("from-to-www-redirect", "true")],
         ),
     );
@@ -1062,13 +1051,10 @@ fn rewrites_redirects_acme_challenges_and_canaries_as_ingress_nginx_serves_them(
     // ... or a solver Ingress of its own beside it, as cert-manager writes it.
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "secure2",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("s2.test", "/", "v1")],
-            ),
+        annotated(
+            "secure2",
+            "s2.test",
+            "v1",
             &[("force-ssl-redirect", "true")],
         ),
     );
@@ -1218,15 +1204,7 @@ fn an_affinity_cookie_keeps_a_client_on_its_side_of_a_canary() {
     cluster.service("v2", &[&v2]);
     a.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "main",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("c.test", "/", "v1")],
-            ),
-            &[("affinity", "cookie")],
-        ),
+        annotated("main", "c.test", "v1", &[("affinity", "cookie")]),
     );
     a.put(
         "ingresses",
@@ -1303,13 +1281,10 @@ fn upstream_hash_by_keeps_each_key_on_one_pod() {
         .apply("default", "web-abcde", "web", port, &endpoints);
     cluster.api.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "hashed",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("h.test", "/", "web")],
-            ),
+        annotated(
+            "hashed",
+            "h.test",
+            "web",
             &[("upstream-hash-by", "$http_x_user")],
         ),
     );
@@ -1365,15 +1340,7 @@ fn grpc_backends_serve_unary_and_streaming_calls_with_trailers_over_tls_and_h2c(
     );
     cluster.api.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "grpc",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("grpc.test", "/", "grpc")],
-            ),
-            &[("backend-protocol", "GRPC")],
-        ),
+        annotated("grpc", "grpc.test", "grpc", &[("backend-protocol", "GRPC")]),
     );
     make_cert(cluster.dir.path(), "grpc", "grpc.test", "grpc");
     let https = free_port();
@@ -1522,15 +1489,7 @@ fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     }
     cluster.api.put(
         "ingresses",
-        with_annotations(
-            ingress(
-                "lb",
-                "2026-01-01T00:00:00Z",
-                Some("edge-proxy"),
-                &[("lb.test", "/", "lb")],
-            ),
-            &[("load-balance", "ewma")],
-        ),
+        annotated("lb", "lb.test", "lb", &[("load-balance", "ewma")]),
     );
     let proxy = cluster.proxy("ingress: {}\n", &[]);
     eventually("both pods", Duration::from_secs(5), || {
