@@ -2,11 +2,14 @@
 """Instructions per proxied request, counted by callgrind: the A/B figure for a
 small change on a noisy machine (the count repeats exactly from run to run).
 
-    python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off] [--route affinity|plain]
+    python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off]
+                               [--route affinity|plain|ingress|regex|canary]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
-front of one hello-app, on an affinity route (or a plain one, `--route plain`),
-with one keep-alive client that sends its cookie back as a browser does: once
+front of one hello-app, on an affinity route (or a plain one, `--route plain`;
+or, from an Ingress served by the stand-in API server (`cargo run --example
+fake_api`): a plain Ingress route `ingress`, a `use-regex` route with a
+`rewrite-target` `regex`, a 50% `canary`), with one keep-alive client that sends its cookie back as a browser does: once
 for 200 requests and once for
 1 200. (I(1 200) - I(200)) / 1 000 is the cost of one request without start-up
 and shutdown. Loopback only; both runs are bounded. Needs valgrind.
@@ -14,6 +17,7 @@ and shutdown. Loopback only; both runs are bounded. Needs valgrind.
 
 import argparse
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -41,15 +45,68 @@ def wait_port(port, seconds=60):
     sys.exit(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
 
+INGRESS_ROUTES = ("ingress", "regex", "canary")
+
+
+def ingress_objects(route, app_port):
+    """The stand-in API server's objects for an Ingress-served route."""
+    def ingress(name, path, annotations, service="hello-app", path_type="Prefix"):
+        return {"resource": "ingresses", "object": {
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {f"nginx.ingress.kubernetes.io/{k}": v for k, v in annotations.items()}},
+            "spec": {"ingressClassName": "edge-proxy", "rules": [{"host": "app.test", "http": {"paths": [
+                {"path": path, "pathType": path_type,
+                 "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}}}
+    def slice_of(service):
+        return {"resource": "endpointslices", "object": {
+            "metadata": {"name": f"{service}-abcde", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": app_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]}}
+    objects = [{"resource": "ingressclasses", "object": {
+        "metadata": {"name": "edge-proxy"}, "spec": {"controller": "edge-proxy.io/ingress-controller"}}},
+        slice_of("hello-app"), slice_of("canary")]
+    if route == "ingress":
+        objects.append(ingress("app", "/", {}))
+    elif route == "regex":
+        objects.append(ingress("app", "/(.*)", {"use-regex": "true", "rewrite-target": "/$1"},
+                               path_type="ImplementationSpecific"))
+    else:
+        objects.append(ingress("app", "/", {}))
+        objects.append(ingress("app-canary", "/", {"canary": "true", "canary-weight": "50"}, service="canary"))
+    return objects
+
+
 def instructions(binary, hello_app, requests, log, route):
     work = tempfile.mkdtemp()
     app_port, proxy_port = free_port(), free_port()
     app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
                            stderr=subprocess.DEVNULL)
     config = os.path.join(work, "proxy.yaml")
-    affinity = "    affinity:\n      cookie: route" if route == "affinity" else ""
-    with open(config, "w") as f:
-        f.write(f"""listen:
+    env = dict(os.environ)
+    api = None
+    if route in INGRESS_ROUTES:
+        objects = os.path.join(work, "objects.json")
+        with open(objects, "w") as f:
+            json.dump(ingress_objects(route, app_port), f)
+        api = subprocess.Popen([os.path.join(ROOT, "target/debug/examples/fake_api"), work, objects],
+                               stdout=subprocess.PIPE)
+        assert api.stdout.readline().strip() == b"ready"
+        env["KUBECONFIG"] = os.path.join(work, "kubeconfig")
+        with open(config, "w") as f:
+            f.write(f"""listen:
+  http: "127.0.0.1:{proxy_port}"
+discovery: kubernetes
+ingress:
+  publish_status: false
+logging:
+  access: {log}
+""")
+    else:
+        affinity = "    affinity:\n      cookie: route" if route == "affinity" else ""
+        with open(config, "w") as f:
+            f.write(f"""listen:
   http: "127.0.0.1:{proxy_port}"
 discovery: static
 logging:
@@ -65,10 +122,20 @@ static:
     out = os.path.join(work, "callgrind.out")
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "--config", config],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(app_port)
         wait_port(proxy_port)
+        if api:  # wait for the Ingress to be routed (404 until then)
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                probe = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
+                probe.request("GET", "/", headers={"Host": "app.test", "Connection": "close"})
+                status = probe.getresponse().status
+                probe.close()
+                if status == 200:
+                    break
+                time.sleep(0.5)
         conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
         cookie = None
         for _ in range(requests):
@@ -88,6 +155,8 @@ static:
         proxy.terminate()
         proxy.wait(timeout=60)
         app.terminate()
+        if api:
+            api.kill()
     with open(out) as f:
         for line in f:
             if line.startswith(("summary:", "totals:")):
@@ -99,11 +168,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("binary", nargs="?", default=os.path.join(ROOT, "target/release/edge-proxy"))
     p.add_argument("--log", default="json", choices=["json", "text", "off"])
-    p.add_argument("--route", default="affinity", choices=["affinity", "plain"])
+    p.add_argument("--route", default="affinity",
+                   choices=["affinity", "plain", "ingress", "regex", "canary"])
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):
         hello_app = os.path.join(ROOT, "target/release/hello-app")
+    if args.route in INGRESS_ROUTES:
+        subprocess.run(["cargo", "build", "--quiet", "--example", "fake_api"], cwd=ROOT, check=True)
     small = instructions(args.binary, hello_app, 200, args.log, args.route)
     large = instructions(args.binary, hello_app, 1200, args.log, args.route)
     print(f"{args.binary}: {(large - small) / 1000:,.0f} instructions per request "
