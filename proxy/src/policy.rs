@@ -7,8 +7,10 @@
 //! compiled form here (a [`RequestStep`] if it answers requests, else a
 //! setting on [`CompiledRoute`]), and where the phase in proxy.rs runs it.
 
+use crate::affinity::find_cookie;
 use crate::config::{net_contains, Config, IpNet, Timeouts};
 use crate::metrics::RouteMetrics;
+use crate::route::router::query_value;
 use crate::route::{Affinity, Policy, Redirect, Route};
 use crate::upstream::Upstream;
 use http::header::CONTENT_LENGTH;
@@ -136,52 +138,11 @@ impl RequestStep {
     }
 }
 
-/// nginx's variables in a redirect's location: `$scheme`, `$host`,
-/// `$http_host`, `$request_uri`, `$uri`, `$args`, `$query_string`.
-fn expand_location(template: &str, facts: &RequestFacts) -> String {
-    if !template.contains('$') {
-        return template.to_string();
-    }
-    let uri = &facts.req.uri;
-    let request_uri = uri.path_and_query().map_or("/", |p| p.as_str());
-    let args = uri.query().unwrap_or("");
-    let scheme = if facts.tls { "https" } else { "http" };
-    // Longest names first: `$host` must not eat `$http_host`'s prefix, etc.
-    let variables: [(&str, &str); 7] = [
-        ("$query_string", args),
-        ("$request_uri", request_uri),
-        ("$http_host", facts.authority),
-        ("$scheme", scheme),
-        ("$host", facts.host),
-        ("$args", args),
-        ("$uri", uri.path()),
-    ];
-    let mut out = String::with_capacity(template.len() + request_uri.len());
-    let mut rest = template;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        match variables.iter().find(|(name, _)| rest.starts_with(name)) {
-            Some((name, value)) => {
-                out.push_str(value);
-                rest = &rest[name.len()..];
-            }
-            None => {
-                out.push('$');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The bytes a consistent-hash key template names for this request:
-/// `$request_uri`, `$uri`, `$args`, `$host`, `$remote_addr` (and
-/// `$binary_remote_addr`), `$http_NAME` (a header, `_` for `-`),
-/// `$cookie_NAME`, `$arg_NAME`; other text as written.
-pub fn hash_key(template: &str, req: &RequestHeader, client: Option<IpAddr>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+/// Expand nginx's `$name` variables in `template` (a name is letters, digits
+/// and `_`, as nginx reads it): `value` writes a known one's value and says
+/// so; an unknown one stays as written.
+fn expand_variables(template: &str, mut value: impl FnMut(&str, &mut Vec<u8>) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(at) = rest.find('$') {
         out.extend_from_slice(&rest.as_bytes()[..at]);
@@ -191,55 +152,89 @@ pub fn hash_key(template: &str, req: &RequestHeader, client: Option<IpAddr>) -> 
             .unwrap_or(rest.len());
         let (name, after) = rest.split_at(end);
         rest = after;
-        let uri = &req.uri;
+        if !value(name, &mut out) {
+            out.push(b'$');
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out
+}
+
+/// nginx's variables in a redirect's location: `$scheme`, `$host`,
+/// `$http_host`, `$request_uri`, `$uri`, `$args`, `$query_string`.
+fn expand_location(template: &str, facts: &RequestFacts) -> String {
+    if !template.contains('$') {
+        return template.to_string();
+    }
+    let uri = &facts.req.uri;
+    let expanded = expand_variables(template, |name, out| {
+        let value = match name {
+            "query_string" | "args" => uri.query().unwrap_or(""),
+            "request_uri" => uri.path_and_query().map_or("/", |p| p.as_str()),
+            "http_host" => facts.authority,
+            "scheme" if facts.tls => "https",
+            "scheme" => "http",
+            "host" => facts.host,
+            "uri" => uri.path(),
+            _ => return false,
+        };
+        out.extend_from_slice(value.as_bytes());
+        true
+    });
+    // Made of the template's text and the request's (UTF-8) parts.
+    String::from_utf8_lossy(&expanded).into_owned()
+}
+
+/// The bytes a consistent-hash key template names for this request:
+/// `$request_uri`, `$uri`, `$args`, `$host`, `$remote_addr` (and
+/// `$binary_remote_addr`), `$http_NAME` (a header, `_` for `-`),
+/// `$cookie_NAME`, `$arg_NAME`; other text as written.
+pub fn hash_key(template: &str, req: &RequestHeader, client: Option<IpAddr>) -> Vec<u8> {
+    let uri = &req.uri;
+    expand_variables(template, |name, out| {
         match name {
             "request_uri" => {
                 out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes())
             }
             "uri" => out.extend_from_slice(uri.path().as_bytes()),
             "args" | "query_string" => out.extend_from_slice(uri.query().unwrap_or("").as_bytes()),
-            "host" => {
-                let host = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
-                out.extend_from_slice(host.unwrap_or(b""));
-            }
+            "host" => out.extend_from_slice(
+                req.headers
+                    .get(http::header::HOST)
+                    .map_or(&b""[..], |h| h.as_bytes()),
+            ),
             "remote_addr" | "binary_remote_addr" => {
                 if let Some(ip) = client {
                     out.extend_from_slice(ip.to_string().as_bytes());
                 }
             }
             _ => {
-                if let Some(header) = name.strip_prefix("http_") {
-                    let header = header.replace('_', "-");
-                    if let Some(v) = req.headers.get(header.as_str()) {
-                        out.extend_from_slice(v.as_bytes());
-                    }
+                let value = if let Some(header) = name.strip_prefix("http_") {
+                    req.headers
+                        .get(header.replace('_', "-").as_str())
+                        .map(|v| v.as_bytes())
                 } else if let Some(cookie) = name.strip_prefix("cookie_") {
-                    let value = req
-                        .headers
-                        .get_all(http::header::COOKIE)
-                        .iter()
-                        .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
-                        .find_map(|pair| {
-                            let pair = pair.trim_ascii();
-                            let eq = pair.iter().position(|&b| b == b'=')?;
-                            (&pair[..eq] == cookie.as_bytes()).then(|| &pair[eq + 1..])
-                        });
-                    out.extend_from_slice(value.unwrap_or(b""));
+                    cookie_value(req, cookie)
                 } else if let Some(arg) = name.strip_prefix("arg_") {
-                    let value = uri.query().unwrap_or("").split('&').find_map(|pair| {
-                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        (k == arg).then_some(v)
-                    });
-                    out.extend_from_slice(value.unwrap_or("").as_bytes());
+                    query_value(uri.query().unwrap_or(""), arg)
                 } else {
-                    out.push(b'$');
-                    out.extend_from_slice(name.as_bytes());
-                }
+                    return false;
+                };
+                out.extend_from_slice(value.unwrap_or(b""));
             }
         }
-    }
-    out.extend_from_slice(rest.as_bytes());
-    out
+        true
+    })
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, read as the
+/// affinity cookie is (`affinity::find_cookie`).
+fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .find_map(|h| find_cookie(h.as_bytes(), name))
 }
 
 /// A route's rewrite, compiled.
@@ -314,16 +309,7 @@ impl CanaryRules {
             }
         }
         if let Some(name) = &self.cookie {
-            let cookies = req.headers.get_all(http::header::COOKIE);
-            let value = cookies
-                .iter()
-                .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
-                .find_map(|pair| {
-                    let pair = pair.trim_ascii();
-                    let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-                    (k == name.as_bytes()).then_some(&v[1..])
-                });
-            match value {
+            match cookie_value(req, name) {
                 Some(b"always") => return true,
                 Some(b"never") => return false,
                 _ => {}
@@ -404,10 +390,6 @@ impl Backends {
             [_] => Some(0),
             list => list.iter().position(|(u, _)| u.knows(id)),
         }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.list.iter().map(|(u, _)| u)
     }
 }
 

@@ -122,7 +122,7 @@ impl Conditions {
 }
 
 /// The first value of parameter `name` in a query string, as sent (not decoded).
-fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v.as_bytes())
