@@ -154,6 +154,14 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// The peer's IP address (the client, or the proxy in front of it).
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// Answer the client directly: the one builder of the proxy's own responses
 /// (a short text body, the request id, a `Location` for redirects). A 503 for
 /// an upstream whose endpoints are not known yet (discovery has not answered
@@ -262,10 +270,7 @@ impl ProxyHttp for EdgeProxy {
                 req,
                 host: &host,
                 authority,
-                peer: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                peer: peer_ip(session),
                 tls: is_tls(session),
                 trusted_proxies: &snapshot.trusted_proxies,
                 https_port: snapshot.https_port,
@@ -370,10 +375,7 @@ impl ProxyHttp for EdgeProxy {
                 }
                 match &route.hash_by {
                     Some(template) => {
-                        let client = session
-                            .client_addr()
-                            .and_then(|a| a.as_inet())
-                            .map(|a| a.ip());
+                        let client = peer_ip(session);
                         let key = policy::hash_key(template, session.req_header(), client);
                         upstream.pick_hashed(&key, &ctx.tried)
                     }
@@ -463,10 +465,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client = peer_ip(session);
         forwarding::apply(
             upstream_request,
             client,
