@@ -1,7 +1,6 @@
 //! edge-proxy: the command line.
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use edge_proxy::{
     access_log, admin, config, connections, drain, ingress, logging, metrics, proxy, reload, state,
@@ -185,13 +184,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         Some(_) => &[state::SourceId::Ingress],
         None => &[],
     };
-    let (initial, sources) = control.block_on(state::Publisher::initial(&config, waiting))?;
-    let snapshot: state::SharedSnapshot = Arc::new(ArcSwap::from_pointee(initial));
-    let publisher = Arc::new(state::Publisher::new(
-        snapshot.clone(),
-        config.clone(),
-        sources,
-    ));
+    let (snapshot, publisher) =
+        control.block_on(state::Publisher::start(config.clone(), waiting))?;
+    let publisher = Arc::new(publisher);
 
     reload::record_loaded(hash, 1);
     metrics::publish_memory_limit();

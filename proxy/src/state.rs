@@ -225,33 +225,27 @@ struct Inputs {
 }
 
 impl Publisher {
-    /// A publisher for `snapshot`, built from `config` and `sources` (the
-    /// file's routes are taken from `config`).
-    pub fn new(snapshot: SharedSnapshot, config: Config, mut sources: Sources) -> Self {
-        sources.insert(SourceId::File, file_routes(&config));
-        Publisher {
-            snapshot,
-            inputs: tokio::sync::Mutex::new(Inputs {
-                config: Arc::new(config),
-                sources,
-            }),
-        }
-    }
-
-    /// The first snapshot: `config`'s routes and, for each other source to
-    /// come, nothing yet and not synced.
-    pub async fn initial(
-        config: &Config,
+    /// The first snapshot, from `config`'s routes and, for each source in
+    /// `waiting`, nothing yet and not synced; and the publisher of the next.
+    pub async fn start(
+        config: Config,
         waiting: &[SourceId],
-    ) -> anyhow::Result<(Snapshot, Sources)> {
+    ) -> anyhow::Result<(SharedSnapshot, Publisher)> {
         let mut sources: Sources = waiting
             .iter()
             .map(|id| (*id, Arc::new(SourceRoutes::default())))
             .collect();
-        sources.insert(SourceId::File, file_routes(config));
-        let snapshot = Snapshot::build(config, &sources, None).await?;
-        sources.remove(&SourceId::File);
-        Ok((snapshot, sources))
+        sources.insert(SourceId::File, file_routes(&config));
+        let first = Snapshot::build(&config, &sources, None).await?;
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
+        let publisher = Publisher {
+            snapshot: snapshot.clone(),
+            inputs: tokio::sync::Mutex::new(Inputs {
+                config: Arc::new(config),
+                sources,
+            }),
+        };
+        Ok((snapshot, publisher))
     }
 
     /// A new configuration file; on error the running snapshot stays.
@@ -340,11 +334,10 @@ mod tests {
             ],
             synced: false,
         };
-        let (_, mut sources) = Publisher::initial(&config, &[SourceId::Ingress])
-            .await
-            .unwrap();
-        sources.insert(SourceId::Ingress, Arc::new(ingress));
-        sources.insert(SourceId::File, file_routes(&config));
+        let sources = Sources::from([
+            (SourceId::File, file_routes(&config)),
+            (SourceId::Ingress, Arc::new(ingress)),
+        ]);
         let snapshot = Snapshot::build(&config, &sources, None).await.unwrap();
         let name = |path: &str| snapshot.router.find("a.test", path).map(|r| r.name.clone());
         assert_eq!(
