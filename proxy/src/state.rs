@@ -135,19 +135,7 @@ impl Snapshot {
                         "an Ingress path is also a route of the configuration file, which wins"
                     );
                 }
-                Some(winner) => conflicts.push(Problem::new(
-                    route.origin.object(),
-                    ProblemKind::Conflict,
-                    format!(
-                        "{}: host {} path {} ({:?}) is already served by {} (older): not served from {}",
-                        route.name,
-                        m.host,
-                        m.path,
-                        m.path_type,
-                        winner.describe(),
-                        route.origin.describe(),
-                    ),
-                )),
+                Some(winner) => conflicts.push(conflict(route, &winner)),
             }
         }
         problems::report("conflicts", conflicts);
@@ -171,6 +159,25 @@ impl Snapshot {
             kept,
         })
     }
+}
+
+/// `route` lost its match to an older object's route: the problem both the
+/// snapshot builder and `ingress-check` report.
+pub fn conflict(route: &Route, winner: &Origin) -> Problem {
+    let m = &route.matches;
+    Problem::new(
+        route.origin.object(),
+        ProblemKind::Conflict,
+        format!(
+            "{}: host {} path {} ({:?}) is already served by {} (older): not served from {}",
+            route.name,
+            m.host,
+            m.path,
+            m.path_type,
+            winner.describe(),
+            route.origin.describe(),
+        ),
+    )
 }
 
 /// The upstream of every backend: the previous snapshot's where its

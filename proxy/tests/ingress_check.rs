@@ -163,7 +163,7 @@ items:
     assert_eq!(code, 1);
     has(&out, "shop/old (class nginx): served as written");
     assert!(
-        out.lines().any(|l| l.trim_start().starts_with("conflict: ingress:shop/new:rules[0].paths[0]: host a.test path / is already served by Ingress shop/old (older)")),
+        out.lines().any(|l| l.trim_start().starts_with("conflict: ingress:shop/new:rules[0].paths[0]: host a.test path / (Prefix) is already served by Ingress shop/old (older): not served from Ingress shop/new")),
         "{out}"
     );
     has(&out, "skipped: 1 Service (not an Ingress)");

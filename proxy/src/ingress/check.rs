@@ -175,17 +175,7 @@ fn conflicts(routes: &[Route]) -> Vec<Problem> {
     for route in sorted {
         if let Err(Insert::Taken(winner)) = router.insert(&route.matches, route.origin.clone()) {
             if *winner != route.origin {
-                out.push(Problem::new(
-                    route.origin.object(),
-                    ProblemKind::Conflict,
-                    format!(
-                        "{}: host {} path {} is already served by {} (older): not served",
-                        route.name,
-                        route.matches.host,
-                        route.matches.path,
-                        winner.describe()
-                    ),
-                ));
+                out.push(crate::state::conflict(route, winner));
             }
         }
     }
