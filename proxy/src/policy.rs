@@ -44,6 +44,8 @@ pub struct CompiledRoute {
     pub rewrite: Option<CompiledRewrite>,
     /// Headers set on the request sent upstream.
     pub set_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
+    /// Headers set on the response sent to the client.
+    pub response_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
     /// With canary rules, backend 1 is the canary and they choose it.
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
@@ -52,6 +54,9 @@ pub struct CompiledRoute {
     pub least_loaded: bool,
     /// TLS and HTTP/2 towards the endpoints; `None`: HTTP/1.1.
     pub protocol: Option<crate::route::UpstreamProtocol>,
+    /// The protocol's CA and client certificate, as the TLS connector takes
+    /// them (built once here, not per connection).
+    pub upstream_tls: UpstreamTls,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -407,6 +412,7 @@ pub fn compile(
     let mut affinity = None;
     let mut rewrite = None;
     let mut set_headers = Vec::new();
+    let mut response_headers = Vec::new();
     let mut canary = None;
     let mut hash_by = None;
     let mut protocol = None;
@@ -430,14 +436,8 @@ pub fn compile(
                             target: r.target.clone(),
                         });
             }
-            Policy::SetRequestHeaders(headers) => {
-                set_headers.extend(headers.iter().filter_map(|(name, value)| {
-                    Some((
-                        http::HeaderName::from_bytes(name.as_bytes()).ok()?,
-                        http::HeaderValue::from_str(value).ok()?,
-                    ))
-                }));
-            }
+            Policy::SetRequestHeaders(headers) => set_headers.extend(header_pairs(headers)),
+            Policy::SetResponseHeaders(headers) => response_headers.extend(header_pairs(headers)),
             Policy::HashBy(key) => hash_by = Some(key.clone()),
             Policy::UpstreamProtocol(p) => protocol = Some(p.clone()),
             Policy::LeastLoaded => least_loaded = true,
@@ -497,11 +497,58 @@ pub fn compile(
         backends: Backends::new(backends, turn),
         rewrite,
         set_headers: set_headers.into(),
+        response_headers: response_headers.into(),
         canary,
         hash_by,
         least_loaded,
+        upstream_tls: UpstreamTls::new(protocol.as_ref().and_then(|p| p.trust.as_deref())),
         protocol,
         metrics,
+    }
+}
+
+fn header_pairs(
+    headers: &[(String, String)],
+) -> impl Iterator<Item = (http::HeaderName, http::HeaderValue)> + '_ {
+    headers.iter().filter_map(|(name, value)| {
+        Some((
+            http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+            http::HeaderValue::from_str(value).ok()?,
+        ))
+    })
+}
+
+/// A route's CA and client certificate for TLS to its endpoints.
+#[derive(Default)]
+pub struct UpstreamTls {
+    /// Instead of the system's roots.
+    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    pub client_cert: Option<Arc<pingora::utils::tls::CertKey>>,
+}
+
+impl UpstreamTls {
+    fn new(trust: Option<&crate::route::UpstreamTrust>) -> Self {
+        use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+        let Some(trust) = trust else {
+            return UpstreamTls::default();
+        };
+        // Translation parsed every certificate (pingora's parser panics on
+        // a bad one): the filter is a second guard, not the check.
+        let parses = |der: &Vec<u8>| x509_parser::parse_x509_certificate(der).is_ok();
+        let ca: Vec<WrappedX509> = trust
+            .ca
+            .iter()
+            .filter(|der| parses(der))
+            .map(|der| WrappedX509::new(der.clone(), parse_x509))
+            .collect();
+        let client_cert = trust.client.as_ref().and_then(|(chain, key)| {
+            (!chain.is_empty() && chain.iter().all(parses))
+                .then(|| Arc::new(CertKey::new(chain.clone(), key.clone())))
+        });
+        UpstreamTls {
+            ca: (!ca.is_empty()).then(|| Arc::from(ca)),
+            client_cert,
+        }
     }
 }
 

@@ -409,6 +409,8 @@ impl ProxyHttp for EdgeProxy {
                 let mut peer = HttpPeer::new(addr, p.tls, name);
                 peer.options.verify_cert = p.verify;
                 peer.options.verify_hostname = p.verify;
+                peer.options.ca = route.upstream_tls.ca.clone();
+                peer.client_cert_key = route.upstream_tls.client_cert.clone();
                 if p.http2 {
                     // By ALPN over TLS, by prior knowledge (h2c) without.
                     peer.options.set_http_version(2, 2);
@@ -505,6 +507,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(started) = ctx.upstream_started {
             let elapsed = started.elapsed().as_secs_f64();
             route.metrics.upstream_duration.observe(elapsed);
+        }
+        for (name, value) in route.response_headers.iter() {
+            upstream_response.insert_header(name.clone(), value.clone())?;
         }
         let (Some(affinity), Some(upstream), Some(addr)) =
             (&route.affinity, ctx.upstream(), ctx.endpoint())

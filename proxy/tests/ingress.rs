@@ -1472,6 +1472,308 @@ fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
     let _ = pod.wait();
 }
 
+/// `openssl` with these arguments, in `dir`, or the test fails with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{ca}.crt`, `{ca}.key`) and, signed by it, a leaf for `name` in
+/// `{leaf}.crt`/`{leaf}.key`, as a cluster's internal CA issues them.
+fn ca_and_leaf(dir: &Path, ca: &str, leaf: &str, name: &str) {
+    if !dir.join(format!("{ca}.crt")).exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{leaf}.key"),
+            "-out",
+            &format!("{leaf}.csr"),
+        ],
+    );
+    std::fs::write(
+        dir.join(format!("{leaf}.ext")),
+        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{leaf}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{leaf}.ext"),
+            "-out",
+            &format!("{leaf}.crt"),
+        ],
+    );
+}
+
+fn base64_file(path: &Path) -> String {
+    let out = std::process::Command::new("base64")
+        .arg("-w0")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn https_backends_trust_the_ca_of_a_secret_and_present_its_client_certificate() {
+    let cluster = Cluster::start();
+    let d = cluster.dir.path();
+    // The cluster's CA issues the pod's certificate and the proxy's client
+    // certificate; the pod (openssl s_server) requires a client certificate
+    // from that CA.
+    ca_and_leaf(d, "cluster-ca", "pod", "pod.internal");
+    ca_and_leaf(d, "cluster-ca", "client", "edge-proxy");
+    ca_and_leaf(d, "other-ca", "other", "pod.internal");
+    let port = free_port();
+    let mut pod = std::process::Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "-cert",
+            "pod.crt",
+            "-key",
+            "pod.key",
+            "-CAfile",
+            "cluster-ca.crt",
+        ])
+        .args(["-Verify", "1", "-verify_return_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("openssl s_server", Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    cluster.api.apply(
+        "default",
+        "tls-abcde",
+        "tls",
+        port,
+        &[("127.0.0.1", true, true, false)],
+    );
+    let secret = |name: &str, ca: &str, client: Option<&str>| {
+        let mut data = json!({"ca.crt": base64_file(&d.join(format!("{ca}.crt")))});
+        if let Some(c) = client {
+            data["tls.crt"] = json!(base64_file(&d.join(format!("{c}.crt"))));
+            data["tls.key"] = json!(base64_file(&d.join(format!("{c}.key"))));
+        }
+        json!({"metadata": {"name": name, "namespace": "default"}, "type": "Opaque", "data": data})
+    };
+    cluster
+        .api
+        .put("secrets", secret("pod-ca", "cluster-ca", Some("client")));
+    let https = |name: &str, host: &str, ssl_name: &str, secret: &str| {
+        with_annotations(
+            ingress(
+                name,
+                "2026-01-01T00:00:00Z",
+                Some("edge-proxy"),
+                &[(host, "/", "tls")],
+            ),
+            &[
+                ("backend-protocol", "HTTPS"),
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-name", ssl_name),
+                ("proxy-ssl-secret", secret),
+            ],
+        )
+    };
+    cluster.api.put(
+        "ingresses",
+        https("good", "ca.test", "pod.internal", "default/pod-ca"),
+    );
+    cluster.api.put(
+        "ingresses",
+        https(
+            "wrong-name",
+            "name.test",
+            "other.internal",
+            "default/pod-ca",
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        https("later", "later.test", "pod.internal", "default/later-ca"),
+    );
+    cluster.api.put(
+        "ingresses",
+        https("elsewhere", "ns.test", "pod.internal", "kube-system/pod-ca"),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    // Served from the first publication: the named Secret was listed before.
+    let r = get(&proxy, "ca.test", "/", &[]);
+    assert_eq!(
+        r.status, 200,
+        "verified against the Secret's CA, client certificate accepted: {r:?}"
+    );
+    assert!(r.body.contains("s_server"), "{r:?}");
+    // The CA is right, the name is not: refused.
+    assert_eq!(get(&proxy, "name.test", "/", &[]).status, 502);
+    // A Secret that is not there yet, one in another namespace: not served,
+    // never served unverified.
+    assert_eq!(get(&proxy, "later.test", "/", &[]).status, 404);
+    assert_eq!(get(&proxy, "ns.test", "/", &[]).status, 404);
+    eventually("the problems counted", Duration::from_secs(5), || {
+        problems(&proxy, "default/later", "refused") == 1.0
+            && problems(&proxy, "default/elsewhere", "refused") == 1.0
+    });
+    let log = proxy.log();
+    assert!(log.contains("Secret default/later-ca: not found"), "{log}");
+    assert!(log.contains("in another namespace"), "{log}");
+    // The Secret created: served without a restart.
+    cluster
+        .api
+        .put("secrets", secret("later-ca", "cluster-ca", Some("client")));
+    eventually("the new Secret read", Duration::from_secs(5), || {
+        get(&proxy, "later.test", "/", &[]).status == 200
+    });
+    // Without the client certificate the pod refuses the handshake.
+    cluster
+        .api
+        .put("secrets", secret("later-ca", "cluster-ca", None));
+    eventually(
+        "the client certificate gone",
+        Duration::from_secs(5),
+        || get(&proxy, "later.test", "/", &[]).status == 502,
+    );
+    // The CA rotated to one that did not issue the pod's certificate: new
+    // connections are refused (no connection of the old CA is reused).
+    cluster
+        .api
+        .put("secrets", secret("pod-ca", "other-ca", Some("client")));
+    eventually("the rotated CA", Duration::from_secs(5), || {
+        get(&proxy, "ca.test", "/", &[]).status == 502
+    });
+    // A Secret that does not hold a CA refuses the Ingress.
+    cluster.api.put(
+        "secrets",
+        json!({"metadata": {"name": "pod-ca", "namespace": "default"}, "type": "Opaque", "data": {"x": "eA=="}}),
+    );
+    eventually("the broken Secret", Duration::from_secs(5), || {
+        get(&proxy, "ca.test", "/", &[]).status == 404
+    });
+    assert!(proxy.log().contains("needs ca.crt"));
+    let _ = pod.kill();
+    let _ = pod.wait();
+}
+
+#[test]
+fn custom_headers_come_from_a_configmap_and_only_those_allowed() {
+    let cluster = Cluster::start();
+    let app = HelloApp::start("pod-a");
+    cluster.service("web", &[&app]);
+    let headers = |data: Value| json!({"metadata": {"name": "security-headers", "namespace": "default"}, "data": data});
+    cluster.api.put(
+        "configmaps",
+        headers(
+            json!({"X-Frame-Options": "DENY", "Content-Security-Policy": "default-src 'self'"}),
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "web",
+            "web.test",
+            "web",
+            &[("custom-headers", "default/security-headers")],
+        ),
+    );
+    let proxy = cluster.proxy(
+        "ingress:\n  allowed_response_headers: [x-frame-options, content-security-policy]\n",
+        &[],
+    );
+    let r = get(&proxy, "web.test", "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{r:?}");
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'self'"),
+        "{r:?}"
+    );
+    // The ConfigMap changed: the headers follow.
+    cluster.api.put(
+        "configmaps",
+        headers(json!({"X-Frame-Options": "SAMEORIGIN"})),
+    );
+    eventually("the new headers", Duration::from_secs(5), || {
+        let r = get(&proxy, "web.test", "/", &[]);
+        r.header("x-frame-options") == Some("SAMEORIGIN")
+            && r.header("content-security-policy").is_none()
+    });
+    // A header the operator did not allow: the Ingress is refused, as
+    // ingress-nginx denies its location.
+    cluster
+        .api
+        .put("configmaps", headers(json!({"Set-Cookie": "admin=1"})));
+    eventually("the refusal", Duration::from_secs(5), || {
+        get(&proxy, "web.test", "/", &[]).status == 404
+    });
+    assert!(proxy
+        .log()
+        .contains("Set-Cookie is not in ingress.allowed_response_headers"));
+}
+
 #[test]
 fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     let cluster = Cluster::start();

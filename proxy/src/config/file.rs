@@ -39,6 +39,7 @@ pub struct Ingress {
     pub publish_status: Option<bool>,
     pub publish_selector: Option<String>,
     pub publish_addresses: Option<Vec<String>>,
+    pub allowed_response_headers: Option<Vec<String>>,
 }
 
 /// `discovery:`

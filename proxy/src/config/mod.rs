@@ -49,6 +49,8 @@ pub struct IngressSettings {
     pub publish_selector: String,
     /// When not empty: these addresses (IPs or host names) instead of node IPs.
     pub publish_addresses: Vec<String>,
+    /// Response headers a `custom-headers` ConfigMap may set (lowercase).
+    pub allowed_response_headers: Vec<String>,
 }
 
 impl IngressSettings {

@@ -625,11 +625,28 @@ fn validate_ingress(
             );
         }
     }
+    let allowed_response_headers = raw.allowed_response_headers.unwrap_or_default();
+    for (i, h) in allowed_response_headers.iter().enumerate() {
+        // RFC 9110 token characters.
+        let token = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            problems.add(
+                format!("ingress.allowed_response_headers[{i}]"),
+                format!("{h:?} is not a header name"),
+            );
+        }
+    }
     Some(IngressSettings {
         class,
         publish_status: raw.publish_status.unwrap_or(true),
         publish_selector,
         publish_addresses,
+        allowed_response_headers: allowed_response_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
     })
 }
 

@@ -60,6 +60,13 @@ pub struct Annotations {
     pub least_loaded: bool,
     /// `backend-protocol` other than HTTP, with `proxy-ssl-*`.
     pub protocol: Option<UpstreamProtocol>,
+    /// `proxy-ssl-secret`: `NAMESPACE/NAME` (or `NAME`) of a Secret with
+    /// `ca.crt` (and optionally `tls.crt`/`tls.key`) for HTTPS backends.
+    pub proxy_ssl_secret: Option<String>,
+    /// `custom-headers`: `NAMESPACE/NAME` (or `NAME`) of a ConfigMap whose
+    /// data are response headers; read by translation into `response_headers`.
+    pub custom_headers: Option<String>,
+    pub response_headers: Vec<(String, String)>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -120,6 +127,7 @@ const SUPPORTED: &[&str] = &[
     "proxy-ssl-server-name",
     "proxy-ssl-secret",
     "load-balance",
+    "custom-headers",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -174,6 +182,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
             verify: r.on_off("proxy-ssl-verify").unwrap_or(false),
             name: r.text("proxy-ssl-name", "a host name"),
             sni: r.on_off("proxy-ssl-server-name").unwrap_or(false),
+            trust: None,
         }),
         Some(other) => {
             refused = Some(format!(
@@ -187,19 +196,10 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
             None
         }
     };
-    // A CA from a Secret is not read yet: verifying without it would refuse
-    // every pod, not verifying would ignore what the user asked.
-    if r.get("proxy-ssl-secret").is_some() {
-        refused = Some(format!(
-            "{PREFIX}proxy-ssl-secret is not supported yet: the pods' certificates could not be verified as asked"
-        ));
-        r.problem(
-            ProblemKind::RefusedAnnotation,
-            "proxy-ssl-secret",
-            "not supported yet: the Ingress is not served".into(),
-        );
-    }
-
+    // Read by translation, which has the Secrets; a CA Secret that is
+    // missing or does not load refuses the Ingress there (fail closed).
+    let proxy_ssl_secret = r.text("proxy-ssl-secret", "NAMESPACE/NAME of a Secret");
+    let custom_headers = r.text("custom-headers", "NAMESPACE/NAME of a ConfigMap");
     let affinity = r.affinity();
     let ssl_redirect = r.boolean("ssl-redirect").unwrap_or(true);
     let force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
@@ -245,6 +245,9 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     Annotations {
         least_loaded,
         protocol,
+        proxy_ssl_secret,
+        custom_headers,
+        response_headers: Vec::new(),
         hash_by,
         affinity,
         ssl_redirect,
@@ -698,13 +701,15 @@ mod tests {
                 verify: true,
                 name: Some("api.internal".into()),
                 sni: true,
+                trust: None,
             })
         );
         let ca = read_all(&[
             ("backend-protocol", "HTTPS"),
             ("proxy-ssl-secret", "default/ca"),
         ]);
-        assert!(ca.refused.is_some(), "a CA that cannot be used refuses");
+        assert_eq!(ca.proxy_ssl_secret.as_deref(), Some("default/ca"));
+        assert!(ca.refused.is_none(), "translation reads the Secret");
         let auth = read_all(&[("auth-url", "http://auth/verify")]);
         assert!(auth.refused.is_some());
         assert_eq!(auth.problems[0].kind, ProblemKind::RefusedAnnotation);

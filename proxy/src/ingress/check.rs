@@ -103,6 +103,8 @@ pub fn check(inputs: &[(String, String)]) -> Result<Report, String> {
             secrets: &no_secrets,
             file_cert_covers: &|_| true,
             last_loaded: &HashMap::new(),
+            named: None,
+            allowed_response_headers: &[],
         },
     );
     // The Secrets are in the cluster, not here: not a problem of the Ingress.
@@ -295,6 +297,14 @@ fn describe(route: &Route) -> String {
                 let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
                 format!("sets {}", names.join(", "))
             }
+            Policy::SetResponseHeaders(h) if h.is_empty() => {
+                "response headers from its custom-headers ConfigMap (read in the cluster, not here)"
+                    .into()
+            }
+            Policy::SetResponseHeaders(h) => {
+                let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+                format!("responses get {}", names.join(", "))
+            }
             Policy::Canary(c) => format!(
                 "canary (header {}, cookie {}, weight {}/{})",
                 c.header.as_deref().unwrap_or("-"),
@@ -309,7 +319,7 @@ fn describe(route: &Route) -> String {
             Policy::HashBy(key) => format!("consistent hashing on {key}"),
             Policy::LeastLoaded => "least-loaded endpoint".into(),
             Policy::UpstreamProtocol(p) => format!(
-                "to the pods: {}{}",
+                "to the pods: {}{}{}",
                 match (p.tls, p.http2) {
                     (false, false) => "HTTP/1.1",
                     (true, false) => "HTTPS",
@@ -320,6 +330,10 @@ fn describe(route: &Route) -> String {
                     ", certificate verified"
                 } else {
                     ""
+                },
+                match &p.trust {
+                    Some(t) => format!(", CA and client certificate from {}", t.source),
+                    None => String::new(),
                 }
             ),
         };

@@ -13,20 +13,23 @@
 
 pub mod annotations;
 pub mod check;
+pub mod named;
 pub mod status;
 pub mod translate;
 
 use crate::config::IngressSettings;
 use crate::drain::ShutdownHooks;
 use crate::kube::follow;
+use crate::kube::Named;
 use crate::metrics::METRICS;
 use crate::state::{Publisher, SourceId};
 use crate::tls::SniResolver;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::Api;
+use named::NamedObjects;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,10 @@ use tokio::sync::{watch, Notify};
 /// Changes arriving together (a `kubectl apply` of several objects) are
 /// recomputed once.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How long a recompute waits for the first list of a newly named Secret or
+/// ConfigMap (their watches are quick; an API server that is not answers later).
+const NAMED_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// Start following Ingresses (on the control-plane runtime); returns at once.
 pub async fn start(
@@ -64,6 +71,7 @@ pub async fn start(
         )
     });
     let (served_tx, served_rx) = watch::channel(Vec::new());
+    let client_for_named = client.clone();
     if settings.publish_status {
         tokio::spawn(status::run(
             client,
@@ -94,6 +102,8 @@ pub async fn start(
             certs,
             loaded: HashMap::new(),
             served: served_tx,
+            named_secrets: Named::new(client_for_named.clone(), changed.clone()),
+            named_config_maps: Named::new(client_for_named, changed.clone()),
         };
         loop {
             controller
@@ -113,6 +123,9 @@ struct Controller {
     /// The certificates of the last translation.
     loaded: translate::LoadedSecrets,
     served: watch::Sender<Vec<(String, String)>>,
+    /// The Secrets and ConfigMaps annotations name, followed by name.
+    named_secrets: Named<Secret>,
+    named_config_maps: Named<ConfigMap>,
 }
 
 impl Controller {
@@ -140,16 +153,41 @@ impl Controller {
         let certs = self.certs.clone();
         let covers = move |host: &str| certs.as_ref().is_some_and(|c| c.file_covers(host));
         let classes = classes.state();
-        let mut t = translate::translate(
-            &ingresses.state(),
-            &translate::Cluster {
-                class: &self.settings.class,
-                classes: &classes,
-                secrets: &secrets,
-                file_cert_covers: &covers,
-                last_loaded: &self.loaded,
-            },
-        );
+        let ingresses = ingresses.state();
+        let mut attempt = 0;
+        let mut t = loop {
+            let named = NamedObjects {
+                secrets: self.named_secrets.objects(),
+                config_maps: self.named_config_maps.objects(),
+            };
+            let t = translate::translate(
+                &ingresses,
+                &translate::Cluster {
+                    class: &self.settings.class,
+                    classes: &classes,
+                    secrets: &secrets,
+                    file_cert_covers: &covers,
+                    last_loaded: &self.loaded,
+                    named: Some(&named),
+                    allowed_response_headers: &self.settings.allowed_response_headers,
+                },
+            );
+            // A newly named object: list it before publishing, so that an
+            // Ingress is not refused for an object that is there.
+            let started = self.named_secrets.follow_only(&t.wanted.secrets)
+                | self.named_config_maps.follow_only(&t.wanted.config_maps);
+            attempt += 1;
+            if !started || attempt > 1 {
+                break t;
+            }
+            let listed = self.named_secrets.wait_listed(NAMED_LIST_WAIT).await
+                && self.named_config_maps.wait_listed(NAMED_LIST_WAIT).await;
+            if !listed {
+                tracing::warn!(
+                    "objects named by annotations not listed within {NAMED_LIST_WAIT:?}: the Ingresses naming them wait"
+                );
+            }
+        };
         self.loaded = std::mem::take(&mut t.loaded);
         crate::problems::report("ingress", t.problems);
         if let Some(resolver) = &self.certs {

@@ -14,6 +14,7 @@
 //!   host matches any host; `defaultBackend` is a route for any host and `/`.
 
 use super::annotations::{self, Annotations};
+use super::named::{self, NamedObjects, Wanted};
 use crate::config;
 use crate::problems::{Problem, ProblemKind};
 use crate::route::{
@@ -44,6 +45,8 @@ pub struct Translation {
     pub problems: Vec<Problem>,
     /// The Secrets' certificates as loaded, for the next translation.
     pub loaded: LoadedSecrets,
+    /// The objects annotations named (to follow by name).
+    pub wanted: Wanted,
 }
 
 /// Certificates by Secret (namespace, name).
@@ -69,6 +72,11 @@ pub struct Cluster<'a> {
     /// The last translation's certificates: a Secret rotated to something
     /// that does not load keeps serving its last good certificate.
     pub last_loaded: &'a LoadedSecrets,
+    /// The objects annotations name, as followed; `None` offline
+    /// (`ingress-check`): taken to be in place.
+    pub named: Option<&'a NamedObjects>,
+    /// `ingress.allowed_response_headers`.
+    pub allowed_response_headers: &'a [String],
 }
 
 fn name_of(ingress: &Ingress) -> (String, String) {
@@ -103,7 +111,8 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
     let ours: Vec<(&Arc<Ingress>, Annotations)> = select(ingresses, cluster, &mut out.problems)
         .into_iter()
         .map(|i| {
-            let notes = annotations::read(&i.metadata.annotations.clone().unwrap_or_default());
+            let mut notes = annotations::read(&i.metadata.annotations.clone().unwrap_or_default());
+            resolve_named(&mut notes, &name_of(i).0, cluster, &mut out.wanted);
             (i, notes)
         })
         .collect();
@@ -581,6 +590,9 @@ fn route_for(
     if !headers.is_empty() {
         policies.push(Policy::SetRequestHeaders(headers));
     }
+    if notes.custom_headers.is_some() {
+        policies.push(Policy::SetResponseHeaders(notes.response_headers.clone()));
+    }
     if let Some(key) = &notes.hash_by {
         policies.push(Policy::HashBy(key.clone()));
     }
@@ -647,6 +659,38 @@ fn upstream_of(backend: &IngressBackend, namespace: &str) -> Result<UpstreamKey,
     })
 }
 
+/// Read the objects `notes` names into it; one that is missing or unusable
+/// refuses the Ingress (see `named`).
+fn resolve_named(notes: &mut Annotations, namespace: &str, cluster: &Cluster, wanted: &mut Wanted) {
+    let mut resolve = || -> Result<(), String> {
+        if let Some(value) = &notes.proxy_ssl_secret {
+            let key = named::reference(value, namespace)
+                .map_err(|e| format!("{}proxy-ssl-secret: {e}", annotations::PREFIX))?;
+            let trust = named::upstream_trust(&key, cluster.named, wanted)
+                .map_err(|e| format!("{}proxy-ssl-secret: {e}", annotations::PREFIX))?;
+            // Only HTTPS and GRPCS backends use it, as in ingress-nginx.
+            if let Some(p) = notes.protocol.as_mut().filter(|p| p.tls) {
+                p.trust = Some(trust);
+            }
+        }
+        if let Some(value) = &notes.custom_headers {
+            let key = named::reference(value, namespace)
+                .map_err(|e| format!("{}custom-headers: {e}", annotations::PREFIX))?;
+            notes.response_headers = named::response_headers(
+                &key,
+                cluster.named,
+                cluster.allowed_response_headers,
+                wanted,
+            )
+            .map_err(|e| format!("{}custom-headers: {e}", annotations::PREFIX))?;
+        }
+        Ok(())
+    };
+    if let Err(reason) = resolve() {
+        notes.refused.get_or_insert(reason);
+    }
+}
+
 fn load_secret(secret: Option<&Arc<Secret>>) -> Result<(Arc<CertifiedKey>, i64), String> {
     let secret = secret.ok_or("not found (or not of type kubernetes.io/tls)")?;
     let data: BTreeMap<_, _> = secret.data.clone().unwrap_or_default();
@@ -703,6 +747,8 @@ mod tests {
                 secrets: &secrets,
                 file_cert_covers: &|_| false,
                 last_loaded: &HashMap::new(),
+                named: Some(&NamedObjects::default()),
+                allowed_response_headers: &[],
             },
         )
     }
@@ -850,6 +896,8 @@ mod tests {
                 secrets: &secrets,
                 file_cert_covers: &|_| false,
                 last_loaded: &HashMap::new(),
+                named: Some(&NamedObjects::default()),
+                allowed_response_headers: &[],
             },
         );
         assert_eq!(t.routes.len(), 1);

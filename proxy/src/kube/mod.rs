@@ -13,9 +13,11 @@ use ::kube::runtime::utils::Backoff;
 use ::kube::runtime::{watcher, WatchStreamExt};
 use ::kube::{Api, Client, Resource};
 use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 /// The API client, from kube-rs's usual inference: in-cluster service
 /// account, else `KUBECONFIG` / `~/.kube/config`.
@@ -30,20 +32,43 @@ pub async fn client() -> anyhow::Result<Client> {
 
 /// A reflector store for `api`, kept current by a task; `changed` is
 /// notified after every event past the initial list.
-pub fn follow<K>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K>
-where
+pub fn follow<K: Watched>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K> {
+    follow_task(api, config, changed).0
+}
+
+/// What [`follow`] can watch.
+pub trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// [`follow`], with the handle that stops the watch.
+fn follow_task<K: Watched>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+) -> (Store<K>, AbortHandle) {
     let (reader, writer) = reflector::store();
     let changed = changed.clone();
     let kind = K::kind(&()).to_string();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let events = watcher::watcher(api, config)
             .backoff(CatchUpBackoff::default())
             .reflect(writer);
@@ -56,7 +81,79 @@ where
             }
         }
     });
-    reader
+    (reader, task.abort_handle())
+}
+
+/// Watches of single objects by name (a `metadata.name` field selector in
+/// their namespace): the Secrets, ConfigMaps and Services that annotations
+/// name. Reading only those keeps memory to what is used, where a watch of
+/// every Secret would hold every token and Helm release of the cluster.
+pub struct Named<K: Watched> {
+    client: Client,
+    changed: Arc<Notify>,
+    watches: BTreeMap<(String, String), (Store<K>, AbortHandle)>,
+}
+
+impl<K: Watched> Named<K>
+where
+    K: Resource<Scope = ::kube::core::NamespaceResourceScope>,
+{
+    pub fn new(client: Client, changed: Arc<Notify>) -> Self {
+        Named {
+            client,
+            changed,
+            watches: BTreeMap::new(),
+        }
+    }
+
+    /// Follow exactly `wanted` (namespace, name): new names get a watch, the
+    /// names no longer wanted lose theirs. Returns whether any watch started.
+    pub fn follow_only(&mut self, wanted: &BTreeSet<(String, String)>) -> bool {
+        self.watches.retain(|key, (_, task)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let mut started = false;
+        for key in wanted {
+            if self.watches.contains_key(key) {
+                continue;
+            }
+            let (namespace, name) = key;
+            let api = Api::<K>::namespaced(self.client.clone(), namespace);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            self.watches
+                .insert(key.clone(), follow_task(api, config, &self.changed));
+            started = true;
+        }
+        started
+    }
+
+    /// Wait (at most `limit`) until every watch has its first list: an object
+    /// that exists is then known, and a missing one is known to be missing.
+    pub async fn wait_listed(&self, limit: Duration) -> bool {
+        let all =
+            futures::future::join_all(self.watches.values().map(|(s, _)| s.wait_until_ready()));
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+
+    /// The objects found, by (namespace, name).
+    pub fn objects(&self) -> HashMap<(String, String), Arc<K>> {
+        self.watches
+            .iter()
+            .filter_map(|(key, (store, _))| Some((key.clone(), store.state().into_iter().next()?)))
+            .collect()
+    }
+}
+
+impl<K: Watched> Drop for Named<K> {
+    fn drop(&mut self) {
+        for (_, task) in self.watches.values() {
+            task.abort();
+        }
+    }
 }
 
 /// Watch errors back off from 250 ms, doubling, to at most 2 s, each delay

@@ -14,6 +14,7 @@
 pub mod router;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use ipnet::IpNet;
@@ -259,6 +260,9 @@ pub enum Policy {
     Rewrite(Rewrite),
     /// Headers set on the request sent upstream (replacing the client's).
     SetRequestHeaders(Vec<(String, String)>),
+    /// Headers set on the response sent to the client (replacing the
+    /// endpoint's): ingress-nginx's `custom-headers`.
+    SetResponseHeaders(Vec<(String, String)>),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
     /// New sessions go to the endpoint with the fewest requests in flight
@@ -294,6 +298,22 @@ pub struct UpstreamProtocol {
     pub name: Option<String>,
     /// Send the name as SNI.
     pub sni: bool,
+    /// CA certificates and a client certificate from a Secret
+    /// (`proxy-ssl-secret`), instead of the system's roots and no client
+    /// certificate.
+    pub trust: Option<Arc<UpstreamTrust>>,
+}
+
+/// What a Secret gives a TLS connection to the endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTrust {
+    /// Where it came from, for messages: `Secret NAMESPACE/NAME`.
+    pub source: String,
+    /// The CA certificates (DER) the endpoints' certificates must chain to.
+    pub ca: Vec<Vec<u8>>,
+    /// A client certificate chain (DER, leaf first) and its key (DER), sent
+    /// when the endpoint asks for one.
+    pub client: Option<(Vec<Vec<u8>>, Vec<u8>)>,
 }
 
 /// A redirect answer. `location` may use `$scheme`, `$host`, `$request_uri`
