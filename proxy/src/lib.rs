@@ -16,6 +16,8 @@ pub mod discovery;
 #[cfg(feature = "server")]
 pub mod drain;
 #[cfg(feature = "server")]
+pub mod error_pages;
+#[cfg(feature = "server")]
 pub mod forwarding;
 #[cfg(feature = "server")]
 pub mod ingress;

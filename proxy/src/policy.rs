@@ -57,8 +57,24 @@ pub struct CompiledRoute {
     /// The protocol's CA and client certificate, as the TLS connector takes
     /// them (built once here, not per connection).
     pub upstream_tls: UpstreamTls,
+    /// The `default-backend` and the codes whose pages it serves.
+    pub error_backend: Option<CompiledErrorBackend>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
+}
+
+pub struct CompiledErrorBackend {
+    pub upstream: Arc<Upstream>,
+    pub intercept: Box<[u16]>,
+}
+
+impl CompiledRoute {
+    /// Whether a response with `code` is replaced by an error page.
+    pub fn intercepts(&self, code: u16) -> bool {
+        self.error_backend
+            .as_ref()
+            .is_some_and(|e| e.intercept.contains(&code))
+    }
 }
 
 /// A request policy, compiled.
@@ -417,6 +433,7 @@ pub fn compile(
     let mut hash_by = None;
     let mut protocol = None;
     let mut least_loaded = false;
+    let mut error_backend = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -465,6 +482,12 @@ pub fn compile(
                 timeouts.write = t.write.unwrap_or(timeouts.write);
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
+            Policy::ErrorBackend(e) => {
+                error_backend = Some(CompiledErrorBackend {
+                    upstream: upstream(&e.upstream),
+                    intercept: e.intercept.clone().into(),
+                })
+            }
         }
     }
     let host = route.matches.host.to_string();
@@ -503,6 +526,7 @@ pub fn compile(
         least_loaded,
         upstream_tls: UpstreamTls::new(protocol.as_ref().and_then(|p| p.trust.as_deref())),
         protocol,
+        error_backend,
         metrics,
     }
 }

@@ -14,6 +14,7 @@ use crate::access_log;
 use crate::affinity::{self, AffinityOutcome, Requested};
 use crate::config::Limits;
 use crate::connections;
+use crate::error_pages;
 use crate::forwarding;
 use crate::metrics::{method_label, METRICS};
 use crate::policy::{self, CompiledRoute, Reply, RequestFacts};
@@ -38,6 +39,8 @@ const X_REQUEST_ID: &str = "x-request-id";
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
+    /// Connections to error backends (`error_pages`), pooled.
+    error_pages: pingora::connectors::http::Connector,
     /// Set when the drain begins (a shutdown hook): every response from then
     /// on, in flight or not, says `Connection: close`.
     draining: Arc<AtomicBool>,
@@ -45,7 +48,11 @@ pub struct EdgeProxy {
 
 impl EdgeProxy {
     pub fn new(snapshot: SharedSnapshot, draining: Arc<AtomicBool>) -> Self {
-        EdgeProxy { snapshot, draining }
+        EdgeProxy {
+            snapshot,
+            error_pages: pingora::connectors::http::Connector::new(None),
+            draining,
+        }
     }
 }
 
@@ -80,6 +87,10 @@ pub struct RequestCtx {
     in_flight: Option<crate::upstream::InFlight>,
     /// Request body bytes seen so far, against `limits.max_body_bytes`.
     body_bytes: u64,
+    /// Served by the route's default backend: its own had no ready endpoint.
+    on_default_backend: bool,
+    /// The response is an error backend's page (written by the proxy).
+    error_page: bool,
 }
 
 impl RequestCtx {
@@ -90,7 +101,20 @@ impl RequestCtx {
     /// The upstream of the chosen backend.
     fn upstream(&self) -> Option<&Arc<Upstream>> {
         let route = self.route.as_ref()?;
+        if self.on_default_backend {
+            return route.error_backend.as_ref().map(|e| &e.upstream);
+        }
         route.backends.get(self.backend?)
+    }
+
+    /// What an error backend is told about this request.
+    fn original<'a>(&'a self, session: &'a Session, code: u16) -> error_pages::Original<'a> {
+        error_pages::Original {
+            code,
+            req: session.req_header(),
+            client: peer_ip(session),
+            request_id: &self.request_id,
+        }
     }
 }
 
@@ -219,6 +243,30 @@ fn error_body(status: u16) -> &'static str {
     }
 }
 
+impl EdgeProxy {
+    /// Send an error backend's page (see `error_pages`) as the answer.
+    async fn write_error_page(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &CompiledRoute,
+        mut head: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        head.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+        for (name, value) in route.response_headers.iter() {
+            head.insert_header(name.clone(), value.clone())?;
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
+        ctx.error_page = true;
+        session.write_response_header(Box::new(head), false).await?;
+        let body = (!body.is_empty()).then_some(body);
+        session.write_response_body(body, true).await
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
@@ -237,6 +285,8 @@ impl ProxyHttp for EdgeProxy {
             upstream_status: None,
             in_flight: None,
             body_bytes: 0,
+            on_default_backend: false,
+            error_page: false,
         }
     }
 
@@ -384,6 +434,20 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         };
+        // No ready endpoint: the default backend serves, when the route has
+        // one (ingress-nginx's `default-backend`), and keeps serving retries.
+        let was_on_default = std::mem::take(&mut ctx.on_default_backend);
+        let endpoint = match (endpoint, &route.error_backend) {
+            (None, Some(e)) if was_on_default || ctx.tried.is_empty() => {
+                let addr = e.upstream.pick(&ctx.tried);
+                if addr.is_some() {
+                    ctx.on_default_backend = true;
+                    ctx.affinity = AffinityOutcome::None;
+                }
+                addr
+            }
+            (endpoint, _) => endpoint,
+        };
         let Some(addr) = endpoint else {
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
             return Error::e_explain(
@@ -392,11 +456,12 @@ impl ProxyHttp for EdgeProxy {
             );
         };
         ctx.tried.push(addr);
-        if route.least_loaded {
+        if route.least_loaded && !ctx.on_default_backend {
             ctx.in_flight = upstream.enter(addr);
         }
 
-        let mut peer = match &route.protocol {
+        let protocol = route.protocol.as_ref().filter(|_| !ctx.on_default_backend);
+        let mut peer = match protocol {
             None => HttpPeer::new(addr, false, String::new()),
             Some(p) => {
                 // rustls verifies the name it connects to, and sends it as SNI;
@@ -488,6 +553,9 @@ impl ProxyHttp for EdgeProxy {
             for (name, value) in route.set_headers.iter() {
                 upstream_request.insert_header(name.clone(), value.clone())?;
             }
+            if ctx.on_default_backend {
+                error_pages::describe(route, &ctx.original(session, 503), upstream_request);
+            }
         }
         Ok(())
     }
@@ -498,8 +566,23 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
         close_when_draining(session, &self.draining);
+        let intercepted = ctx.route.as_ref().is_some_and(|r| r.intercepts(status));
+        if intercepted && !ctx.on_default_backend {
+            let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
+            let original = ctx.original(session, status);
+            if let Some((head, body)) =
+                error_pages::fetch(&self.error_pages, &route, &original).await
+            {
+                self.write_error_page(session, ctx, &route, head, body)
+                    .await?;
+                // Ends the proxying of the endpoint's response; the client
+                // already has its answer.
+                return Error::e_explain(HTTPStatus(status), "replaced by an error page");
+            }
+        }
         upstream_response.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         let Some(route) = &ctx.route else {
             return Ok(());
@@ -558,7 +641,22 @@ impl ProxyHttp for EdgeProxy {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id(session.req_header());
             }
-            if let Err(e) = respond(session, ctx, Reply::text(code, error_body(code))).await {
+            let page = match ctx.route.clone().filter(|r| r.intercepts(code)) {
+                Some(route) if !ctx.on_default_backend => {
+                    error_pages::fetch(&self.error_pages, &route, &ctx.original(session, code))
+                        .await
+                        .map(|page| (route, page))
+                }
+                _ => None,
+            };
+            let answered = match page {
+                Some((route, (head, body))) => {
+                    self.write_error_page(session, ctx, &route, head, body)
+                        .await
+                }
+                None => respond(session, ctx, Reply::text(code, error_body(code))).await,
+            };
+            if let Err(e) = answered {
                 tracing::debug!("cannot send the error response: {e}");
             }
         }
@@ -675,7 +773,10 @@ impl ProxyHttp for EdgeProxy {
                 service,
                 affinity: ctx.affinity.as_str(),
                 request_id: &ctx.request_id,
-                error: e.map(|e| e as &dyn std::fmt::Display),
+                // An error page replaced the answer: that is no error here.
+                error: e
+                    .filter(|_| !ctx.error_page)
+                    .map(|e| e as &dyn std::fmt::Display),
             });
         }
     }

@@ -189,8 +189,7 @@ async fn start_upstreams(
 ) -> anyhow::Result<BTreeMap<UpstreamKey, (Source, Arc<Upstream>)>> {
     let mut sources = BTreeMap::new();
     for (_, route) in routes {
-        for backend in &route.backends {
-            let key = &backend.upstream;
+        for key in route.upstreams() {
             if !sources.contains_key(key) {
                 sources.insert(key.clone(), Source::for_upstream(config, key)?);
             }

@@ -1775,6 +1775,182 @@ fn custom_headers_come_from_a_configmap_and_only_those_allowed() {
 }
 
 #[test]
+fn custom_http_errors_and_default_backend_serve_error_pages_from_another_service() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    let pages = EchoOrigin::start("error-pages");
+    let slice = |service: &str, addr: Option<SocketAddr>| {
+        let port = addr.map_or(8080, |a| a.port());
+        let endpoints: Vec<_> = addr
+            .iter()
+            .map(|_| ("127.0.0.1", true, true, false))
+            .collect();
+        cluster.api.apply(
+            "default",
+            &format!("{service}-abcde"),
+            service,
+            port,
+            &endpoints,
+        );
+    };
+    slice("web", Some(app.addr));
+    slice("errors", Some(pages.addr));
+    slice("nopods", None);
+    slice("gone", None);
+    // A pod whose port refuses connections: the proxy's own 502.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    slice("dead", Some(dead));
+    let with_errors = |name: &str, host: &str, service: &str, backend: &str, codes: &str| {
+        annotated(
+            name,
+            host,
+            service,
+            &[("default-backend", backend), ("custom-http-errors", codes)],
+        )
+    };
+    cluster.api.put(
+        "ingresses",
+        with_errors("web", "errors.test", "web", "errors", "404,502,503"),
+    );
+    cluster.api.put(
+        "ingresses",
+        with_errors("dead", "dead.test", "dead", "errors", "502"),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "empty",
+            "empty.test",
+            "nopods",
+            &[("default-backend", "errors")],
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        with_errors("fallback", "fallback.test", "web", "gone", "404"),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "nobackend",
+            "nobackend.test",
+            "web",
+            &[("custom-http-errors", "404")],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+
+    // The app's 404: replaced by the error backend's answer for it, with the
+    // headers ingress-nginx sends; its status is the page's.
+    let r = get(
+        &proxy,
+        "errors.test",
+        "/status/404?q=1",
+        &["-H", "Accept: text/html"],
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.header("x-origin"), Some("error-pages"), "{r:?}");
+    assert!(r.header("x-request-id").is_some(), "{r:?}");
+    for line in [
+        "GET / HTTP/1.1",
+        "x-code: 404",
+        "x-format: text/html",
+        "x-original-uri: /status/404?q=1",
+        "x-namespace: default",
+        "x-ingress-name: web",
+        "x-service-name: web",
+        "x-service-port: 80",
+        "x-forwarded-for: 127.0.0.1",
+        "host: errors.test",
+    ] {
+        assert!(
+            r.body
+                .to_ascii_lowercase()
+                .contains(&line.to_ascii_lowercase()),
+            "{line} in {}",
+            r.body
+        );
+    }
+    // A 404 without a body, and a HEAD: replaced too.
+    let r = get(&proxy, "errors.test", "/bare/404", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (404, Some("error-pages")),
+        "{r:?}"
+    );
+    let r = get(&proxy, "errors.test", "/status/404", &["-I"]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (404, Some("error-pages")),
+        "{r:?}"
+    );
+    assert!(r.body.is_empty(), "{r:?}");
+    // Codes not listed pass as the app sent them.
+    let r = get(&proxy, "errors.test", "/status/500", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (500, Some("app")),
+        "{r:?}"
+    );
+    assert_eq!(get(&proxy, "errors.test", "/", &[]).status, 200);
+    // The proxy's own 502 (the pod refuses connections): replaced.
+    let r = get(&proxy, "dead.test", "/", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (502, Some("error-pages")),
+        "{r:?}"
+    );
+    assert!(r.body.contains("x-code: 502"), "{r:?}");
+    // No ready pod: the default backend serves the request itself, path kept,
+    // with X-Code 503 (ingress-nginx's custom default backend).
+    let r = get(&proxy, "empty.test", "/some/page", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (503, Some("error-pages")),
+        "{r:?}"
+    );
+    assert!(r.body.starts_with("GET /some/page HTTP/1.1"), "{r:?}");
+    assert!(
+        r.body.contains("x-code: 503") && r.body.contains("x-service-name: nopods"),
+        "{r:?}"
+    );
+    // An error backend that cannot answer: the original response goes out.
+    let r = get(&proxy, "fallback.test", "/status/404", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (404, Some("app")),
+        "{r:?}"
+    );
+    // custom-http-errors without default-backend: reported, answers unchanged.
+    let r = get(&proxy, "nobackend.test", "/status/404", &[]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (404, Some("app")),
+        "{r:?}"
+    );
+    eventually("the problem counted", Duration::from_secs(5), || {
+        problems(&proxy, "default/nobackend", "invalid_annotation") == 1.0
+    });
+    // A replaced answer is no error in the access log.
+    let logged = || {
+        proxy
+            .access_log()
+            .into_iter()
+            .find(|l| l["host"] == "errors.test" && l["status"] == 404)
+    };
+    eventually("the access log line", Duration::from_secs(5), || {
+        logged().is_some()
+    });
+    let page = logged().unwrap();
+    assert!(page.get("error").is_none_or(|e| e.is_null()), "{page}");
+    // Every page came from the error backend's GET / (or the default backend's path).
+    assert!(pages
+        .received()
+        .iter()
+        .all(|h| h.starts_with("GET /") || h.starts_with("HEAD /")));
+}
+
+#[test]
 fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     let cluster = Cluster::start();
     let (a, b) = (EchoOrigin::start("a"), EchoOrigin::start("b"));

@@ -67,6 +67,11 @@ pub struct Annotations {
     /// data are response headers; read by translation into `response_headers`.
     pub custom_headers: Option<String>,
     pub response_headers: Vec<(String, String)>,
+    /// `default-backend`: a Service (in the Ingress's namespace) that serves
+    /// when the route's has no ready endpoint, and the error pages.
+    pub default_backend: Option<String>,
+    /// `custom-http-errors`: the codes whose pages the default backend serves.
+    pub custom_http_errors: Vec<u16>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -128,6 +133,8 @@ const SUPPORTED: &[&str] = &[
     "proxy-ssl-secret",
     "load-balance",
     "custom-headers",
+    "custom-http-errors",
+    "default-backend",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -200,6 +207,42 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     // missing or does not load refuses the Ingress there (fail closed).
     let proxy_ssl_secret = r.text("proxy-ssl-secret", "NAMESPACE/NAME of a Secret");
     let custom_headers = r.text("custom-headers", "NAMESPACE/NAME of a ConfigMap");
+    let default_backend = match r.get("default-backend") {
+        Some(name) if crate::config::is_dns_label(name) => Some(name.to_string()),
+        Some(_) => r.invalid(
+            "default-backend",
+            "a Service name in the Ingress's namespace",
+        ),
+        None => None,
+    };
+    let custom_http_errors = match r.get("custom-http-errors") {
+        None => Vec::new(),
+        Some(list) => {
+            let codes: Result<Vec<u16>, _> = list
+                .split(',')
+                .map(|c| c.trim().parse::<u16>())
+                .filter(|c| c.as_ref().map_or(true, |c| (400..=599).contains(c)))
+                .collect();
+            match codes {
+                Ok(codes) if !codes.is_empty() && list.split(',').count() == codes.len() => {
+                    if default_backend.is_none() {
+                        r.problem(
+                            ProblemKind::InvalidAnnotation,
+                            "custom-http-errors",
+                            "needs default-backend here (there is no controller-wide default backend): the proxy's own error responses stay".into(),
+                        );
+                    }
+                    codes
+                }
+                _ => r
+                    .invalid::<Vec<u16>>(
+                        "custom-http-errors",
+                        "codes from 400 to 599, like 404,503",
+                    )
+                    .unwrap_or_default(),
+            }
+        }
+    };
     let affinity = r.affinity();
     let ssl_redirect = r.boolean("ssl-redirect").unwrap_or(true);
     let force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
@@ -248,6 +291,8 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         proxy_ssl_secret,
         custom_headers,
         response_headers: Vec::new(),
+        default_backend,
+        custom_http_errors,
         hash_by,
         affinity,
         ssl_redirect,

@@ -317,6 +317,17 @@ fn describe(route: &Route) -> String {
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
             Policy::HashBy(key) => format!("consistent hashing on {key}"),
+            Policy::ErrorBackend(e) if e.intercept.is_empty() => {
+                format!("default backend {} when no pod is ready", e.upstream)
+            }
+            Policy::ErrorBackend(e) => {
+                let codes: Vec<String> = e.intercept.iter().map(u16::to_string).collect();
+                format!(
+                    "default backend {} when no pod is ready, and for error pages {}",
+                    e.upstream,
+                    codes.join(",")
+                )
+            }
             Policy::LeastLoaded => "least-loaded endpoint".into(),
             Policy::UpstreamProtocol(p) => format!(
                 "to the pods: {}{}{}",

@@ -18,8 +18,8 @@ use super::named::{self, NamedObjects, Wanted};
 use crate::config;
 use crate::problems::{Problem, ProblemKind};
 use crate::route::{
-    Backend, HostMatch, Match, Origin, PathType, Policy, Redirect, Rewrite, Route, ServicePort,
-    UpstreamKey,
+    Backend, ErrorBackend, HostMatch, Match, Origin, PathType, Policy, Redirect, Rewrite, Route,
+    ServicePort, UpstreamKey,
 };
 use crate::tls::CertStore;
 use k8s_openapi::api::core::v1::Secret;
@@ -589,6 +589,18 @@ fn route_for(
     }
     if !headers.is_empty() {
         policies.push(Policy::SetRequestHeaders(headers));
+    }
+    if let Some(service) = &notes.default_backend {
+        policies.push(Policy::ErrorBackend(ErrorBackend {
+            upstream: UpstreamKey {
+                namespace: upstream.namespace.clone(),
+                service: service.clone(),
+                // ingress-nginx uses the Service's first port: here port 80,
+                // or the only port of its EndpointSlices.
+                port: ServicePort::Number(80),
+            },
+            intercept: notes.custom_http_errors.clone(),
+        }));
     }
     if notes.custom_headers.is_some() {
         policies.push(Policy::SetResponseHeaders(notes.response_headers.clone()));

@@ -36,6 +36,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// Every upstream the route may send to: its backends, and the error
+    /// backend of [`Policy::ErrorBackend`].
+    pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamKey> {
+        let errors = self.policies.iter().filter_map(|p| match p {
+            Policy::ErrorBackend(e) => Some(&e.upstream),
+            _ => None,
+        });
+        self.backends.iter().map(|b| &b.upstream).chain(errors)
+    }
+
     /// A route to one backend without policies: the common case.
     pub fn to(
         name: impl Into<String>,
@@ -282,6 +292,18 @@ pub enum Policy {
     Timeouts(TimeoutOverrides),
     /// Cookie session affinity.
     Affinity(Affinity),
+    /// ingress-nginx's `default-backend` with `custom-http-errors`.
+    ErrorBackend(ErrorBackend),
+}
+
+/// Another Service that serves a route's requests when its own has no ready
+/// endpoint (with `X-Code: 503`), and its error pages for `intercept` codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBackend {
+    pub upstream: UpstreamKey,
+    /// Responses with these codes (the endpoint's or the proxy's own) are
+    /// replaced by the error backend's answer for them.
+    pub intercept: Vec<u16>,
 }
 
 /// How a route talks to its endpoints when not plain HTTP/1.1.

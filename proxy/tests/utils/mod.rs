@@ -658,10 +658,28 @@ fn echo_connection(
                 }
             }
         }
+        // The status: an `x-code` header's (as ingress-nginx's error-page
+        // backends answer), `/status/NNN`'s (the head as body) or
+        // `/bare/NNN`'s (no body); else 200.
+        let lower = head.to_ascii_lowercase();
+        let code_of = |prefix: &str| {
+            lower
+                .split(prefix)
+                .nth(1)
+                .and_then(|rest| rest.get(..3))
+                .and_then(|c| c.parse::<u16>().ok())
+        };
+        let bare = lower.starts_with("get /bare/") || lower.starts_with("head /bare/");
+        let status = code_of("\r\nx-code: ")
+            .or_else(|| code_of(" /status/"))
+            .or_else(|| code_of(" /bare/"))
+            .unwrap_or(200);
+        let body = if bare { "" } else { head.as_str() };
         // Requests in these tests carry no body.
         let response = format!(
-            "HTTP/1.1 200 OK\r\nx-origin: {name}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{head}",
-            head.len()
+            "HTTP/1.1 {status} Echo\r\nx-origin: {name}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
+            body.len(),
+            if lower.starts_with("head ") { "" } else { body }
         );
         if writer.write_all(response.as_bytes()).is_err() {
             return;
