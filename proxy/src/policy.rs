@@ -593,6 +593,7 @@ mod tests {
             namespace: "default".into(),
             service: service.into(),
             port: ServicePort::Number(80),
+            cluster_ip: None,
         }))
     }
 
@@ -770,6 +771,7 @@ mod hash_tests {
             namespace: "default".into(),
             service: "web".into(),
             port: ServicePort::Number(80),
+            cluster_ip: None,
         });
         let addrs: Vec<std::net::SocketAddr> = (1..=4)
             .map(|i| format!("10.0.0.{i}:80").parse().unwrap())

@@ -324,6 +324,7 @@ mod tests {
                 namespace: "default".into(),
                 service: service.into(),
                 port: ServicePort::Number(80),
+                cluster_ip: None,
             },
         )
     }

@@ -360,6 +360,7 @@ mod tests {
             namespace: "default".into(),
             service: "web".into(),
             port: ServicePort::Number(80),
+            cluster_ip: None,
         };
         let upstream = Upstream::new(key);
         assert!(!upstream.is_synced());
@@ -391,6 +392,7 @@ mod tests {
             namespace: "default".into(),
             service: "web".into(),
             port: ServicePort::Number(80),
+            cluster_ip: None,
         });
         let (a, b): (SocketAddr, SocketAddr) = (
             "10.0.0.1:80".parse().unwrap(),

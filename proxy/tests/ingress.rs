@@ -1951,6 +1951,55 @@ fn custom_http_errors_and_default_backend_serve_error_pages_from_another_service
 }
 
 #[test]
+fn service_upstream_sends_to_the_cluster_ip_instead_of_the_endpoints() {
+    let cluster = Cluster::start();
+    // The ClusterIP (kube-proxy's address, here a loopback one) and the
+    // Service's endpoints are different processes: the answer says which.
+    let pod = HelloApp::start("pod-endpoint");
+    let port = pod.addr.port();
+    let _virtual_ip =
+        HelloApp::start_on("via-cluster-ip", SocketAddr::from(([127, 0, 0, 2], port)));
+    cluster.service("web", &[&pod]);
+    let service = |cluster_ip: &str| {
+        json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": cluster_ip, "ports": [{"name": "http", "port": port, "targetPort": port}]}
+        })
+    };
+    cluster.api.put("services", service("127.0.0.2"));
+    let mut web = annotated(
+        "web",
+        "svc.test",
+        "web",
+        &[("service-upstream", "true"), ("affinity", "cookie")],
+    );
+    // The Service's port (the pods' too, here): the ClusterIP's port.
+    web["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] =
+        json!(port);
+    cluster.api.put("ingresses", web);
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let r = get(&proxy, "svc.test", "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.served_by(), "via-cluster-ip", "{r:?} {}", proxy.log());
+    // No affinity through one address: reported, no cookie.
+    assert!(r.set_cookie("INGRESSCOOKIE").is_none(), "{r:?}");
+    eventually("the affinity problem", Duration::from_secs(5), || {
+        problems(&proxy, "default/web", "invalid_annotation") >= 1.0
+    });
+    // Headless now: no ClusterIP, its endpoints serve, reported.
+    cluster.api.put("services", service("None"));
+    eventually("the endpoints", Duration::from_secs(5), || {
+        who(&proxy, "svc.test", "/") == "pod-endpoint"
+    });
+    assert!(proxy.log().contains("has no ClusterIP"));
+    // A ClusterIP again: back to it.
+    cluster.api.put("services", service("127.0.0.2"));
+    eventually("the ClusterIP", Duration::from_secs(5), || {
+        who(&proxy, "svc.test", "/") == "via-cluster-ip"
+    });
+}
+
+#[test]
 fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     let cluster = Cluster::start();
     let (a, b) = (EchoOrigin::start("a"), EchoOrigin::start("b"));

@@ -201,7 +201,7 @@ fn rbac_grants_exactly_what_discovery_ingresses_and_their_status_need() {
             "discovery.k8s.io endpointslices [] get,list,watch",
             "networking.k8s.io ingresses,ingressclasses [] get,list,watch",
             "networking.k8s.io ingresses/status [] update,patch",
-            " secrets,configmaps [] get,list,watch",
+            " secrets,configmaps,services [] get,list,watch",
             " nodes [] get",
         ]
     );

@@ -550,6 +550,7 @@ fn validate_route(
                 namespace,
                 service: raw.service,
                 port: port?,
+                cluster_ip: None,
             },
             weight: 1,
         }],

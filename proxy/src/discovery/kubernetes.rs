@@ -445,6 +445,7 @@ mod tests {
                     namespace: ns.to_string(),
                     service: "web".into(),
                     port: ServicePort::Number(80),
+                    cluster_ip: None,
                 }))
             })
             .collect();
@@ -510,6 +511,7 @@ mod tests {
                     namespace: "default".into(),
                     service: format!("service-{i}"),
                     port: ServicePort::Number(80),
+                    cluster_ip: None,
                 }))
             })
             .collect();

@@ -37,6 +37,10 @@ pub enum Source {
 impl Source {
     /// The source for `key` under `config`, or an error naming what is missing.
     pub fn for_upstream(config: &Config, key: &UpstreamKey) -> anyhow::Result<Source> {
+        if let Some(addr) = key.cluster_ip {
+            // kube-proxy spreads the connections over the endpoints.
+            return Ok(Source::Static(vec![addr]));
+        }
         match &config.discovery {
             Discovery::Static(endpoints) => Ok(Source::Static(
                 endpoints.get(&key.service).cloned().unwrap_or_default(),

@@ -72,6 +72,8 @@ pub struct Annotations {
     pub default_backend: Option<String>,
     /// `custom-http-errors`: the codes whose pages the default backend serves.
     pub custom_http_errors: Vec<u16>,
+    /// `service-upstream`: to the Services' ClusterIPs, not their endpoints.
+    pub service_upstream: bool,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -135,6 +137,7 @@ const SUPPORTED: &[&str] = &[
     "custom-headers",
     "custom-http-errors",
     "default-backend",
+    "service-upstream",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -243,7 +246,18 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
             }
         }
     };
-    let affinity = r.affinity();
+    let service_upstream = r.boolean("service-upstream").unwrap_or(false);
+    let mut affinity = r.affinity();
+    if service_upstream && affinity.is_some() {
+        // One address (kube-proxy picks the pod): no pod to stick to.
+        affinity = None;
+        r.problem(
+            ProblemKind::InvalidAnnotation,
+            "affinity",
+            "has no effect with service-upstream (one address, kube-proxy picks the pod): ignored"
+                .into(),
+        );
+    }
     let ssl_redirect = r.boolean("ssl-redirect").unwrap_or(true);
     let force_ssl_redirect = r.boolean("force-ssl-redirect").unwrap_or(false);
     let max_body_bytes = r.body_size("proxy-body-size");
@@ -293,6 +307,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         response_headers: Vec::new(),
         default_backend,
         custom_http_errors,
+        service_upstream,
         hash_by,
         affinity,
         ssl_redirect,

@@ -277,7 +277,10 @@ fn describe(route: &Route) -> String {
     let backends: Vec<String> = route
         .backends
         .iter()
-        .map(|b| b.upstream.to_string())
+        .map(|b| match b.upstream.cluster_ip {
+            Some(_) => format!("{} (its ClusterIP)", b.upstream),
+            None => b.upstream.to_string(),
+        })
         .collect();
     let mut out = format!(
         "{} {} ({:?}) -> {}",

@@ -24,7 +24,7 @@ use crate::kube::Named;
 use crate::metrics::METRICS;
 use crate::state::{Publisher, SourceId};
 use crate::tls::SniResolver;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -103,7 +103,8 @@ pub async fn start(
             loaded: HashMap::new(),
             served: served_tx,
             named_secrets: Named::new(client_for_named.clone(), changed.clone()),
-            named_config_maps: Named::new(client_for_named, changed.clone()),
+            named_config_maps: Named::new(client_for_named.clone(), changed.clone()),
+            named_services: Named::new(client_for_named, changed.clone()),
         };
         loop {
             controller
@@ -126,6 +127,7 @@ struct Controller {
     /// The Secrets and ConfigMaps annotations name, followed by name.
     named_secrets: Named<Secret>,
     named_config_maps: Named<ConfigMap>,
+    named_services: Named<Service>,
 }
 
 impl Controller {
@@ -159,6 +161,7 @@ impl Controller {
             let named = NamedObjects {
                 secrets: self.named_secrets.objects(),
                 config_maps: self.named_config_maps.objects(),
+                services: self.named_services.objects(),
             };
             let t = translate::translate(
                 &ingresses,
@@ -175,13 +178,15 @@ impl Controller {
             // A newly named object: list it before publishing, so that an
             // Ingress is not refused for an object that is there.
             let started = self.named_secrets.follow_only(&t.wanted.secrets)
-                | self.named_config_maps.follow_only(&t.wanted.config_maps);
+                | self.named_config_maps.follow_only(&t.wanted.config_maps)
+                | self.named_services.follow_only(&t.wanted.services);
             attempt += 1;
             if !started || attempt > 1 {
                 break t;
             }
             let listed = self.named_secrets.wait_listed(NAMED_LIST_WAIT).await
-                && self.named_config_maps.wait_listed(NAMED_LIST_WAIT).await;
+                && self.named_config_maps.wait_listed(NAMED_LIST_WAIT).await
+                && self.named_services.wait_listed(NAMED_LIST_WAIT).await;
             if !listed {
                 tracing::warn!(
                     "objects named by annotations not listed within {NAMED_LIST_WAIT:?}: the Ingresses naming them wait"

@@ -1,6 +1,7 @@
 //! Objects that annotations name, besides the Ingress's own Services and TLS
 //! Secrets: the Secret of `proxy-ssl-secret` (CA and client certificate for
-//! HTTPS backends) and the ConfigMap of `custom-headers`.
+//! HTTPS backends), the ConfigMap of `custom-headers` and the Services of
+//! `service-upstream` (their ClusterIP).
 //!
 //! Translation says which it wants ([`Wanted`]); the controller follows
 //! exactly those by name (`kube::Named`) and translates again once they are
@@ -9,9 +10,10 @@
 //! what was asked. Offline (`ingress-check`), named objects are taken to be
 //! in place.
 
-use crate::route::UpstreamTrust;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use crate::route::{ServicePort, UpstreamKey, UpstreamTrust};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// (namespace, name)
@@ -22,6 +24,7 @@ pub type ObjectKey = (String, String);
 pub struct NamedObjects {
     pub secrets: HashMap<ObjectKey, Arc<Secret>>,
     pub config_maps: HashMap<ObjectKey, Arc<ConfigMap>>,
+    pub services: HashMap<ObjectKey, Arc<Service>>,
 }
 
 /// The named objects a translation needed.
@@ -29,6 +32,7 @@ pub struct NamedObjects {
 pub struct Wanted {
     pub secrets: BTreeSet<ObjectKey>,
     pub config_maps: BTreeSet<ObjectKey>,
+    pub services: BTreeSet<ObjectKey>,
 }
 
 /// `NAMESPACE/NAME` or `NAME` (in `namespace`). ingress-nginx reads only
@@ -127,6 +131,41 @@ pub fn response_headers(
         headers.push((name.to_ascii_lowercase(), value));
     }
     Ok(headers)
+}
+
+/// `service-upstream`: the ClusterIP of `key`'s Service and the port `key`
+/// names. Offline, the unspecified address stands for it.
+pub fn cluster_ip(
+    key: &UpstreamKey,
+    objects: Option<&NamedObjects>,
+    wanted: &mut Wanted,
+) -> Result<SocketAddr, String> {
+    let name = (key.namespace.clone(), key.service.clone());
+    wanted.services.insert(name.clone());
+    let Some(objects) = objects else {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], 0)));
+    };
+    let source = format!("Service {}/{}", key.namespace, key.service);
+    let spec = objects
+        .services
+        .get(&name)
+        .and_then(|s| s.spec.as_ref())
+        .ok_or_else(|| format!("{source}: not found"))?;
+    let ip: IpAddr = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| format!("{source} has no ClusterIP (headless or ExternalName)"))?;
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| match &key.port {
+            ServicePort::Number(n) => p.port == i32::from(*n),
+            ServicePort::Name(n) => p.name.as_deref() == Some(n.as_str()),
+        })
+        .and_then(|p| u16::try_from(p.port).ok())
+        .ok_or_else(|| format!("{source} has no port {}", key.port))?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// Every certificate of a PEM bundle, as DER, each one parsed.

@@ -162,7 +162,7 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
         };
         for path in paths {
             let upstream = match upstream_of(path.backend, &namespace) {
-                Ok(u) => u,
+                Ok(u) => through_cluster_ip(u, &id, notes, cluster, &mut out),
                 Err(e) => {
                     out.problems.push(Problem::new(
                         &id,
@@ -598,6 +598,7 @@ fn route_for(
                 // ingress-nginx uses the Service's first port: here port 80,
                 // or the only port of its EndpointSlices.
                 port: ServicePort::Number(80),
+                cluster_ip: None,
             },
             intercept: notes.custom_http_errors.clone(),
         }));
@@ -668,7 +669,33 @@ fn upstream_of(backend: &IngressBackend, namespace: &str) -> Result<UpstreamKey,
         namespace: namespace.into(),
         service: service.name.clone(),
         port,
+        cluster_ip: None,
     })
+}
+
+/// With `service-upstream`, `upstream` goes to its Service's ClusterIP; when
+/// that cannot be read, to its endpoints, reported.
+fn through_cluster_ip(
+    mut upstream: UpstreamKey,
+    id: &str,
+    notes: &Annotations,
+    cluster: &Cluster,
+    out: &mut Translation,
+) -> UpstreamKey {
+    if notes.service_upstream {
+        match named::cluster_ip(&upstream, cluster.named, &mut out.wanted) {
+            Ok(addr) => upstream.cluster_ip = Some(addr),
+            Err(e) => out.problems.push(Problem::new(
+                id,
+                ProblemKind::InvalidAnnotation,
+                format!(
+                    "{}service-upstream: {e}: its endpoints are used",
+                    annotations::PREFIX
+                ),
+            )),
+        }
+    }
+    upstream
 }
 
 /// Read the objects `notes` names into it; one that is missing or unusable

@@ -226,6 +226,9 @@ pub struct UpstreamKey {
     pub namespace: String,
     pub service: String,
     pub port: ServicePort,
+    /// The Service's ClusterIP and port, sent to instead of its endpoints
+    /// (ingress-nginx's `service-upstream`); `None`: the endpoints.
+    pub cluster_ip: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

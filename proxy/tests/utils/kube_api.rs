@@ -1,7 +1,7 @@
 //! A stand-in for the Kubernetes API server that speaks its wire protocol, as
 //! kube-rs sees a real one, for the resources edge-proxy uses:
 //! EndpointSlices, Ingresses (and their `status` subresource), IngressClasses,
-//! Secrets, ConfigMaps, Pods, Nodes and Leases.
+//! Secrets, ConfigMaps, Services, Pods, Nodes and Leases.
 //!
 //! - LIST: a JSON list with a resourceVersion; WATCH: a chunked stream of JSON
 //!   events from a resourceVersion, with BOOKMARK events and `410 Gone` expiry;
@@ -41,6 +41,7 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ),
     ("secrets", "v1", "Secret", true),
     ("configmaps", "v1", "ConfigMap", true),
+    ("services", "v1", "Service", true),
     ("pods", "v1", "Pod", true),
     ("nodes", "v1", "Node", false),
     ("leases", "coordination.k8s.io/v1", "Lease", true),
