@@ -49,7 +49,7 @@ pub struct CompiledRoute {
     /// With canary rules, backend 1 is the canary and they choose it.
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
-    pub hash_by: Option<String>,
+    pub hash_by: Option<crate::route::HashBy>,
     /// Pick the least-loaded endpoint instead of round robin.
     pub least_loaded: bool,
     /// TLS and HTTP/2 towards the endpoints; `None`: HTTP/1.1.
@@ -455,7 +455,7 @@ pub fn compile(
             }
             Policy::SetRequestHeaders(headers) => set_headers.extend(header_pairs(headers)),
             Policy::SetResponseHeaders(headers) => response_headers.extend(header_pairs(headers)),
-            Policy::HashBy(key) => hash_by = Some(key.clone()),
+            Policy::HashBy(h) => hash_by = Some(h.clone()),
             Policy::UpstreamProtocol(p) => protocol = Some(p.clone()),
             Policy::LeastLoaded => least_loaded = true,
             Policy::Canary(c) => {
@@ -783,7 +783,7 @@ mod hash_tests {
         let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
         let before: Vec<_> = keys
             .iter()
-            .map(|k| upstream.pick_hashed(k.as_bytes(), &[]).unwrap())
+            .map(|k| upstream.pick_hashed(k.as_bytes(), &[], 1).unwrap())
             .collect();
         let used: std::collections::BTreeSet<_> = before.iter().collect();
         assert_eq!(used.len(), 4, "keys spread over every endpoint");
@@ -792,7 +792,7 @@ mod hash_tests {
             .publish(crate::upstream::EndpointSet::ready(addrs[1..].to_vec()))
             .await;
         for (k, was) in keys.iter().zip(&before) {
-            let now = upstream.pick_hashed(k.as_bytes(), &[]).unwrap();
+            let now = upstream.pick_hashed(k.as_bytes(), &[], 1).unwrap();
             if *was != addrs[0] {
                 assert_eq!(now, *was, "{k} moved");
             } else {
@@ -800,7 +800,19 @@ mod hash_tests {
             }
         }
         // A tried endpoint is skipped: the next on the ring takes the key.
-        let first = upstream.pick_hashed(b"user-1", &[]).unwrap();
-        assert_ne!(upstream.pick_hashed(b"user-1", &[first]), Some(first));
+        let first = upstream.pick_hashed(b"user-1", &[], 1).unwrap();
+        assert_ne!(upstream.pick_hashed(b"user-1", &[first], 1), Some(first));
+        // A subset of 2: each key spreads over exactly two endpoints, the
+        // same two every time.
+        for k in keys.iter().take(20) {
+            let seen: std::collections::BTreeSet<_> = (0..8)
+                .map(|_| upstream.pick_hashed(k.as_bytes(), &[], 2).unwrap())
+                .collect();
+            assert_eq!(seen.len(), 2, "{k}: {seen:?}");
+            let again: std::collections::BTreeSet<_> = (0..8)
+                .map(|_| upstream.pick_hashed(k.as_bytes(), &[], 2).unwrap())
+                .collect();
+            assert_eq!(seen, again, "{k}");
+        }
     }
 }

@@ -424,10 +424,10 @@ impl ProxyHttp for EdgeProxy {
                     }
                 }
                 match &route.hash_by {
-                    Some(template) => {
+                    Some(h) => {
                         let client = peer_ip(session);
-                        let key = policy::hash_key(template, session.req_header(), client);
-                        upstream.pick_hashed(&key, &ctx.tried)
+                        let key = policy::hash_key(&h.key, session.req_header(), client);
+                        upstream.pick_hashed(&key, &ctx.tried, usize::from(h.subset))
                     }
                     None if route.least_loaded => upstream.pick_least_loaded(&ctx.tried),
                     None => upstream.pick(&ctx.tried),

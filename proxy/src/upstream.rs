@@ -195,18 +195,39 @@ impl Upstream {
 
     /// The ready endpoint `key` hashes to on the consistent ring, skipping
     /// those already tried and those that just failed a connect (the next
-    /// on the ring takes over); `None` when there is none.
-    pub fn pick_hashed(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+    /// on the ring takes over); `None` when there is none. With `subset` N
+    /// above 1, one of the first N distinct such endpoints, in turn: a key
+    /// stays within N pods (ingress-nginx's `upstream-hash-by-subset`).
+    pub fn pick_hashed(
+        &self,
+        key: &[u8],
+        tried: &[SocketAddr],
+        subset: usize,
+    ) -> Option<SocketAddr> {
         let ring = self.ring.load_full();
         let mut candidates = ring.as_ref().as_ref()?.iter(key);
+        let subset = subset.clamp(1, 16);
+        let mut found: [Option<SocketAddr>; 16] = [None; 16];
+        let mut count = 0;
         // Each endpoint appears many times on the ring: a bounded walk.
-        for _ in 0..64 {
-            let addr = *candidates.next()?.addr.as_inet()?;
-            if !tried.contains(&addr) && !self.recently_failed(&addr) {
-                return Some(addr);
+        for _ in 0..64 * subset {
+            let Some(addr) = candidates.next().and_then(|b| b.addr.as_inet().copied()) else {
+                break;
+            };
+            let usable = !tried.contains(&addr) && !self.recently_failed(&addr);
+            if usable && !found[..count].contains(&Some(addr)) {
+                found[count] = Some(addr);
+                count += 1;
+                if count == subset {
+                    break;
+                }
             }
         }
-        None
+        match count {
+            0 => None,
+            1 => found[0],
+            n => found[self.turn.fetch_add(1, Ordering::Relaxed) % n],
+        }
     }
 
     /// The cookie id of an endpoint of this upstream.

@@ -1308,6 +1308,34 @@ fn upstream_hash_by_keeps_each_key_on_one_pod() {
         seen.insert(first);
     }
     assert!(seen.len() >= 2, "12 keys all on one pod: {seen:?}");
+    // upstream-hash-by-subset: each key spreads over exactly its 2 pods.
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "subset",
+            "s.test",
+            "web",
+            &[
+                ("upstream-hash-by", "$http_x_user"),
+                ("upstream-hash-by-subset", "true"),
+                ("upstream-hash-by-subset-size", "2"),
+            ],
+        ),
+    );
+    eventually("the subset route", Duration::from_secs(5), || {
+        who(&proxy, "s.test", "/") != "404"
+    });
+    for user in 0..6 {
+        let header = format!("X-User: user-{user}");
+        let pods: std::collections::BTreeSet<String> = (0..8)
+            .map(|_| {
+                get(&proxy, "s.test", "/", &["-H", &header])
+                    .served_by()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(pods.len(), 2, "user-{user}: {pods:?}");
+    }
 }
 
 /// grpcio's server and client (tests/tools/grpc_check.py).

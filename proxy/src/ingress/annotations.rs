@@ -10,7 +10,7 @@
 
 use crate::problems::ProblemKind;
 use crate::route::{
-    Affinity, Canary, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
+    Affinity, Canary, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub struct Annotations {
     /// `upstream-vhost`: the Host header sent upstream.
     pub upstream_vhost: Option<String>,
     /// `upstream-hash-by`: the consistent-hash key's template.
-    pub hash_by: Option<String>,
+    pub hash_by: Option<HashBy>,
     /// `load-balance: ewma`: the least-loaded endpoint for new sessions.
     pub least_loaded: bool,
     /// `backend-protocol` other than HTTP, with `proxy-ssl-*`.
@@ -138,6 +138,8 @@ const SUPPORTED: &[&str] = &[
     "custom-http-errors",
     "default-backend",
     "service-upstream",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -290,7 +292,20 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         Some(_) => r.invalid("upstream-vhost", "a host name"),
         None => None,
     };
-    let hash_by = r.text("upstream-hash-by", "an nginx variable like $request_uri");
+    let subset = match r.boolean("upstream-hash-by-subset").unwrap_or(false) {
+        false => 1,
+        // ingress-nginx's default subset size is 3.
+        true => match r.get("upstream-hash-by-subset-size").map(str::parse::<u16>) {
+            None => 3,
+            Some(Ok(n @ 1..=16)) => n,
+            Some(_) => r
+                .invalid("upstream-hash-by-subset-size", "a number from 1 to 16")
+                .unwrap_or(3),
+        },
+    };
+    let hash_by = r
+        .text("upstream-hash-by", "an nginx variable like $request_uri")
+        .map(|key| HashBy { key, subset });
     let least_loaded = match r.get("load-balance") {
         None | Some("round_robin") => false,
         Some("ewma") => true,

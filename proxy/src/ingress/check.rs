@@ -319,7 +319,13 @@ fn describe(route: &Route) -> String {
             Policy::MaxBodyBytes(n) => format!("bodies up to {n} bytes"),
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
-            Policy::HashBy(key) => format!("consistent hashing on {key}"),
+            Policy::HashBy(h) if h.subset > 1 => {
+                format!(
+                    "consistent hashing on {} to subsets of {} pods",
+                    h.key, h.subset
+                )
+            }
+            Policy::HashBy(h) => format!("consistent hashing on {}", h.key),
             Policy::ErrorBackend(e) if e.intercept.is_empty() => {
                 format!("default backend {} when no pod is ready", e.upstream)
             }

@@ -606,8 +606,8 @@ fn route_for(
     if notes.custom_headers.is_some() {
         policies.push(Policy::SetResponseHeaders(notes.response_headers.clone()));
     }
-    if let Some(key) = &notes.hash_by {
-        policies.push(Policy::HashBy(key.clone()));
+    if let Some(h) = &notes.hash_by {
+        policies.push(Policy::HashBy(h.clone()));
     }
     if notes.least_loaded {
         policies.push(Policy::LeastLoaded);

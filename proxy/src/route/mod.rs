@@ -287,7 +287,7 @@ pub enum Policy {
     /// New sessions go to the endpoint this key hashes to on a consistent
     /// ring (ingress-nginx's `upstream-hash-by`): nginx variables such as
     /// `$request_uri`, `$remote_addr`, `$http_x_user`, `$cookie_id`, `$arg_id`.
-    HashBy(String),
+    HashBy(HashBy),
     /// Request bodies beyond this get 413, instead of `limits.max_body_bytes`;
     /// `u64::MAX` is unlimited.
     MaxBodyBytes(u64),
@@ -307,6 +307,16 @@ pub struct ErrorBackend {
     /// Responses with these codes (the endpoint's or the proxy's own) are
     /// replaced by the error backend's answer for them.
     pub intercept: Vec<u16>,
+}
+
+/// A consistent-hash key and how many endpoints it may spread over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashBy {
+    /// The key's template (nginx variables).
+    pub key: String,
+    /// 1: the key's endpoint; N (`upstream-hash-by-subset`): one of the N
+    /// distinct endpoints that follow the key on the ring, in turn.
+    pub subset: u16,
 }
 
 /// How a route talks to its endpoints when not plain HTTP/1.1.
