@@ -244,7 +244,28 @@ fn error_body(status: u16) -> &'static str {
 }
 
 impl EdgeProxy {
-    /// Send an error backend's page (see `error_pages`) as the answer.
+    /// Answer with the error backend's page for `code` (see `error_pages`);
+    /// `false`: there is none, the caller answers.
+    async fn error_page(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+    ) -> Result<bool> {
+        let Some(route) = ctx.route.clone().filter(|_| !ctx.on_default_backend) else {
+            return Ok(false);
+        };
+        let original = ctx.original(session, code);
+        let Some((head, body)) = error_pages::fetch(&self.error_pages, &route, &original).await
+        else {
+            return Ok(false);
+        };
+        self.write_error_page(session, ctx, &route, head, body)
+            .await?;
+        Ok(true)
+    }
+
+    /// Send an error backend's page as the answer.
     async fn write_error_page(
         &self,
         session: &mut Session,
@@ -570,18 +591,11 @@ impl ProxyHttp for EdgeProxy {
         ctx.upstream_status = Some(status);
         close_when_draining(session, &self.draining);
         let intercepted = ctx.route.as_ref().is_some_and(|r| r.intercepts(status));
-        if intercepted && !ctx.on_default_backend {
-            let route = ctx.route.clone().ok_or_else(|| Error::new(InternalError))?;
-            let original = ctx.original(session, status);
-            if let Some((head, body)) =
-                error_pages::fetch(&self.error_pages, &route, &original).await
-            {
-                self.write_error_page(session, ctx, &route, head, body)
-                    .await?;
-                // Ends the proxying of the endpoint's response; the client
-                // already has its answer.
-                return Error::e_explain(HTTPStatus(status), "replaced by an error page");
-            }
+        // Boxed: the rare path's large future stays out of every request's.
+        if intercepted && Box::pin(self.error_page(session, ctx, status)).await? {
+            // Ends the proxying of the endpoint's response; the client
+            // already has its answer.
+            return Error::e_explain(HTTPStatus(status), "replaced by an error page");
         }
         upstream_response.insert_header(X_REQUEST_ID, &ctx.request_id)?;
         let Some(route) = &ctx.route else {
@@ -641,20 +655,14 @@ impl ProxyHttp for EdgeProxy {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id(session.req_header());
             }
-            let page = match ctx.route.clone().filter(|r| r.intercepts(code)) {
-                Some(route) if !ctx.on_default_backend => {
-                    error_pages::fetch(&self.error_pages, &route, &ctx.original(session, code))
-                        .await
-                        .map(|page| (route, page))
-                }
-                _ => None,
+            let intercepted = ctx.route.as_ref().is_some_and(|r| r.intercepts(code));
+            let answered = match intercepted {
+                true => Box::pin(self.error_page(session, ctx, code)).await,
+                false => Ok(false),
             };
-            let answered = match page {
-                Some((route, (head, body))) => {
-                    self.write_error_page(session, ctx, &route, head, body)
-                        .await
-                }
-                None => respond(session, ctx, Reply::text(code, error_body(code))).await,
+            let answered = match answered {
+                Ok(true) => Ok(()),
+                _ => respond(session, ctx, Reply::text(code, error_body(code))).await,
             };
             if let Err(e) = answered {
                 tracing::debug!("cannot send the error response: {e}");

@@ -62,6 +62,20 @@ fn the_documented_examples_are_reported_as_edge_proxy_serves_them() {
         "route approot.bar.com / (Prefix) -> default/http-svc:80; / redirected (302) to /app1",
     );
 
+    let (code, out, _) = check(&[&fixture("backends.yaml")], None);
+    assert_eq!(code, 0, "{out}");
+    has(&out, "route errors.example.com / (Prefix) -> default/http-svc:80; default backend default/error-pages:80 when no pod is ready, and for error pages 404,415");
+    has(&out, "route headers.example.com / (Prefix) -> default/http-svc:80; response headers from its custom-headers ConfigMap (read in the cluster, not here; their names must be in ingress.allowed_response_headers)");
+    has(
+        &out,
+        "route upstream.example.com / (Prefix) -> default/http-svc:80 (its ClusterIP)",
+    );
+    has(&out, "route secure.example.com / (Prefix) -> default/http-svc:443; to the pods: HTTPS, certificate verified, CA and client certificate from Secret default/backend-ca");
+    has(
+        &out,
+        "4 Ingresses: 4 served as written, 0 served with differences, 0 not served",
+    );
+
     let (code, out, _) = check(&[&fixture("affinity.yaml")], None);
     assert_eq!(code, 0, "{out}");
     has(&out, "route stickyingress.example.com / (Prefix) -> default/http-svc:80; cookie affinity (route)");

@@ -792,4 +792,56 @@ mod tests {
         let other = read(&[("kubernetes.io/ingress.class".to_string(), "x".to_string())].into());
         assert!(other.problems.is_empty());
     }
+
+    #[test]
+    fn error_pages_subsets_and_service_upstream_read_as_there() {
+        let errors = read_all(&[
+            ("custom-http-errors", "404, 503"),
+            ("default-backend", "error-pages"),
+        ]);
+        assert_eq!(errors.custom_http_errors, vec![404, 503]);
+        assert_eq!(errors.default_backend.as_deref(), Some("error-pages"));
+        assert!(errors.problems.is_empty(), "{:?}", errors.problems);
+        for bad in ["404,abc", "200", "", "99999"] {
+            let a = read_all(&[("custom-http-errors", bad), ("default-backend", "e")]);
+            assert!(a.custom_http_errors.is_empty(), "{bad}");
+            assert_eq!(a.problems[0].kind, ProblemKind::InvalidAnnotation, "{bad}");
+        }
+        // No controller-wide default backend here: said, not ignored.
+        let alone = read_all(&[("custom-http-errors", "404")]);
+        assert!(alone.problems[0].message.contains("needs default-backend"));
+        let bad_name = read_all(&[("default-backend", "Not_A_Service")]);
+        assert_eq!(bad_name.default_backend, None);
+        assert_eq!(bad_name.problems.len(), 1);
+
+        let subset = read_all(&[
+            ("upstream-hash-by", "$request_uri"),
+            ("upstream-hash-by-subset", "true"),
+        ]);
+        assert_eq!(
+            subset.hash_by,
+            Some(HashBy {
+                key: "$request_uri".into(),
+                subset: 3
+            })
+        );
+        let sized = read_all(&[
+            ("upstream-hash-by", "$request_uri"),
+            ("upstream-hash-by-subset", "true"),
+            ("upstream-hash-by-subset-size", "99"),
+        ]);
+        assert_eq!(
+            sized.hash_by.map(|h| h.subset),
+            Some(3),
+            "bad size: the default"
+        );
+        assert_eq!(sized.problems.len(), 1);
+
+        let upstream = read_all(&[("service-upstream", "true"), ("affinity", "cookie")]);
+        assert!(upstream.service_upstream);
+        assert_eq!(upstream.affinity, None, "one address: no affinity");
+        assert!(upstream.problems[0]
+            .message
+            .contains("no effect with service-upstream"));
+    }
 }

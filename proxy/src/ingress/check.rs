@@ -301,7 +301,8 @@ fn describe(route: &Route) -> String {
                 format!("sets {}", names.join(", "))
             }
             Policy::SetResponseHeaders(h) if h.is_empty() => {
-                "response headers from its custom-headers ConfigMap (read in the cluster, not here)"
+                "response headers from its custom-headers ConfigMap (read in the cluster, not here; \
+                 their names must be in ingress.allowed_response_headers)"
                     .into()
             }
             Policy::SetResponseHeaders(h) => {

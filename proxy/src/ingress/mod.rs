@@ -102,9 +102,9 @@ pub async fn start(
             certs,
             loaded: HashMap::new(),
             served: served_tx,
-            named_secrets: Named::new(client_for_named.clone(), changed.clone()),
-            named_config_maps: Named::new(client_for_named.clone(), changed.clone()),
-            named_services: Named::new(client_for_named, changed.clone()),
+            named_secrets: Named::new::<Secret>(client_for_named.clone(), changed.clone()),
+            named_config_maps: Named::new::<ConfigMap>(client_for_named.clone(), changed.clone()),
+            named_services: Named::new::<Service>(client_for_named, changed.clone()),
         };
         loop {
             controller
@@ -125,9 +125,9 @@ struct Controller {
     loaded: translate::LoadedSecrets,
     served: watch::Sender<Vec<(String, String)>>,
     /// The Secrets and ConfigMaps annotations name, followed by name.
-    named_secrets: Named<Secret>,
-    named_config_maps: Named<ConfigMap>,
-    named_services: Named<Service>,
+    named_secrets: Named,
+    named_config_maps: Named,
+    named_services: Named,
 }
 
 impl Controller {

@@ -11,7 +11,9 @@
 //! in place.
 
 use crate::route::{ServicePort, UpstreamKey, UpstreamTrust};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::ByteString;
+use kube::api::DynamicObject;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,12 +21,29 @@ use std::sync::Arc;
 /// (namespace, name)
 pub type ObjectKey = (String, String);
 
-/// The named objects as followed.
+/// The named objects as followed (untyped: see `kube::Named`; the few
+/// fields used are read here).
 #[derive(Default)]
 pub struct NamedObjects {
-    pub secrets: HashMap<ObjectKey, Arc<Secret>>,
-    pub config_maps: HashMap<ObjectKey, Arc<ConfigMap>>,
-    pub services: HashMap<ObjectKey, Arc<Service>>,
+    pub secrets: HashMap<ObjectKey, Arc<DynamicObject>>,
+    pub config_maps: HashMap<ObjectKey, Arc<DynamicObject>>,
+    pub services: HashMap<ObjectKey, Arc<DynamicObject>>,
+}
+
+/// A Secret's `data` (base64 in the object, decoded here).
+fn secret_data(secret: &DynamicObject) -> Result<BTreeMap<String, ByteString>, String> {
+    match secret.data.get("data") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(data) => serde_json::from_value(data.clone()).map_err(|e| format!("data: {e}")),
+    }
+}
+
+/// A ConfigMap's `data`.
+fn config_map_data(map: &DynamicObject) -> Result<BTreeMap<String, String>, String> {
+    match map.data.get("data") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(data) => serde_json::from_value(data.clone()).map_err(|e| format!("data: {e}")),
+    }
 }
 
 /// The named objects a translation needed.
@@ -72,7 +91,7 @@ pub fn upstream_trust(
         .secrets
         .get(key)
         .ok_or_else(|| format!("{source}: not found"))?;
-    let data: BTreeMap<_, _> = secret.data.clone().unwrap_or_default();
+    let data = secret_data(secret).map_err(|e| format!("{source}: {e}"))?;
     let ca_pem = data
         .get("ca.crt")
         .ok_or_else(|| format!("{source}: needs ca.crt (the CA of the pods' certificates)"))?;
@@ -110,7 +129,7 @@ pub fn response_headers(
         .get(key)
         .ok_or_else(|| format!("{source}: not found"))?;
     let mut headers = Vec::new();
-    for (name, value) in map.data.clone().unwrap_or_default() {
+    for (name, value) in config_map_data(map).map_err(|e| format!("{source}: {e}"))? {
         let name_ok = !name.is_empty()
             && name
                 .bytes()
@@ -149,21 +168,22 @@ pub fn cluster_ip(
     let spec = objects
         .services
         .get(&name)
-        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.data.get("spec"))
         .ok_or_else(|| format!("{source}: not found"))?;
-    let ip: IpAddr = spec
-        .cluster_ip
-        .as_deref()
+    let ip: IpAddr = spec["clusterIP"]
+        .as_str()
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| format!("{source} has no ClusterIP (headless or ExternalName)"))?;
-    let ports = spec.ports.as_deref().unwrap_or_default();
+    let empty = Vec::new();
+    let ports = spec["ports"].as_array().unwrap_or(&empty);
     let port = ports
         .iter()
         .find(|p| match &key.port {
-            ServicePort::Number(n) => p.port == i32::from(*n),
-            ServicePort::Name(n) => p.name.as_deref() == Some(n.as_str()),
+            ServicePort::Number(n) => p["port"].as_u64() == Some(u64::from(*n)),
+            ServicePort::Name(n) => p["name"].as_str() == Some(n.as_str()),
         })
-        .and_then(|p| u16::try_from(p.port).ok())
+        .and_then(|p| p["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| format!("{source} has no port {}", key.port))?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -217,7 +237,7 @@ mod tests {
     fn a_ca_secret_must_hold_certificates() {
         let key = ("shop".to_string(), "ca".to_string());
         let mut wanted = Wanted::default();
-        let secret = |data: serde_json::Value| -> Arc<Secret> {
+        let secret = |data: serde_json::Value| -> Arc<DynamicObject> {
             Arc::new(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": "ca", "namespace": "shop"}, "data": data
@@ -250,7 +270,7 @@ mod tests {
         let key = ("shop".to_string(), "headers".to_string());
         let mut wanted = Wanted::default();
         let mut objects = NamedObjects::default();
-        let map = |data: serde_json::Value| -> Arc<ConfigMap> {
+        let map = |data: serde_json::Value| -> Arc<DynamicObject> {
             Arc::new(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": "headers", "namespace": "shop"}, "data": data

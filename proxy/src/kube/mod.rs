@@ -8,6 +8,7 @@
 
 pub mod lease;
 
+use ::kube::api::{ApiResource, DynamicObject};
 use ::kube::runtime::reflector::{self, Store};
 use ::kube::runtime::utils::Backoff;
 use ::kube::runtime::{watcher, WatchStreamExt};
@@ -33,7 +34,43 @@ pub async fn client() -> anyhow::Result<Client> {
 /// A reflector store for `api`, kept current by a task; `changed` is
 /// notified after every event past the initial list.
 pub fn follow<K: Watched>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K> {
-    follow_task(api, config, changed).0
+    let (reader, writer) = reflector::store();
+    spawn_watch(
+        api,
+        config,
+        writer,
+        changed.clone(),
+        K::kind(&()).to_string(),
+    );
+    reader
+}
+
+/// The task behind a store: watch, reflect, notify, back off on errors.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    changed: Arc<Notify>,
+    kind: String,
+) -> AbortHandle
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let task = tokio::spawn(async move {
+        let events = watcher::watcher(api, config)
+            .backoff(CatchUpBackoff::default())
+            .reflect(writer);
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!("{kind} watch error, retrying with backoff: {e}"),
+            }
+        }
+    });
+    task.abort_handle()
 }
 
 /// What [`follow`] can watch.
@@ -59,49 +96,26 @@ impl<K> Watched for K where
 {
 }
 
-/// [`follow`], with the handle that stops the watch.
-fn follow_task<K: Watched>(
-    api: Api<K>,
-    config: watcher::Config,
-    changed: &Arc<Notify>,
-) -> (Store<K>, AbortHandle) {
-    let (reader, writer) = reflector::store();
-    let changed = changed.clone();
-    let kind = K::kind(&()).to_string();
-    let task = tokio::spawn(async move {
-        let events = watcher::watcher(api, config)
-            .backoff(CatchUpBackoff::default())
-            .reflect(writer);
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!("{kind} watch error, retrying with backoff: {e}"),
-            }
-        }
-    });
-    (reader, task.abort_handle())
-}
-
 /// Watches of single objects by name (a `metadata.name` field selector in
 /// their namespace): the Secrets, ConfigMaps and Services that annotations
 /// name. Reading only those keeps memory to what is used, where a watch of
-/// every Secret would hold every token and Helm release of the cluster.
-pub struct Named<K: Watched> {
+/// every Secret would hold every token and Helm release of the cluster. One
+/// untyped watch (`DynamicObject`) serves every kind: a typed watcher per
+/// kind costs the binary a few hundred KiB each.
+pub struct Named {
     client: Client,
     changed: Arc<Notify>,
-    watches: BTreeMap<(String, String), (Store<K>, AbortHandle)>,
+    resource: ApiResource,
+    watches: BTreeMap<(String, String), (Store<DynamicObject>, AbortHandle)>,
 }
 
-impl<K: Watched> Named<K>
-where
-    K: Resource<Scope = ::kube::core::NamespaceResourceScope>,
-{
-    pub fn new(client: Client, changed: Arc<Notify>) -> Self {
+impl Named {
+    /// Named objects of the kind `K`.
+    pub fn new<K: Resource<DynamicType = ()>>(client: Client, changed: Arc<Notify>) -> Self {
         Named {
             client,
             changed,
+            resource: ApiResource::erase::<K>(&()),
             watches: BTreeMap::new(),
         }
     }
@@ -122,10 +136,17 @@ where
                 continue;
             }
             let (namespace, name) = key;
-            let api = Api::<K>::namespaced(self.client.clone(), namespace);
+            let api = Api::<DynamicObject>::namespaced_with(
+                self.client.clone(),
+                namespace,
+                &self.resource,
+            );
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            self.watches
-                .insert(key.clone(), follow_task(api, config, &self.changed));
+            let writer = reflector::store::Writer::new(self.resource.clone());
+            let reader = writer.as_reader();
+            let kind = self.resource.kind.clone();
+            let task = spawn_watch(api, config, writer, self.changed.clone(), kind);
+            self.watches.insert(key.clone(), (reader, task));
             started = true;
         }
         started
@@ -140,7 +161,7 @@ where
     }
 
     /// The objects found, by (namespace, name).
-    pub fn objects(&self) -> HashMap<(String, String), Arc<K>> {
+    pub fn objects(&self) -> HashMap<(String, String), Arc<DynamicObject>> {
         self.watches
             .iter()
             .filter_map(|(key, (store, _))| Some((key.clone(), store.state().into_iter().next()?)))
@@ -148,7 +169,7 @@ where
     }
 }
 
-impl<K: Watched> Drop for Named<K> {
+impl Drop for Named {
     fn drop(&mut self) {
         for (_, task) in self.watches.values() {
             task.abort();
