@@ -14,7 +14,7 @@
 
 use crate::policy::CompiledRoute;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, SocketAddr};
@@ -116,16 +116,18 @@ async fn ask(
     peer.options.connection_timeout = Some(route.timeouts.connect);
     peer.options.read_timeout = Some(route.timeouts.read);
     peer.options.idle_timeout = Some(route.timeouts.idle);
+    // HTTP/1.1 only: the proxy's own HTTP/1 client code, no second copy of
+    // pingora's generic client (h2 included) in the binary for a rare path.
     let (mut session, _) = connector.get_http_session(&peer).await?;
     session.write_request_header(Box::new(req)).await?;
-    session.finish_request_body().await?;
-    session.read_response_header().await?;
+    session.finish_body().await?;
+    session.read_response().await?;
     let mut head = session
-        .response_header()
+        .resp_header()
         .cloned()
         .ok_or_else(|| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
     let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_response_body().await? {
+    while let Some(chunk) = session.read_body_bytes().await? {
         if body.len() + chunk.len() > MAX_PAGE_BYTES {
             return pingora::Error::e_explain(
                 pingora::ErrorType::InvalidHTTPHeader,

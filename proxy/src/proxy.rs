@@ -40,7 +40,7 @@ const X_REQUEST_ID: &str = "x-request-id";
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
     /// Connections to error backends (`error_pages`), pooled.
-    error_pages: pingora::connectors::http::Connector,
+    error_pages: pingora::connectors::http::v1::Connector,
     /// Set when the drain begins (a shutdown hook): every response from then
     /// on, in flight or not, says `Connection: close`.
     draining: Arc<AtomicBool>,
@@ -50,7 +50,7 @@ impl EdgeProxy {
     pub fn new(snapshot: SharedSnapshot, draining: Arc<AtomicBool>) -> Self {
         EdgeProxy {
             snapshot,
-            error_pages: pingora::connectors::http::Connector::new(None),
+            error_pages: pingora::connectors::http::v1::Connector::new(None),
             draining,
         }
     }
