@@ -59,6 +59,8 @@ pub struct CompiledRoute {
     pub upstream_tls: UpstreamTls,
     /// The `default-backend` and the codes whose pages it serves.
     pub error_backend: Option<CompiledErrorBackend>,
+    /// CORS headers for responses to allowed origins.
+    pub cors: Option<Arc<CompiledCors>>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -87,6 +89,8 @@ pub enum RequestStep {
     Redirect(Redirect),
     /// `/` exactly: 302 to this path.
     AppRoot(String),
+    /// An OPTIONS from an allowed origin: 204 with the CORS headers.
+    CorsPreflight(Arc<CompiledCors>),
 }
 
 /// Where ACME HTTP-01 challenges are answered: never redirected to https.
@@ -111,6 +115,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Cow<'static, str>,
     pub location: Option<String>,
+    /// More headers (a CORS preflight's).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Reply {
@@ -119,6 +125,14 @@ impl Reply {
             status,
             body: Cow::Borrowed(body),
             location: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn redirect(status: u16, body: &'static str, location: String) -> Self {
+        Reply {
+            location: Some(location),
+            ..Reply::text(status, body)
         }
     }
 }
@@ -135,27 +149,109 @@ impl RequestStep {
             }
             RequestStep::RedirectHttps => {
                 let acme = facts.req.uri.path().starts_with(ACME_CHALLENGES);
-                (!facts.tls && !acme).then(|| Reply {
-                    status: 308,
-                    body: Cow::Borrowed("redirecting to https\n"),
-                    location: Some(https_location(facts.host, facts.https_port, facts.req)),
+                (!facts.tls && !acme).then(|| {
+                    let location = https_location(facts.host, facts.https_port, facts.req);
+                    Reply::redirect(308, "redirecting to https\n", location)
                 })
             }
-            RequestStep::Redirect(r) => Some(Reply {
-                status: r.code,
-                body: Cow::Borrowed("redirecting\n"),
-                location: Some(expand_location(&r.location, facts)),
+            RequestStep::Redirect(r) => Some(Reply::redirect(
+                r.code,
+                "redirecting\n",
+                expand_location(&r.location, facts),
+            )),
+            RequestStep::AppRoot(root) => (facts.req.uri.path() == "/").then(|| {
+                let scheme = if facts.tls { "https" } else { "http" };
+                let location = format!("{scheme}://{}{root}", facts.authority);
+                Reply::redirect(302, "redirecting\n", location)
             }),
-            RequestStep::AppRoot(root) => (facts.req.uri.path() == "/").then(|| Reply {
-                status: 302,
-                body: Cow::Borrowed("redirecting\n"),
-                location: Some(format!(
-                    "{}://{}{root}",
-                    if facts.tls { "https" } else { "http" },
-                    facts.authority
-                )),
-            }),
+            // ingress-nginx answers every OPTIONS from an allowed origin.
+            RequestStep::CorsPreflight(cors) => {
+                if facts.req.method != http::Method::OPTIONS {
+                    return None;
+                }
+                let origin = cors.allowed_origin(facts.req)?;
+                let mut reply = Reply::text(204, "");
+                reply.headers.extend(cors.headers(origin));
+                Some(reply)
+            }
         }
+    }
+}
+
+/// A route's CORS, compiled: the origin rule and the headers' values.
+pub struct CompiledCors {
+    origins: Origins,
+    /// Credentials, methods, headers, expose, max age, in that order.
+    headers: Box<[(http::HeaderName, http::HeaderValue)]>,
+}
+
+enum Origins {
+    /// Any, answered `*`.
+    Any,
+    Matching(regex::Regex),
+    Nothing,
+}
+
+impl CompiledCors {
+    fn new(cors: &crate::route::Cors) -> Self {
+        use http::header;
+        let origins = match cors.allow_origins.as_slice() {
+            [any] if any == "*" => Origins::Any,
+            [] => Origins::Nothing,
+            list => {
+                // ingress-nginx: each origin quoted, its `*` one DNS label.
+                let alternatives: Vec<String> = list
+                    .iter()
+                    .map(|o| regex::escape(o).replacen(r"\*", r"[A-Za-z0-9\-]+", 1))
+                    .collect();
+                let pattern = format!("(?i)^(?:{})$", alternatives.join("|"));
+                regex::Regex::new(&pattern).map_or(Origins::Nothing, Origins::Matching)
+            }
+        };
+        let mut headers = Vec::new();
+        let mut add = |name: header::HeaderName, value: &str| {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                headers.push((name, v));
+            }
+        };
+        if cors.allow_credentials {
+            add(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+        }
+        add(header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods);
+        add(header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers);
+        if !cors.expose_headers.is_empty() {
+            add(header::ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose_headers);
+        }
+        add(header::ACCESS_CONTROL_MAX_AGE, &cors.max_age.to_string());
+        CompiledCors {
+            origins,
+            headers: headers.into(),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` for this request: `*`, or its own
+    /// `Origin` when that is allowed; `None`: not a cross-origin request we
+    /// allow (no CORS headers at all, as there).
+    pub fn allowed_origin(&self, req: &RequestHeader) -> Option<http::HeaderValue> {
+        match &self.origins {
+            Origins::Any => Some(http::HeaderValue::from_static("*")),
+            Origins::Matching(allowed) => {
+                let origin = req.headers.get(http::header::ORIGIN)?;
+                allowed
+                    .is_match(origin.to_str().ok()?)
+                    .then(|| origin.clone())
+            }
+            Origins::Nothing => None,
+        }
+    }
+
+    /// Every CORS header, with `origin` as the allowed one.
+    pub fn headers(
+        &self,
+        origin: http::HeaderValue,
+    ) -> impl Iterator<Item = (http::HeaderName, http::HeaderValue)> + '_ {
+        std::iter::once((http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .chain(self.headers.iter().cloned())
     }
 }
 
@@ -434,6 +530,7 @@ pub fn compile(
     let mut protocol = None;
     let mut least_loaded = false;
     let mut error_backend = None;
+    let mut cors = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -482,6 +579,11 @@ pub fn compile(
                 timeouts.write = t.write.unwrap_or(timeouts.write);
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
+            Policy::Cors(c) => {
+                let compiled = Arc::new(CompiledCors::new(c));
+                request.push(RequestStep::CorsPreflight(compiled.clone()));
+                cors = Some(compiled);
+            }
             Policy::ErrorBackend(e) => {
                 error_backend = Some(CompiledErrorBackend {
                     upstream: upstream(&e.upstream),
@@ -527,6 +629,7 @@ pub fn compile(
         upstream_tls: UpstreamTls::new(protocol.as_ref().and_then(|p| p.trust.as_deref())),
         protocol,
         error_backend,
+        cors,
         metrics,
     }
 }

@@ -207,8 +207,14 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Resul
     if let Some(location) = reply.location {
         resp.insert_header(http::header::LOCATION, location)?;
     }
-    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    for (name, value) in reply.headers {
+        resp.insert_header(name, value)?;
+    }
+    // A 204 (a CORS preflight) has no body and says no length (RFC 9110 8.6).
+    if reply.status != 204 {
+        resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(CONTENT_LENGTH, body.len())?;
+    }
     resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
     let body = match body {
@@ -607,6 +613,13 @@ impl ProxyHttp for EdgeProxy {
         }
         for (name, value) in route.response_headers.iter() {
             upstream_response.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some(cors) = &route.cors {
+            if let Some(origin) = cors.allowed_origin(session.req_header()) {
+                for (name, value) in cors.headers(origin) {
+                    upstream_response.insert_header(name, value)?;
+                }
+            }
         }
         let (Some(affinity), Some(upstream), Some(addr)) =
             (&route.affinity, ctx.upstream(), ctx.endpoint())

@@ -2028,6 +2028,135 @@ fn service_upstream_sends_to_the_cluster_ip_instead_of_the_endpoints() {
 }
 
 #[test]
+fn cors_preflights_are_answered_and_allowed_origins_get_the_headers() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    cluster.api.apply(
+        "default",
+        "web-abcde",
+        "web",
+        app.addr.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "listed",
+            "listed.test",
+            "web",
+            &[
+                ("enable-cors", "true"),
+                (
+                    "cors-allow-origin",
+                    "https://app.example.com, https://*.example.org, not an origin",
+                ),
+                ("cors-allow-credentials", "false"),
+                ("cors-expose-headers", "X-Total, X-Page"),
+                ("cors-max-age", "600"),
+            ],
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated("open", "open.test", "web", &[("enable-cors", "true")]),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let preflight = |host: &str, origin: &str| {
+        get(
+            &proxy,
+            host,
+            "/api",
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("Origin: {origin}"),
+                "-H",
+                "Access-Control-Request-Method: PUT",
+            ],
+        )
+    };
+    // An allowed origin's preflight: 204 from the proxy, the app never asked.
+    for origin in [
+        "https://app.example.com",
+        "https://shop.example.org",
+        "HTTPS://APP.EXAMPLE.COM",
+    ] {
+        let r = preflight("listed.test", origin);
+        assert_eq!(r.status, 204, "{origin}: {r:?}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some(origin),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+        );
+        assert!(r
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization"));
+        assert_eq!(
+            r.header("access-control-expose-headers"),
+            Some("X-Total, X-Page")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("600"));
+        assert_eq!(r.header("access-control-allow-credentials"), None, "{r:?}");
+        assert!(
+            r.header("content-length").is_none(),
+            "a 204 has no length: {r:?}"
+        );
+    }
+    assert!(app.received().is_empty(), "{:?}", app.received());
+    // Another origin (a wildcard is one label): the OPTIONS goes to the app, no CORS.
+    for origin in [
+        "https://evil.example.com",
+        "https://a.b.example.org",
+        "https://app.example.com.evil",
+    ] {
+        let r = preflight("listed.test", origin);
+        assert_eq!(
+            (r.status, r.header("x-origin")),
+            (200, Some("app")),
+            "{origin}: {r:?}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "{origin}: {r:?}"
+        );
+    }
+    // Normal responses carry the headers for allowed origins only.
+    let r = get(
+        &proxy,
+        "listed.test",
+        "/",
+        &["-H", "Origin: https://app.example.com"],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com"),
+        "{r:?}"
+    );
+    let r = get(&proxy, "listed.test", "/", &[]);
+    assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
+    // The bad origin is left out, and said.
+    eventually("the problem counted", Duration::from_secs(5), || {
+        problems(&proxy, "default/listed", "invalid_annotation") == 1.0
+    });
+    // enable-cors alone: ingress-nginx's defaults, any origin as `*`, credentials true.
+    let r = preflight("open.test", "https://anyone.test");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("1728000"));
+    let r = get(&proxy, "open.test", "/", &[]);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{r:?}");
+}
+
+#[test]
 fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     let cluster = Cluster::start();
     let (a, b) = (EchoOrigin::start("a"), EchoOrigin::start("b"));

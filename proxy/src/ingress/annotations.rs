@@ -10,7 +10,7 @@
 
 use crate::problems::ProblemKind;
 use crate::route::{
-    Affinity, Canary, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
+    Affinity, Canary, Cors, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub struct Annotations {
     pub custom_http_errors: Vec<u16>,
     /// `service-upstream`: to the Services' ClusterIPs, not their endpoints.
     pub service_upstream: bool,
+    /// `enable-cors` with the `cors-*` annotations.
+    pub cors: Option<Cors>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -140,6 +142,13 @@ const SUPPORTED: &[&str] = &[
     "service-upstream",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-allow-credentials",
+    "cors-expose-headers",
+    "cors-max-age",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -249,6 +258,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         }
     };
     let service_upstream = r.boolean("service-upstream").unwrap_or(false);
+    let cors = r.cors();
     let mut affinity = r.affinity();
     if service_upstream && affinity.is_some() {
         // One address (kube-proxy picks the pod): no pod to stick to.
@@ -323,6 +333,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         default_backend,
         custom_http_errors,
         service_upstream,
+        cors,
         hash_by,
         affinity,
         ssl_redirect,
@@ -378,6 +389,70 @@ impl<'a> Reader<'a> {
             "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
             _ => self.invalid(name, "true or false"),
         }
+    }
+
+    /// `enable-cors` and the `cors-*` annotations, with ingress-nginx's
+    /// defaults and its checks: a bad value falls back to the default, an
+    /// origin that does not read as one is left out (and said).
+    fn cors(&mut self) -> Option<Cors> {
+        if !self.boolean("enable-cors").unwrap_or(false) {
+            return None;
+        }
+        let allow_origins = match self.get("cors-allow-origin") {
+            None => vec!["*".to_string()],
+            Some(list) => {
+                let mut origins = Vec::new();
+                for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    if origin == "*" {
+                        origins = vec!["*".to_string()];
+                        break;
+                    }
+                    if is_cors_origin(origin) {
+                        origins.push(origin.to_string());
+                    } else {
+                        self.problem(
+                            ProblemKind::InvalidAnnotation,
+                            "cors-allow-origin",
+                            format!("{origin:?} is not an origin like https://app.example.com: left out"),
+                        );
+                    }
+                }
+                origins
+            }
+        };
+        let listed = |value: Option<&'a str>, extra: &[u8]| {
+            value.filter(|v| {
+                !v.is_empty()
+                    && v.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b == b',' || b == b' ' || extra.contains(&b)
+                    })
+            })
+        };
+        let allow_methods = listed(self.get("cors-allow-methods"), b"")
+            .unwrap_or("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+            .to_string();
+        let allow_headers = listed(self.get("cors-allow-headers"), b"-_")
+            .unwrap_or("DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization")
+            .to_string();
+        let expose_headers = listed(self.get("cors-expose-headers"), b"-_*")
+            .unwrap_or("")
+            .to_string();
+        let allow_credentials = self.boolean("cors-allow-credentials").unwrap_or(true);
+        let max_age = match self.get("cors-max-age").map(str::parse::<u32>) {
+            None => 1_728_000,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => self
+                .invalid("cors-max-age", "a number of seconds")
+                .unwrap_or(1_728_000),
+        };
+        Some(Cors {
+            allow_origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            allow_credentials,
+            max_age,
+        })
     }
 
     /// Whole seconds, as ingress-nginx's timeouts and cookie ages are written.
@@ -613,6 +688,27 @@ fn is_attribute_value(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
+/// ingress-nginx's origin check: `scheme://host[:port]` (one leading `*.`
+/// label allowed) or `null`.
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    let (host, port) = host.split_once(':').unwrap_or((host, "0"));
+    !scheme.is_empty()
+        && scheme.bytes().all(|b| b.is_ascii_lowercase())
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,5 +939,48 @@ mod tests {
         assert!(upstream.problems[0]
             .message
             .contains("no effect with service-upstream"));
+    }
+
+    #[test]
+    fn cors_reads_with_ingress_nginx_defaults_and_checks() {
+        assert_eq!(
+            read_all(&[("cors-allow-origin", "*")]).cors,
+            None,
+            "off unless enabled"
+        );
+        let open = read_all(&[("enable-cors", "true")]).cors.unwrap();
+        assert_eq!(open.allow_origins, vec!["*"]);
+        assert_eq!(open.allow_methods, "GET, PUT, POST, DELETE, PATCH, OPTIONS");
+        assert!(open.allow_credentials);
+        assert_eq!(
+            (open.max_age, open.expose_headers.as_str()),
+            (1_728_000, "")
+        );
+        let listed = read_all(&[
+            ("enable-cors", "true"),
+            (
+                "cors-allow-origin",
+                "https://a.com, http://*.b.org:8080, null, ftp//x, https://",
+            ),
+            ("cors-allow-methods", "GET; DROP"),
+            ("cors-max-age", "soon"),
+        ]);
+        let cors = listed.cors.unwrap();
+        assert_eq!(
+            cors.allow_origins,
+            vec!["https://a.com", "http://*.b.org:8080", "null"]
+        );
+        assert_eq!(
+            cors.allow_methods, "GET, PUT, POST, DELETE, PATCH, OPTIONS",
+            "bad: default"
+        );
+        assert_eq!(cors.max_age, 1_728_000);
+        // Two origins left out, the bad max age: said.
+        assert_eq!(listed.problems.len(), 3, "{:?}", listed.problems);
+        let star = read_all(&[
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://a.com,*"),
+        ]);
+        assert_eq!(star.cors.unwrap().allow_origins, vec!["*"]);
     }
 }

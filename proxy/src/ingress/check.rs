@@ -320,6 +320,10 @@ fn describe(route: &Route) -> String {
             Policy::MaxBodyBytes(n) => format!("bodies up to {n} bytes"),
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
+            Policy::Cors(c) if c.allow_origins.is_empty() => {
+                "CORS enabled, but no origin is allowed".into()
+            }
+            Policy::Cors(c) => format!("CORS for {}", c.allow_origins.join(", ")),
             Policy::HashBy(h) if h.subset > 1 => {
                 format!(
                     "consistent hashing on {} to subsets of {} pods",

@@ -567,6 +567,9 @@ fn route_for(
     if notes.force_ssl_redirect || (notes.ssl_redirect && has_tls) {
         policies.push(Policy::RedirectHttps);
     }
+    if let Some(cors) = &notes.cors {
+        policies.push(Policy::Cors(cors.clone()));
+    }
     if let Some(n) = notes.max_body_bytes {
         policies.push(Policy::MaxBodyBytes(n));
     }

@@ -297,6 +297,25 @@ pub enum Policy {
     Affinity(Affinity),
     /// ingress-nginx's `default-backend` with `custom-http-errors`.
     ErrorBackend(ErrorBackend),
+    /// Cross-origin requests: preflights answered here, the headers added to
+    /// responses (ingress-nginx's `enable-cors` and `cors-*`).
+    Cors(Cors),
+}
+
+/// What a route allows cross-origin, as ingress-nginx writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `*` alone: any origin (answered `*`). Else `scheme://host[:port]`
+    /// (one `*` label allowed, as `https://*.example.com`) or `null`, matched
+    /// whole and case-insensitively. Empty: no origin.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    /// Empty: no `Access-Control-Expose-Headers`.
+    pub expose_headers: String,
+    pub allow_credentials: bool,
+    /// Seconds, `Access-Control-Max-Age`.
+    pub max_age: u32,
 }
 
 /// Another Service that serves a route's requests when its own has no ready
