@@ -13,12 +13,11 @@
 //! answer into no answer.
 
 use crate::policy::CompiledRoute;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// An error page larger than this is not used.
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -116,34 +115,12 @@ async fn ask(
     peer.options.connection_timeout = Some(route.timeouts.connect);
     peer.options.read_timeout = Some(route.timeouts.read);
     peer.options.idle_timeout = Some(route.timeouts.idle);
-    // HTTP/1.1 only: the proxy's own HTTP/1 client code, no second copy of
-    // pingora's generic client (h2 included) in the binary for a rare path.
-    let (mut session, _) = connector.get_http_session(&peer).await?;
-    session.write_request_header(Box::new(req)).await?;
-    session.finish_body().await?;
-    session.read_response().await?;
-    let mut head = session
-        .resp_header()
-        .cloned()
-        .ok_or_else(|| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_body_bytes().await? {
-        if body.len() + chunk.len() > MAX_PAGE_BYTES {
-            return pingora::Error::e_explain(
-                pingora::ErrorType::InvalidHTTPHeader,
-                format!("larger than {MAX_PAGE_BYTES} bytes"),
-            );
-        }
-        body.extend_from_slice(&chunk);
-    }
-    connector
-        .release_http_session(session, &peer, Some(Duration::from_secs(60)))
-        .await;
+    let (mut head, body) = crate::subrequest::send(connector, &peer, req, MAX_PAGE_BYTES).await?;
     // The body goes out whole: its length, not the backend's framing.
     head.remove_header(&http::header::TRANSFER_ENCODING);
     head.remove_header(&http::header::CONNECTION);
     if method == "GET" {
         head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     }
-    Ok((head, body.freeze()))
+    Ok((head, body))
 }

@@ -8,6 +8,8 @@ pub mod access_log;
 #[cfg(feature = "server")]
 pub mod admin;
 pub mod affinity;
+#[cfg(feature = "server")]
+pub mod auth;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod connections;
@@ -38,6 +40,8 @@ pub mod reload;
 pub mod route;
 #[cfg(feature = "server")]
 pub mod state;
+#[cfg(feature = "server")]
+pub mod subrequest;
 #[cfg(feature = "server")]
 pub mod tls;
 #[cfg(feature = "server")]

@@ -61,6 +61,8 @@ pub struct CompiledRoute {
     pub error_backend: Option<CompiledErrorBackend>,
     /// CORS headers for responses to allowed origins.
     pub cors: Option<Arc<CompiledCors>>,
+    /// An auth service asked before every request.
+    pub auth: Option<crate::auth::CompiledAuth>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -280,7 +282,7 @@ fn expand_variables(template: &str, mut value: impl FnMut(&str, &mut Vec<u8>) ->
 
 /// nginx's variables in a redirect's location: `$scheme`, `$host`,
 /// `$http_host`, `$request_uri`, `$uri`, `$args`, `$query_string`.
-fn expand_location(template: &str, facts: &RequestFacts) -> String {
+pub fn expand_location(template: &str, facts: &RequestFacts) -> String {
     if !template.contains('$') {
         return template.to_string();
     }
@@ -289,9 +291,14 @@ fn expand_location(template: &str, facts: &RequestFacts) -> String {
         let value = match name {
             "query_string" | "args" => uri.query().unwrap_or(""),
             "request_uri" => uri.path_and_query().map_or("/", |p| p.as_str()),
+            "escaped_request_uri" => {
+                let raw = uri.path_and_query().map_or("/", |p| p.as_str());
+                percent_encode(raw.as_bytes(), out);
+                return true;
+            }
             "http_host" => facts.authority,
-            "scheme" if facts.tls => "https",
-            "scheme" => "http",
+            "scheme" | "pass_access_scheme" if facts.tls => "https",
+            "scheme" | "pass_access_scheme" => "http",
             "host" => facts.host,
             "uri" => uri.path(),
             _ => return false,
@@ -301,6 +308,18 @@ fn expand_location(template: &str, facts: &RequestFacts) -> String {
     });
     // Made of the template's text and the request's (UTF-8) parts.
     String::from_utf8_lossy(&expanded).into_owned()
+}
+
+/// Everything but RFC 3986's unreserved characters as `%XX`, as a query
+/// parameter's value needs it.
+pub fn percent_encode(raw: &[u8], out: &mut Vec<u8>) {
+    for &b in raw {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
 }
 
 /// The bytes a consistent-hash key template names for this request:
@@ -531,6 +550,7 @@ pub fn compile(
     let mut least_loaded = false;
     let mut error_backend = None;
     let mut cors = None;
+    let mut auth = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -579,6 +599,7 @@ pub fn compile(
                 timeouts.write = t.write.unwrap_or(timeouts.write);
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
+            Policy::ExternalAuth(a) => auth = Some(crate::auth::CompiledAuth::new(a)),
             Policy::Cors(c) => {
                 let compiled = Arc::new(CompiledCors::new(c));
                 request.push(RequestStep::CorsPreflight(compiled.clone()));
@@ -630,6 +651,7 @@ pub fn compile(
         protocol,
         error_backend,
         cors,
+        auth,
         metrics,
     }
 }

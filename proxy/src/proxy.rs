@@ -12,6 +12,7 @@
 
 use crate::access_log;
 use crate::affinity::{self, AffinityOutcome, Requested};
+use crate::auth;
 use crate::config::Limits;
 use crate::connections;
 use crate::error_pages;
@@ -39,8 +40,8 @@ const X_REQUEST_ID: &str = "x-request-id";
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
-    /// Connections to error backends (`error_pages`), pooled.
-    error_pages: pingora::connectors::http::v1::Connector,
+    /// Connections for the proxy's own requests (error pages, auth), pooled.
+    subrequests: pingora::connectors::http::v1::Connector,
     /// Set when the drain begins (a shutdown hook): every response from then
     /// on, in flight or not, says `Connection: close`.
     draining: Arc<AtomicBool>,
@@ -50,7 +51,7 @@ impl EdgeProxy {
     pub fn new(snapshot: SharedSnapshot, draining: Arc<AtomicBool>) -> Self {
         EdgeProxy {
             snapshot,
-            error_pages: pingora::connectors::http::v1::Connector::new(None),
+            subrequests: pingora::connectors::http::v1::Connector::new(None),
             draining,
         }
     }
@@ -91,6 +92,8 @@ pub struct RequestCtx {
     on_default_backend: bool,
     /// The response is an error backend's page (written by the proxy).
     error_page: bool,
+    /// Headers the auth service's answer adds to the request.
+    auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -262,7 +265,7 @@ impl EdgeProxy {
             return Ok(false);
         };
         let original = ctx.original(session, code);
-        let Some((head, body)) = error_pages::fetch(&self.error_pages, &route, &original).await
+        let Some((head, body)) = error_pages::fetch(&self.subrequests, &route, &original).await
         else {
             return Ok(false);
         };
@@ -314,6 +317,7 @@ impl ProxyHttp for EdgeProxy {
             body_bytes: 0,
             on_default_backend: false,
             error_page: false,
+            auth_headers: Vec::new(),
         }
     }
 
@@ -341,8 +345,9 @@ impl ProxyHttp for EdgeProxy {
             respond(session, ctx, Reply::text(404, error_body(404))).await?;
             return Ok(true);
         };
-        // The route's request policies, in its order: the first that answers wins.
-        if !route.request.is_empty() {
+        // The route's request policies, in its order: the first that answers
+        // wins; then its auth service, if it has one.
+        if !route.request.is_empty() || route.auth.is_some() {
             let facts = RequestFacts {
                 req,
                 host: &host,
@@ -352,7 +357,22 @@ impl ProxyHttp for EdgeProxy {
                 trusted_proxies: &snapshot.trusted_proxies,
                 https_port: snapshot.https_port,
             };
-            if let Some(reply) = route.check_request(&facts) {
+            let mut reply = route.check_request(&facts);
+            if let (None, Some(auth)) = (&reply, &route.auth) {
+                // Boxed: the sub-request's future stays out of every request's.
+                let asked = auth::check(
+                    &self.subrequests,
+                    auth,
+                    &facts,
+                    &ctx.request_id,
+                    &route.timeouts,
+                );
+                match Box::pin(asked).await {
+                    auth::Verdict::Allow(headers) => ctx.auth_headers = headers,
+                    auth::Verdict::Deny(denied) => reply = Some(denied),
+                }
+            }
+            if let Some(reply) = reply {
                 ctx.route = Some(route);
                 respond(session, ctx, reply).await?;
                 return Ok(true);
@@ -582,6 +602,9 @@ impl ProxyHttp for EdgeProxy {
             }
             if ctx.on_default_backend {
                 error_pages::describe(route, &ctx.original(session, 503), upstream_request);
+            }
+            for (name, value) in &ctx.auth_headers {
+                upstream_request.insert_header(name.clone(), value.clone())?;
             }
         }
         Ok(())

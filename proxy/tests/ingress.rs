@@ -499,7 +499,7 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
         "auth",
         "auth.test",
         "web",
-        &[("auth-url", "http://auth.example/verify")],
+        &[("auth-type", "basic"), ("auth-secret", "users")],
     );
     put(
         "snippet",
@@ -550,7 +550,8 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
         "never served without its authentication"
     );
     assert_eq!(problems(&proxy, "default/fcgi", "refused"), 1.0);
-    assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 1.0);
+    // auth-type and auth-secret: each said.
+    assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 2.0);
     // Unsupported or unreadable: served, a warning naming Ingress, annotation
     // and value, once per change and not per request or recompute.
     assert_eq!(who(&proxy, "snippet.test", "/"), "web-1");
@@ -2154,6 +2155,195 @@ fn cors_preflights_are_answered_and_allowed_origins_get_the_headers() {
     assert_eq!(r.header("access-control-max-age"), Some("1728000"));
     let r = get(&proxy, "open.test", "/", &[]);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{r:?}");
+}
+
+/// An auth service shaped like oauth2-proxy's `/oauth2/auth`: by the
+/// `session` cookie, 200 with the user's headers (alice), 403 (banned), 502
+/// (broken), else 401 with a challenge. Every request head is recorded.
+fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push_str(&line),
+                        }
+                    }
+                    let lower = head.to_ascii_lowercase();
+                    log.lock().unwrap().push(lower.clone());
+                    let response = if lower.contains("session=alice") {
+                        "HTTP/1.1 202 Accepted\r\nx-auth-request-user: alice\r\nx-auth-request-email: alice@example.com\r\nx-other: not copied\r\ncontent-length: 0\r\n\r\n"
+                    } else if lower.contains("session=banned") {
+                        "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+                    } else if lower.contains("session=broken") {
+                        "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"test\"\r\ncontent-length: 5\r\n\r\nlogin"
+                    };
+                    if writer.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn external_auth_asks_the_auth_service_and_never_fails_open() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    cluster.api.apply(
+        "default",
+        "web-abcde",
+        "web",
+        app.addr.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    let (auth, asked) = auth_service();
+    let auth_url = format!("http://{auth}/oauth2/auth");
+    let dead_url = format!("http://127.0.0.1:{}/oauth2/auth", free_port());
+    let headers = "X-Auth-Request-User, X-Auth-Request-Email";
+    let ingresses = [
+        annotated(
+            "protected",
+            "auth.test",
+            "web",
+            &[("auth-url", &auth_url), ("auth-response-headers", headers)],
+        ),
+        annotated(
+            "signin",
+            "signin.test",
+            "web",
+            &[
+                ("auth-url", &auth_url),
+                ("auth-signin", "https://login.example.com/oauth2/start"),
+            ],
+        ),
+        annotated(
+            "signin-rd",
+            "rd.test",
+            "web",
+            &[
+                ("auth-url", &auth_url),
+                (
+                    "auth-signin",
+                    "https://$host/oauth2/start?rd=$escaped_request_uri",
+                ),
+            ],
+        ),
+        annotated("down", "down.test", "web", &[("auth-url", &dead_url)]),
+        annotated("bad-url", "bad.test", "web", &[("auth-url", "not a url")]),
+        annotated(
+            "snippet",
+            "snippet.test",
+            "web",
+            &[("auth-url", &auth_url), ("auth-snippet", "return 200;")],
+        ),
+    ];
+    for i in ingresses {
+        cluster.api.put("ingresses", i);
+    }
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let cookie = |c: &str| format!("Cookie: session={c}");
+
+    // No session: the service's 401 and its challenge; the app is never asked.
+    let r = get(&proxy, "auth.test", "/page?a=1", &[]);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"test\""));
+    assert!(app.received().is_empty());
+    // Alice: through, with the listed headers of the answer, not the others.
+    let r = get(&proxy, "auth.test", "/page?a=1", &["-H", &cookie("alice")]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (200, Some("app")),
+        "{r:?}"
+    );
+    let forwarded = app.received().pop().unwrap().to_ascii_lowercase();
+    assert!(
+        forwarded.contains("x-auth-request-user: alice"),
+        "{forwarded}"
+    );
+    assert!(
+        forwarded.contains("x-auth-request-email: alice@example.com"),
+        "{forwarded}"
+    );
+    assert!(!forwarded.contains("x-other"), "{forwarded}");
+    // What the auth service was told, as ingress-nginx tells it.
+    let told = asked.lock().unwrap().last().unwrap().clone();
+    for line in [
+        "get /oauth2/auth http/1.1",
+        "cookie: session=alice",
+        "x-original-url: http://auth.test/page?a=1",
+        "x-original-method: get",
+        "x-auth-request-redirect: /page?a=1",
+        "x-sent-from: nginx-ingress-controller",
+        "x-real-ip: 127.0.0.1",
+        &format!("host: {auth}"),
+    ] {
+        assert!(told.contains(line), "{line} in {told}");
+    }
+    // A request body goes to the app only: the auth request has none.
+    let r = get(
+        &proxy,
+        "auth.test",
+        "/upload",
+        &["-H", &cookie("alice"), "--data", "payload"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(app.received().pop().unwrap().ends_with("payload"));
+    let told = asked.lock().unwrap().last().unwrap().clone();
+    assert!(
+        told.contains("x-original-method: post") && !told.contains("content-length"),
+        "{told}"
+    );
+    // Banned: 403. A service answering anything else: 500, never through.
+    assert_eq!(
+        get(&proxy, "auth.test", "/", &["-H", &cookie("banned")]).status,
+        403
+    );
+    assert_eq!(
+        get(&proxy, "auth.test", "/", &["-H", &cookie("broken")]).status,
+        500
+    );
+    // auth-signin: a 401 becomes a redirect carrying the original URL...
+    let r = get(&proxy, "signin.test", "/page?a=1", &[]);
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some("https://login.example.com/oauth2/start?rd=http://signin.test%2Fpage%3Fa%3D1")
+    );
+    // ...or the one the template writes itself.
+    let r = get(&proxy, "rd.test", "/page?a=1", &[]);
+    assert_eq!(
+        r.header("location"),
+        Some("https://rd.test/oauth2/start?rd=%2Fpage%3Fa%3D1"),
+        "{r:?}"
+    );
+    // An auth service that is down: 500, not open.
+    let r = get(&proxy, "down.test", "/", &["-H", &cookie("alice")]);
+    assert_eq!(r.status, 500, "{r:?}");
+    // An auth-url that does not read, an auth-snippet: not served at all.
+    assert_eq!(get(&proxy, "bad.test", "/", &[]).status, 404);
+    assert_eq!(get(&proxy, "snippet.test", "/", &[]).status, 404);
+    eventually("the refusals counted", Duration::from_secs(5), || {
+        problems(&proxy, "default/bad-url", "refused") == 1.0
+            && problems(&proxy, "default/snippet", "refused") == 1.0
+    });
 }
 
 #[test]

@@ -10,7 +10,8 @@
 
 use crate::problems::ProblemKind;
 use crate::route::{
-    Affinity, Canary, Cors, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides, UpstreamProtocol,
+    Affinity, Canary, Cors, ExternalAuth, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides,
+    UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -76,6 +77,8 @@ pub struct Annotations {
     pub service_upstream: bool,
     /// `enable-cors` with the `cors-*` annotations.
     pub cors: Option<Cors>,
+    /// `auth-url` with the other external auth annotations.
+    pub external_auth: Option<ExternalAuth>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -149,12 +152,20 @@ const SUPPORTED: &[&str] = &[
     "cors-allow-credentials",
     "cors-expose-headers",
     "cors-max-age",
+    "auth-url",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-request-redirect",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
-/// expose what they guard, so an Ingress carrying one is refused.
+/// expose what they guard, so an Ingress carrying one is refused. (The auth
+/// cache only saves sub-requests: without it every request is still asked.)
 fn guards_access(name: &str) -> bool {
-    name.starts_with("auth-") || name == "denylist-source-range" || name == "satisfy"
+    let cache = name == "auth-cache-key" || name == "auth-cache-duration";
+    (name.starts_with("auth-") && !cache) || name == "denylist-source-range" || name == "satisfy"
 }
 
 /// Read the annotations of one Ingress (`annotations` holds every annotation;
@@ -259,6 +270,14 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     };
     let service_upstream = r.boolean("service-upstream").unwrap_or(false);
     let cors = r.cors();
+    let external_auth = match r.external_auth() {
+        Ok(auth) => auth,
+        Err(reason) => {
+            // Serving it unauthenticated is what must never happen.
+            refused = Some(reason);
+            None
+        }
+    };
     let mut affinity = r.affinity();
     if service_upstream && affinity.is_some() {
         // One address (kube-proxy picks the pod): no pod to stick to.
@@ -334,6 +353,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         custom_http_errors,
         service_upstream,
         cors,
+        external_auth,
         hash_by,
         affinity,
         ssl_redirect,
@@ -389,6 +409,73 @@ impl<'a> Reader<'a> {
             "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
             _ => self.invalid(name, "true or false"),
         }
+    }
+
+    /// `auth-url` and its companions. A value that does not read refuses the
+    /// Ingress (ingress-nginx denies the location): never served unprotected.
+    fn external_auth(&mut self) -> Result<Option<ExternalAuth>, String> {
+        let Some(url) = self.get("auth-url") else {
+            return Ok(None);
+        };
+        let refuse = |r: &mut Self, name: &str, expected: &str| {
+            r.problem(
+                ProblemKind::RefusedAnnotation,
+                name,
+                format!("expected {expected}: the Ingress is not served"),
+            );
+            Err(format!("{PREFIX}{name} does not read as {expected}"))
+        };
+        if !is_http_url(url) {
+            return refuse(self, "auth-url", "an http(s) URL");
+        }
+        let method = self
+            .get("auth-method")
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        if !METHODS.contains(&method.as_str()) {
+            return refuse(
+                self,
+                "auth-method",
+                "GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
+            );
+        }
+        let signin = self.get("auth-signin").map(str::to_string);
+        if signin.as_deref().is_some_and(|s| !is_http_url(s)) {
+            return refuse(self, "auth-signin", "an http(s) URL");
+        }
+        let param = self.get("auth-signin-redirect-param").unwrap_or("rd");
+        if param.is_empty()
+            || !param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return refuse(self, "auth-signin-redirect-param", "a parameter name");
+        }
+        let mut response_headers = Vec::new();
+        for h in self.get("auth-response-headers").unwrap_or("").split(',') {
+            let h = h.trim();
+            if h.is_empty() {
+                continue;
+            }
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return refuse(
+                    self,
+                    "auth-response-headers",
+                    "header names, comma-separated",
+                );
+            }
+            response_headers.push(h.to_ascii_lowercase());
+        }
+        let request_redirect = self.get("auth-request-redirect").map(str::to_string);
+        Ok(Some(ExternalAuth {
+            url: url.to_string(),
+            method,
+            signin,
+            signin_redirect_param: param.to_string(),
+            response_headers,
+            request_redirect,
+        }))
     }
 
     /// `enable-cors` and the `cors-*` annotations, with ingress-nginx's
@@ -688,6 +775,17 @@ fn is_attribute_value(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
+/// `http://` or `https://` with a host (nginx variables allowed after it).
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?']).next().unwrap_or("");
+        !host.is_empty() && !host.contains(' ') && is_uri_text(url)
+    })
+}
+
 /// ingress-nginx's origin check: `scheme://host[:port]` (one leading `*.`
 /// label allowed) or `null`.
 fn is_cors_origin(origin: &str) -> bool {
@@ -881,9 +979,43 @@ mod tests {
         ]);
         assert_eq!(ca.proxy_ssl_secret.as_deref(), Some("default/ca"));
         assert!(ca.refused.is_none(), "translation reads the Secret");
-        let auth = read_all(&[("auth-url", "http://auth/verify")]);
-        assert!(auth.refused.is_some());
-        assert_eq!(auth.problems[0].kind, ProblemKind::RefusedAnnotation);
+        // Basic auth is not built: refused, never served open.
+        let basic = read_all(&[("auth-type", "basic")]);
+        assert!(basic.refused.is_some());
+        assert_eq!(basic.problems[0].kind, ProblemKind::RefusedAnnotation);
+        // External auth is; a value that does not read refuses.
+        let auth = read_all(&[
+            ("auth-url", "http://auth.svc/verify?u=$request_uri"),
+            ("auth-response-headers", "X-User, X-Email"),
+            ("auth-cache-key", "$cookie_session"),
+        ]);
+        assert!(auth.refused.is_none(), "{:?}", auth.problems);
+        let external = auth.external_auth.unwrap();
+        assert_eq!(
+            (
+                external.method.as_str(),
+                external.signin_redirect_param.as_str()
+            ),
+            ("GET", "rd")
+        );
+        assert_eq!(external.response_headers, vec!["x-user", "x-email"]);
+        assert_eq!(
+            auth.problems[0].kind,
+            ProblemKind::UnsupportedAnnotation,
+            "the cache: ignored"
+        );
+        for (name, bad) in [
+            ("auth-url", "ftp://auth"),
+            ("auth-method", "BREW"),
+            ("auth-signin", "login"),
+            ("auth-response-headers", "X User"),
+        ] {
+            let a = read_all(&[("auth-url", "http://auth.svc/"), (name, bad)]);
+            assert!(
+                a.refused.is_some() && a.external_auth.is_none(),
+                "{name}: {bad}"
+            );
+        }
         // Annotations of other controllers are none of our business.
         let other = read(&[("kubernetes.io/ingress.class".to_string(), "x".to_string())].into());
         assert!(other.problems.is_empty());

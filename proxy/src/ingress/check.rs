@@ -320,6 +320,10 @@ fn describe(route: &Route) -> String {
             Policy::MaxBodyBytes(n) => format!("bodies up to {n} bytes"),
             Policy::Timeouts(_) => "own timeouts".into(),
             Policy::Affinity(a) => format!("cookie affinity ({})", a.cookie),
+            Policy::ExternalAuth(a) => match &a.signin {
+                Some(signin) => format!("authenticated by {} (sign in at {signin})", a.url),
+                None => format!("authenticated by {}", a.url),
+            },
             Policy::Cors(c) if c.allow_origins.is_empty() => {
                 "CORS enabled, but no origin is allowed".into()
             }

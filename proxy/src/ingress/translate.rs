@@ -570,6 +570,9 @@ fn route_for(
     if let Some(cors) = &notes.cors {
         policies.push(Policy::Cors(cors.clone()));
     }
+    if let Some(auth) = &notes.external_auth {
+        policies.push(Policy::ExternalAuth(auth.clone()));
+    }
     if let Some(n) = notes.max_body_bytes {
         policies.push(Policy::MaxBodyBytes(n));
     }

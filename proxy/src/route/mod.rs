@@ -300,6 +300,27 @@ pub enum Policy {
     /// Cross-origin requests: preflights answered here, the headers added to
     /// responses (ingress-nginx's `enable-cors` and `cors-*`).
     Cors(Cors),
+    /// Every request is first asked of an auth service (ingress-nginx's
+    /// `auth-url` and friends).
+    ExternalAuth(ExternalAuth),
+}
+
+/// ingress-nginx's external authentication, as its annotations write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAuth {
+    /// `http(s)://host[:port]/path?query`; nginx variables (`$host`,
+    /// `$request_uri`, ...) are expanded per request.
+    pub url: String,
+    /// `auth-method`: the sub-request's method.
+    pub method: String,
+    /// `auth-signin`: where a 401 redirects (302) instead.
+    pub signin: Option<String>,
+    /// `auth-signin-redirect-param`: the parameter that carries the original URL.
+    pub signin_redirect_param: String,
+    /// `auth-response-headers`: copied from the auth answer to the request.
+    pub response_headers: Vec<String>,
+    /// `auth-request-redirect`: `X-Auth-Request-Redirect` instead of the request URI.
+    pub request_redirect: Option<String>,
 }
 
 /// What a route allows cross-origin, as ingress-nginx writes it.
