@@ -29,11 +29,23 @@ const MAX_AUTH_BODY: usize = 64 * 1024;
 /// How long a resolved auth service name is used before it is looked up again.
 const RESOLVED_FOR: Duration = Duration::from_secs(10);
 
+/// At most this many answers kept per route (`auth-cache-key`); past it the
+/// expired ones go, then all.
+const MAX_CACHED: usize = 10_000;
+
 /// A route's external auth, compiled.
 pub struct CompiledAuth {
     spec: ExternalAuth,
     method: http::Method,
     copy: Box<[HeaderName]>,
+    /// Answers by the expanded `auth-cache-key`, while it is set.
+    cache: Mutex<HashMap<Vec<u8>, Cached>>,
+}
+
+struct Cached {
+    until: Instant,
+    status: u16,
+    headers: http::HeaderMap,
 }
 
 impl CompiledAuth {
@@ -46,7 +58,60 @@ impl CompiledAuth {
                 .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
             spec: spec.clone(),
+            cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cache key of this request: `None` without `auth-cache-key`, and
+    /// when it expands to nothing (one empty key for every anonymous client
+    /// would hand one client's answer to all).
+    fn cache_key(&self, facts: &RequestFacts) -> Option<Vec<u8>> {
+        let template = self.spec.cache_key.as_deref()?;
+        let client = crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies);
+        let key = crate::policy::hash_key(template, facts.req, client);
+        (!key.is_empty() && key != template.as_bytes()).then_some(key)
+    }
+
+    fn cached(&self, key: &[u8]) -> Option<(u16, http::HeaderMap)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache.get(key).filter(|c| c.until > Instant::now())?;
+        Some((hit.status, hit.headers.clone()))
+    }
+
+    fn keep(&self, key: Vec<u8>, status: u16, headers: &http::HeaderMap) {
+        let Some(ttl) = self
+            .spec
+            .cache_for
+            .iter()
+            .find(|(codes, _)| codes.contains(&status))
+            .map(|(_, ttl)| *ttl)
+        else {
+            return;
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        // Only what a verdict reads.
+        let mut kept = http::HeaderMap::new();
+        for name in self.copy.iter().chain([&http::header::WWW_AUTHENTICATE]) {
+            if let Some(v) = headers.get(name) {
+                kept.insert(name.clone(), v.clone());
+            }
+        }
+        let until = Instant::now() + ttl;
+        cache.insert(
+            key,
+            Cached {
+                until,
+                status,
+                headers: kept,
+            },
+        );
     }
 }
 
@@ -78,9 +143,13 @@ pub async fn check(
     request_id: &str,
     timeouts: &Timeouts,
 ) -> Verdict {
+    let key = auth.cache_key(facts);
+    if let Some((status, headers)) = key.as_deref().and_then(|k| auth.cached(k)) {
+        return decide(auth, status, &headers, facts);
+    }
     let limit = timeouts.connect + timeouts.read;
     let asked = tokio::time::timeout(limit, ask(connector, auth, facts, request_id, timeouts));
-    let status_and_headers = match asked.await {
+    let (status, headers) = match asked.await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             tracing::warn!(url = %auth.spec.url, "auth service failed, request refused (500): {e}");
@@ -91,7 +160,19 @@ pub async fn check(
             return Verdict::Deny(Reply::text(500, "the authentication service failed\n"));
         }
     };
-    let (status, headers) = status_and_headers;
+    if let Some(key) = key {
+        auth.keep(key, status, &headers);
+    }
+    decide(auth, status, &headers, facts)
+}
+
+/// The verdict of an auth answer (see the module).
+fn decide(
+    auth: &CompiledAuth,
+    status: u16,
+    headers: &http::HeaderMap,
+    facts: &RequestFacts,
+) -> Verdict {
     match status {
         200..=299 => Verdict::Allow(
             auth.copy

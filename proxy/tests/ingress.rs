@@ -2247,6 +2247,16 @@ fn external_auth_asks_the_auth_service_and_never_fails_open() {
             ],
         ),
         annotated("down", "down.test", "web", &[("auth-url", &dead_url)]),
+        annotated(
+            "cached",
+            "cached.test",
+            "web",
+            &[
+                ("auth-url", &auth_url),
+                ("auth-cache-key", "$cookie_session"),
+                ("auth-cache-duration", "200 202 1m"),
+            ],
+        ),
         annotated("bad-url", "bad.test", "web", &[("auth-url", "not a url")]),
         annotated(
             "snippet",
@@ -2334,6 +2344,33 @@ fn external_auth_asks_the_auth_service_and_never_fails_open() {
         Some("https://rd.test/oauth2/start?rd=%2Fpage%3Fa%3D1"),
         "{r:?}"
     );
+    // auth-cache-key: alice's 202 is kept (one question for three requests);
+    // 401s are not in the durations, and no cookie means no key: each asked.
+    let asked_for = |needle: &str| {
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.contains("x-original-url: http://cached.test/") && h.contains(needle))
+            .count()
+    };
+    for _ in 0..3 {
+        let r = get(&proxy, "cached.test", "/", &["-H", &cookie("alice")]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(
+        asked_for("session=alice"),
+        1,
+        "one question, then the cache"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            get(&proxy, "cached.test", "/", &["-H", &cookie("eve")]).status,
+            401
+        );
+        assert_eq!(get(&proxy, "cached.test", "/", &[]).status, 401);
+    }
+    assert_eq!(asked_for("session=eve"), 2, "401s are not kept here");
     // An auth service that is down: 500, not open.
     let r = get(&proxy, "down.test", "/", &["-H", &cookie("alice")]);
     assert_eq!(r.status, 500, "{r:?}");

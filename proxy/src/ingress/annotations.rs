@@ -158,14 +158,14 @@ const SUPPORTED: &[&str] = &[
     "auth-signin-redirect-param",
     "auth-response-headers",
     "auth-request-redirect",
+    "auth-cache-key",
+    "auth-cache-duration",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
-/// expose what they guard, so an Ingress carrying one is refused. (The auth
-/// cache only saves sub-requests: without it every request is still asked.)
+/// expose what they guard, so an Ingress carrying one is refused.
 fn guards_access(name: &str) -> bool {
-    let cache = name == "auth-cache-key" || name == "auth-cache-duration";
-    (name.starts_with("auth-") && !cache) || name == "denylist-source-range" || name == "satisfy"
+    name.starts_with("auth-") || name == "denylist-source-range" || name == "satisfy"
 }
 
 /// Read the annotations of one Ingress (`annotations` holds every annotation;
@@ -468,6 +468,29 @@ impl<'a> Reader<'a> {
             response_headers.push(h.to_ascii_lowercase());
         }
         let request_redirect = self.get("auth-request-redirect").map(str::to_string);
+        let cache_key = self
+            .get("auth-cache-key")
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        // ingress-nginx's default: "200 202 401 5m".
+        let durations = self.get("auth-cache-duration").unwrap_or("200 202 401 5m");
+        let mut cache_for = Vec::new();
+        for entry in durations
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            match cache_duration(entry) {
+                Some(d) => cache_for.push(d),
+                None => {
+                    return refuse(
+                        self,
+                        "auth-cache-duration",
+                        "codes then a time, like 200 202 401 5m",
+                    )
+                }
+            }
+        }
         Ok(Some(ExternalAuth {
             url: url.to_string(),
             method,
@@ -475,6 +498,8 @@ impl<'a> Reader<'a> {
             signin_redirect_param: param.to_string(),
             response_headers,
             request_redirect,
+            cache_key,
+            cache_for,
         }))
     }
 
@@ -775,6 +800,28 @@ fn is_attribute_value(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
+/// One `auth-cache-duration` entry, nginx's `proxy_cache_valid`: status
+/// codes (none: 200, 301, 302), then a time such as `5m` or `1h 30m`.
+fn cache_duration(entry: &str) -> Option<(Vec<u16>, Duration)> {
+    let words: Vec<&str> = entry.split_whitespace().collect();
+    let codes_end = words
+        .iter()
+        .position(|w| w.parse::<u16>().is_err())
+        .unwrap_or(words.len());
+    let codes: Vec<u16> = words[..codes_end]
+        .iter()
+        .map(|w| w.parse().ok().filter(|c| (100..=599).contains(c)))
+        .collect::<Option<_>>()?;
+    let time = words[codes_end..].join(" ");
+    let duration = humantime::parse_duration(&time).ok()?;
+    let codes = if codes.is_empty() {
+        vec![200, 301, 302]
+    } else {
+        codes
+    };
+    Some((codes, duration))
+}
+
 /// `http://` or `https://` with a host (nginx variables allowed after it).
 fn is_http_url(url: &str) -> bool {
     let rest = url
@@ -999,16 +1046,24 @@ mod tests {
             ("GET", "rd")
         );
         assert_eq!(external.response_headers, vec!["x-user", "x-email"]);
+        assert!(auth.problems.is_empty(), "{:?}", auth.problems);
+        assert_eq!(external.cache_key.as_deref(), Some("$cookie_session"));
         assert_eq!(
-            auth.problems[0].kind,
-            ProblemKind::UnsupportedAnnotation,
-            "the cache: ignored"
+            external.cache_for,
+            vec![(vec![200, 202, 401], Duration::from_secs(300))],
+            "ingress-nginx's default duration"
         );
+        assert_eq!(
+            cache_duration("1h 30m"),
+            Some((vec![200, 301, 302], Duration::from_secs(5400)))
+        );
+        assert_eq!(cache_duration("200 soon"), None);
         for (name, bad) in [
             ("auth-url", "ftp://auth"),
             ("auth-method", "BREW"),
             ("auth-signin", "login"),
             ("auth-response-headers", "X User"),
+            ("auth-cache-duration", "200 5m, forever"),
         ] {
             let a = read_all(&[("auth-url", "http://auth.svc/"), (name, bad)]);
             assert!(

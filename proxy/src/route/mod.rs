@@ -321,6 +321,11 @@ pub struct ExternalAuth {
     pub response_headers: Vec<String>,
     /// `auth-request-redirect`: `X-Auth-Request-Redirect` instead of the request URI.
     pub request_redirect: Option<String>,
+    /// `auth-cache-key`: answers are kept per value of this template (nginx
+    /// variables), for `cache_for`.
+    pub cache_key: Option<String>,
+    /// `auth-cache-duration`: how long answers with these codes are kept.
+    pub cache_for: Vec<(Vec<u16>, Duration)>,
 }
 
 /// What a route allows cross-origin, as ingress-nginx writes it.
