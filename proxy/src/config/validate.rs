@@ -1139,20 +1139,29 @@ colour: blue
             "{p:#?}"
         );
         let p = problems_of(&format!(
-            "{base}discovery: static\nstatic: {{}}\ningress:\n  class: Bad_Class\n  publish_selector: \"a in (b)\"\n  publish_addresses: [\"203.0.113.7\", \"lb.example.com\", \"not an address\"]\n"
+            "{base}discovery: static\nstatic: {{}}\ningress:\n  class: Bad_Class\n  publish_selector: \"a in (b)\"\n  publish_addresses: [\"203.0.113.7\", \"lb.example.com\", \"not an address\"]\n  allowed_response_headers: [X-Frame-Options, \"bad header\"]\n"
         ));
         for expected in [
             "ingress: needs discovery: kubernetes",
             "ingress.class: \"Bad_Class\" is not a valid IngressClass name",
             "ingress.publish_selector: \"a in (b)\" is not a label selector",
             "ingress.publish_addresses[2]: \"not an address\" is neither",
+            "ingress.allowed_response_headers[1]: \"bad header\" is not a header name",
         ] {
             assert!(
                 p.iter().any(|l| l.starts_with(expected)),
                 "{expected:?} not in {p:#?}"
             );
         }
-        assert_eq!(p.len(), 4, "{p:#?}");
+        assert_eq!(p.len(), 5, "{p:#?}");
+        let c = parse(&format!(
+            "{base}discovery: kubernetes\ningress:\n  allowed_response_headers: [X-Frame-Options]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ingress.unwrap().allowed_response_headers,
+            vec!["x-frame-options"]
+        );
         // Without `ingress`, routes and certificates are still required.
         let p = problems_of(&format!("{base}discovery: kubernetes\n"));
         assert!(
