@@ -2371,6 +2371,53 @@ fn external_auth_asks_the_auth_service_and_never_fails_open() {
         assert_eq!(get(&proxy, "cached.test", "/", &[]).status, 401);
     }
     assert_eq!(asked_for("session=eve"), 2, "401s are not kept here");
+    // ingress-nginx's oauth2-proxy pattern: `auth-url: https://$host/oauth2/auth`,
+    // the auth service behind another Ingress on the same host. The name is
+    // resolved, the sub-request comes back through this proxy (here plain
+    // HTTP on its port) and its /oauth2 route.
+    cluster.api.apply(
+        "default",
+        "oauth2-abcde",
+        "oauth2",
+        auth.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    let mut oauth2 = ingress(
+        "oauth2-proxy",
+        "2026-01-01T00:00:00Z",
+        Some("edge-proxy"),
+        &[("localhost", "/oauth2", "oauth2")],
+    );
+    oauth2["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] =
+        json!(auth.port());
+    cluster.api.put("ingresses", oauth2);
+    let hairpin_url = format!("http://$host:{}/oauth2/auth", proxy.http.port());
+    let mut app_ingress = annotated(
+        "dashboard",
+        "localhost",
+        "web",
+        &[
+            ("auth-url", &hairpin_url),
+            (
+                "auth-signin",
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+        ],
+    );
+    app_ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] =
+        json!(app.addr.port());
+    cluster.api.put("ingresses", app_ingress);
+    eventually("the hairpin routes", Duration::from_secs(5), || {
+        get(&proxy, "localhost", "/", &[]).status == 302
+    });
+    let r = get(&proxy, "localhost", "/", &["-H", &cookie("alice")]);
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (200, Some("app")),
+        "{r:?}"
+    );
+    let told = asked.lock().unwrap().last().unwrap().clone();
+    assert!(told.contains("x-original-url: http://localhost/"), "{told}");
     // An auth service that is down: 500, not open.
     let r = get(&proxy, "down.test", "/", &["-H", &cookie("alice")]);
     assert_eq!(r.status, 500, "{r:?}");

@@ -76,6 +76,12 @@ fn the_documented_examples_are_reported_as_edge_proxy_serves_them() {
         "4 Ingresses: 4 served as written, 0 served with differences, 0 not served",
     );
 
+    // ingress-nginx's oauth2-proxy example: the auth path's Ingress gives the
+    // host TLS, so the app's path redirects to https too; auth-url by $host.
+    let (code, out, _) = check(&[&fixture("oauth2-proxy.yaml")], None);
+    assert_eq!(code, 0, "{out}");
+    has(&out, "route dashboard.example.com / (Prefix) -> kube-system/kubernetes-dashboard:80; plain HTTP redirected to https; authenticated by https://$host/oauth2/auth (sign in at https://$host/oauth2/start?rd=$escaped_request_uri)");
+
     let (code, out, _) = check(&[&fixture("affinity.yaml")], None);
     assert_eq!(code, 0, "{out}");
     has(&out, "route stickyingress.example.com / (Prefix) -> default/http-svc:80; cookie affinity (route)");

@@ -121,6 +121,10 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
     let mut rule_hosts = HashSet::new();
     let mut www: Vec<(String, Origin, String, UpstreamKey)> = Vec::new();
     let mut canaries = Vec::new();
+    // Hosts with a certificate from an Ingress's `tls`, and the Ingresses
+    // served, oldest first, whose routes are built once all TLS is known.
+    let mut secured: Vec<String> = Vec::new();
+    let mut served = Vec::new();
     let no_spec = IngressSpec::default();
     for (ingress, notes) in &ours {
         let (namespace, name) = name_of(ingress);
@@ -149,8 +153,17 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             canaries.push((id, namespace, notes, paths));
             continue;
         }
-        // TLS first: a host's redirect depends on whether it has a certificate.
-        let secured = resolve_tls(spec, &id, &namespace, cluster, &mut cert_hosts, &mut out);
+        // TLS of every Ingress first: as in ingress-nginx, a host has TLS (and
+        // its paths redirect to https) when any Ingress gives it a
+        // certificate, not only the one that declares the path.
+        secured.extend(resolve_tls(
+            spec,
+            &id,
+            &namespace,
+            cluster,
+            &mut cert_hosts,
+            &mut out,
+        ));
         let origin = Origin::Object {
             created: ingress
                 .metadata
@@ -160,6 +173,9 @@ pub fn translate(ingresses: &[Arc<Ingress>], cluster: &Cluster) -> Translation {
             id: id.clone(),
             kind: KIND,
         };
+        served.push((id, namespace, notes, paths, origin));
+    }
+    for (id, namespace, notes, paths, origin) in served {
         for path in paths {
             let upstream = match upstream_of(path.backend, &namespace) {
                 Ok(u) => through_cluster_ip(u, &id, notes, cluster, &mut out),
@@ -913,6 +929,59 @@ mod tests {
         let kinds: Vec<ProblemKind> = t.problems.iter().map(|p| p.kind).collect();
         assert_eq!(kinds, [ProblemKind::InvalidRule; 3], "{:?}", t.problems);
         assert_eq!(t.routes[0].name, "ingress:shop/web:rules[0].paths[0]");
+    }
+
+    #[test]
+    fn a_host_with_tls_from_any_ingress_redirects_every_path_to_https() {
+        // ingress-nginx's oauth2-proxy example: the app's Ingress has no `tls`,
+        // the auth path's Ingress (newer) gives the host its certificate.
+        let app = simple(
+            "app",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            "h.test",
+            "/",
+        );
+        let auth = ingress(json!({
+            "metadata": {"name": "auth", "namespace": "default", "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "spec": {"ingressClassName": "edge-proxy",
+                "tls": [{"hosts": ["h.test"], "secretName": "h-tls"}],
+                "rules": [{"host": "h.test", "http": {"paths": [{"path": "/oauth2", "pathType": "Prefix", "backend": {"service": {"name": "auth", "port": {"number": 80}}}}]}}]}
+        }));
+        let other = simple(
+            "other",
+            "2026-01-01T00:00:00Z",
+            Some("edge-proxy"),
+            "o.test",
+            "/",
+        );
+        let t = translate(
+            &[app, auth, other],
+            &Cluster {
+                class: "edge-proxy",
+                classes: &[],
+                secrets: &HashMap::new(),
+                // The certificate is there (here from the file).
+                file_cert_covers: &|h| h == "h.test",
+                last_loaded: &HashMap::new(),
+                named: Some(&NamedObjects::default()),
+                allowed_response_headers: &[],
+            },
+        );
+        let redirects = |path: &str, host: &str| {
+            t.routes
+                .iter()
+                .find(|r| r.matches.path == path && r.matches.host.to_string() == host)
+                .unwrap()
+                .policies
+                .contains(&Policy::RedirectHttps)
+        };
+        assert!(redirects("/", "h.test"), "the app's path too");
+        assert!(redirects("/oauth2", "h.test"));
+        assert!(
+            !redirects("/", "o.test"),
+            "a host without TLS is not redirected"
+        );
     }
 
     #[test]
