@@ -587,15 +587,7 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
 /// itself with organisation `org`; also writes `org.crt` for curl's --cacert.
 fn tls_secret(dir: &Path, name: &str, host: &str, org: &str) -> Value {
     make_cert(dir, org, host, org);
-    let b64 = |file: &str| {
-        use std::process::Command;
-        let out = Command::new("base64")
-            .args(["-w0"])
-            .arg(dir.join(file))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let b64 = |file: &str| base64_file(&dir.join(file));
     json!({
         "metadata": {"name": name, "namespace": "default"},
         "type": "kubernetes.io/tls",
@@ -1424,14 +1416,13 @@ fn grpc_backends_serve_unary_and_streaming_calls_with_trailers_over_tls_and_h2c(
     let _ = server.wait();
 }
 
-#[test]
-fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
-    let cluster = Cluster::start();
-    // The pod: openssl's TLS server answering every GET with its status page.
-    make_cert(cluster.dir.path(), "pod", "pod.internal", "pod");
+/// The pod of Service `tls`: openssl's TLS server in the cluster's directory
+/// with these certificate arguments, answering every GET with its status
+/// page, once it listens.
+fn tls_pod(cluster: &Cluster, certificate: &[&str]) -> std::process::Child {
     let port = free_port();
-    let d = cluster.dir.path();
-    let mut pod = std::process::Command::new("openssl")
+    let pod = std::process::Command::new("openssl")
+        .current_dir(cluster.dir.path())
         .args([
             "s_server",
             "-quiet",
@@ -1439,10 +1430,7 @@ fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
             "-accept",
             &format!("127.0.0.1:{port}"),
         ])
-        .arg("-cert")
-        .arg(d.join("pod.crt"))
-        .arg("-key")
-        .arg(d.join("pod.key"))
+        .args(certificate)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1457,6 +1445,15 @@ fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
         port,
         &[("127.0.0.1", true, true, false)],
     );
+    pod
+}
+
+#[test]
+fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
+    let cluster = Cluster::start();
+    // The pod: openssl's TLS server answering every GET with its status page.
+    make_cert(cluster.dir.path(), "pod", "pod.internal", "pod");
+    let mut pod = tls_pod(&cluster, &["-cert", "pod.crt", "-key", "pod.key"]);
     for (name, host, extra) in [
         ("plain", "plain.test", &[][..]),
         (
@@ -1499,20 +1496,6 @@ fn https_backends_speak_tls_to_the_pods_and_verify_only_when_asked() {
     );
     let _ = pod.kill();
     let _ = pod.wait();
-}
-
-/// `openssl` with these arguments, in `dir`, or the test fails with its stderr.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A CA (`{ca}.crt`, `{ca}.key`) and, signed by it, a leaf for `name` in
@@ -1589,15 +1572,6 @@ fn ca_and_leaf(dir: &Path, ca: &str, leaf: &str, name: &str) {
     );
 }
 
-fn base64_file(path: &Path) -> String {
-    let out = std::process::Command::new("base64")
-        .arg("-w0")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn https_backends_trust_the_ca_of_a_secret_and_present_its_client_certificate() {
     let cluster = Cluster::start();
@@ -1608,38 +1582,19 @@ fn https_backends_trust_the_ca_of_a_secret_and_present_its_client_certificate() 
     ca_and_leaf(d, "cluster-ca", "pod", "pod.internal");
     ca_and_leaf(d, "cluster-ca", "client", "edge-proxy");
     ca_and_leaf(d, "other-ca", "other", "pod.internal");
-    let port = free_port();
-    let mut pod = std::process::Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "s_server",
-            "-quiet",
-            "-www",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args([
+    let mut pod = tls_pod(
+        &cluster,
+        &[
             "-cert",
             "pod.crt",
             "-key",
             "pod.key",
             "-CAfile",
             "cluster-ca.crt",
-        ])
-        .args(["-Verify", "1", "-verify_return_error"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("openssl s_server", Duration::from_secs(5), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    cluster.api.apply(
-        "default",
-        "tls-abcde",
-        "tls",
-        port,
-        &[("127.0.0.1", true, true, false)],
+            "-Verify",
+            "1",
+            "-verify_return_error",
+        ],
     );
     let secret = |name: &str, ca: &str, client: Option<&str>| {
         let mut data = json!({"ca.crt": base64_file(&d.join(format!("{ca}.crt")))});

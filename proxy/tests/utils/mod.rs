@@ -468,13 +468,9 @@ pub fn edge_proxy(args: &[&str]) -> Output {
 /// A self-signed certificate for `name` in DIR/FILE.crt and DIR/FILE.key, valid
 /// for 2 days (the monitoring test relies on that for the expiry alert).
 pub fn make_cert(dir: &Path, file: &str, name: &str, org: &str) {
-    let (crt, key) = (
-        dir.join(format!("{file}.crt")),
-        dir.join(format!("{file}.key")),
-    );
-    let (tmp_crt, tmp_key) = (dir.join("new.crt"), dir.join("new.key"));
-    let out = Command::new("openssl")
-        .args([
+    openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -484,27 +480,43 @@ pub fn make_cert(dir: &Path, file: &str, name: &str, org: &str) {
             "-nodes",
             "-days",
             "2",
-        ])
-        .args([
             "-subj",
             &format!("/O={org}/CN={name}"),
             "-addext",
             &format!("subjectAltName=DNS:{name}"),
-        ])
-        .arg("-keyout")
-        .arg(&tmp_key)
-        .arg("-out")
-        .arg(&tmp_crt)
+            "-keyout",
+            "new.key",
+            "-out",
+            "new.crt",
+        ],
+    );
+    // Renamed into place, as a Secret update lands whole.
+    std::fs::rename(dir.join("new.key"), dir.join(format!("{file}.key"))).unwrap();
+    std::fs::rename(dir.join("new.crt"), dir.join(format!("{file}.crt"))).unwrap();
+}
+
+/// `openssl` with these arguments, run in `dir`, or the test fails with its stderr.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
         .output()
         .expect("openssl");
     assert!(
         out.status.success(),
-        "{}",
+        "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Renamed into place, as a Secret update lands whole.
-    std::fs::rename(tmp_key, key).unwrap();
-    std::fs::rename(tmp_crt, crt).unwrap();
+}
+
+/// A file's bytes in base64, as a Secret's `data` holds them.
+pub fn base64_file(path: &Path) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn repo_root() -> &'static Path {
