@@ -12,7 +12,7 @@
 //! a service that does not answer in time, is a 500. It never fails open.
 
 use crate::config::Timeouts;
-use crate::policy::{expand_location, percent_encode, Reply, RequestFacts};
+use crate::policy::{expand_location, Reply, RequestFacts};
 use crate::route::ExternalAuth;
 use http::{HeaderName, HeaderValue};
 use pingora::connectors::http::v1::Connector;
@@ -233,18 +233,17 @@ async fn ask(
     }
     let authority = uri.authority().map_or(host, |a| a.as_str());
     req.insert_header(http::header::HOST, authority)?;
-    let request_uri = original.uri.path_and_query().map_or("/", |p| p.as_str());
-    let scheme = if facts.tls { "https" } else { "http" };
-    req.insert_header(
-        "x-original-url",
-        format!("{scheme}://{}{request_uri}", facts.authority),
-    )?;
+    let original_url = expand_location("$scheme://$http_host$request_uri", facts);
+    req.insert_header("x-original-url", original_url)?;
     req.insert_header("x-original-method", original.method.as_str())?;
     req.insert_header("x-sent-from", "nginx-ingress-controller")?;
-    let redirect = match &auth.spec.request_redirect {
-        Some(r) => expand_location(r, facts),
-        None => request_uri.to_string(),
-    };
+    let redirect = expand_location(
+        auth.spec
+            .request_redirect
+            .as_deref()
+            .unwrap_or("$request_uri"),
+        facts,
+    );
     req.insert_header("x-auth-request-redirect", redirect)?;
     req.insert_header("x-request-id", request_id)?;
     let client = crate::forwarding::client_ip(original, facts.peer, facts.trusted_proxies);
@@ -270,15 +269,13 @@ fn signin_location(signin: &str, param: &str, facts: &RequestFacts) -> String {
     if location.contains(&format!("{param}=")) {
         return location;
     }
-    let scheme = if facts.tls { "https" } else { "http" };
-    let request_uri = facts.req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut escaped = Vec::new();
-    percent_encode(request_uri.as_bytes(), &mut escaped);
+    // ingress-nginx's own: `$pass_access_scheme://$http_host$escaped_request_uri`.
     location.push(if location.contains('?') { '&' } else { '?' });
-    location.push_str(&format!(
-        "{param}={scheme}://{}{}",
-        facts.authority,
-        String::from_utf8_lossy(&escaped)
+    location.push_str(param);
+    location.push('=');
+    location.push_str(&expand_location(
+        "$pass_access_scheme://$http_host$escaped_request_uri",
+        facts,
     ));
     location
 }

@@ -312,7 +312,7 @@ pub fn expand_location(template: &str, facts: &RequestFacts) -> String {
 
 /// Everything but RFC 3986's unreserved characters as `%XX`, as a query
 /// parameter's value needs it.
-pub fn percent_encode(raw: &[u8], out: &mut Vec<u8>) {
+fn percent_encode(raw: &[u8], out: &mut Vec<u8>) {
     for &b in raw {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b);

@@ -287,9 +287,7 @@ impl EdgeProxy {
         for (name, value) in route.response_headers.iter() {
             head.insert_header(name.clone(), value.clone())?;
         }
-        if self.draining.load(Ordering::Relaxed) {
-            session.set_keepalive(None);
-        }
+        close_when_draining(session, &self.draining);
         ctx.error_page = true;
         session.write_response_header(Box::new(head), false).await?;
         let body = (!body.is_empty()).then_some(body);

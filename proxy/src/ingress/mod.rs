@@ -20,11 +20,10 @@ pub mod translate;
 use crate::config::IngressSettings;
 use crate::drain::ShutdownHooks;
 use crate::kube::follow;
-use crate::kube::Named;
 use crate::metrics::METRICS;
 use crate::state::{Publisher, SourceId};
 use crate::tls::SniResolver;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -102,9 +101,7 @@ pub async fn start(
             certs,
             loaded: HashMap::new(),
             served: served_tx,
-            named_secrets: Named::new::<Secret>(client_for_named.clone(), changed.clone()),
-            named_config_maps: Named::new::<ConfigMap>(client_for_named.clone(), changed.clone()),
-            named_services: Named::new::<Service>(client_for_named, changed.clone()),
+            named: named::Watches::new(client_for_named, &changed),
         };
         loop {
             controller
@@ -125,9 +122,7 @@ struct Controller {
     loaded: translate::LoadedSecrets,
     served: watch::Sender<Vec<(String, String)>>,
     /// The Secrets and ConfigMaps annotations name, followed by name.
-    named_secrets: Named,
-    named_config_maps: Named,
-    named_services: Named,
+    named: named::Watches,
 }
 
 impl Controller {
@@ -156,14 +151,8 @@ impl Controller {
         let covers = move |host: &str| certs.as_ref().is_some_and(|c| c.file_covers(host));
         let classes = classes.state();
         let ingresses = ingresses.state();
-        let mut attempt = 0;
-        let mut t = loop {
-            let named = NamedObjects {
-                secrets: self.named_secrets.objects(),
-                config_maps: self.named_config_maps.objects(),
-                services: self.named_services.objects(),
-            };
-            let t = translate::translate(
+        let translate_with = |named: &NamedObjects| {
+            translate::translate(
                 &ingresses,
                 &translate::Cluster {
                     class: &self.settings.class,
@@ -171,28 +160,24 @@ impl Controller {
                     secrets: &secrets,
                     file_cert_covers: &covers,
                     last_loaded: &self.loaded,
-                    named: Some(&named),
+                    named: Some(named),
                     allowed_response_headers: &self.settings.allowed_response_headers,
                 },
-            );
-            // A newly named object: list it before publishing, so that an
-            // Ingress is not refused for an object that is there.
-            let started = self.named_secrets.follow_only(&t.wanted.secrets)
-                | self.named_config_maps.follow_only(&t.wanted.config_maps)
-                | self.named_services.follow_only(&t.wanted.services);
-            attempt += 1;
-            if !started || attempt > 1 {
-                break t;
-            }
-            let listed = self.named_secrets.wait_listed(NAMED_LIST_WAIT).await
-                && self.named_config_maps.wait_listed(NAMED_LIST_WAIT).await
-                && self.named_services.wait_listed(NAMED_LIST_WAIT).await;
-            if !listed {
+            )
+        };
+        let mut t = translate_with(&self.named.objects());
+        // A newly named object: list it, then translate again before
+        // publishing, so that an Ingress is not refused for an object that
+        // is there.
+        if self.named.follow_only(&t.wanted) {
+            if !self.named.wait_listed(NAMED_LIST_WAIT).await {
                 tracing::warn!(
                     "objects named by annotations not listed within {NAMED_LIST_WAIT:?}: the Ingresses naming them wait"
                 );
             }
-        };
+            t = translate_with(&self.named.objects());
+            self.named.follow_only(&t.wanted);
+        }
         self.loaded = std::mem::take(&mut t.loaded);
         crate::problems::report("ingress", t.problems);
         if let Some(resolver) = &self.certs {

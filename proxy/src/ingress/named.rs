@@ -10,7 +10,9 @@
 //! what was asked. Offline (`ingress-check`), named objects are taken to be
 //! in place.
 
+use crate::kube::Named;
 use crate::route::{ServicePort, UpstreamKey, UpstreamTrust};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::ByteString;
 use kube::api::DynamicObject;
 use serde_json::Value;
@@ -43,6 +45,46 @@ fn config_map_data(map: &DynamicObject) -> Result<BTreeMap<String, String>, Stri
     match map.data.get("data") {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(data) => serde_json::from_value(data.clone()).map_err(|e| format!("data: {e}")),
+    }
+}
+
+/// The watches of the named objects, a `kube::Named` per kind.
+pub struct Watches {
+    secrets: Named,
+    config_maps: Named,
+    services: Named,
+}
+
+impl Watches {
+    pub fn new(client: kube::Client, changed: &Arc<tokio::sync::Notify>) -> Self {
+        Watches {
+            secrets: Named::new::<Secret>(client.clone(), changed.clone()),
+            config_maps: Named::new::<ConfigMap>(client.clone(), changed.clone()),
+            services: Named::new::<Service>(client, changed.clone()),
+        }
+    }
+
+    /// Follow exactly what `wanted` names; whether any watch started.
+    pub fn follow_only(&mut self, wanted: &Wanted) -> bool {
+        // Not `||`: every kind follows its own list.
+        self.secrets.follow_only(&wanted.secrets)
+            | self.config_maps.follow_only(&wanted.config_maps)
+            | self.services.follow_only(&wanted.services)
+    }
+
+    /// Wait (at most `limit` each) until every watch has its first list.
+    pub async fn wait_listed(&self, limit: std::time::Duration) -> bool {
+        self.secrets.wait_listed(limit).await
+            && self.config_maps.wait_listed(limit).await
+            && self.services.wait_listed(limit).await
+    }
+
+    pub fn objects(&self) -> NamedObjects {
+        NamedObjects {
+            secrets: self.secrets.objects(),
+            config_maps: self.config_maps.objects(),
+            services: self.services.objects(),
+        }
     }
 }
 
