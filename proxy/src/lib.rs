@@ -10,6 +10,8 @@ pub mod admin;
 pub mod affinity;
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod client_limits;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod connections;

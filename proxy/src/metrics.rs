@@ -38,6 +38,7 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub client_connections_max: IntGauge,
     pub client_connections_closed: IntCounterVec,
+    pub limited: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
     pub ingress_synced: IntGauge,
     pub ingress_routes: IntGauge,
@@ -185,6 +186,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "edge_proxy_client_connections_closed_total",
             "Client connections the proxy closed on a limit: header_timeout (request head \
              not complete in time) or connection_limit (no free slot in time).",
+            &["reason"]
+        )
+        .expect("register"),
+        limited: register_int_counter_vec!(
+            "edge_proxy_client_limited_total",
+            "Requests and connections turned away by a per-client limit: client_rate and \
+             client_connections (limits.per_client), route_rate and route_connections \
+             (limit-rps, limit-rpm, limit-connections).",
             &["reason"]
         )
         .expect("register"),

@@ -8,6 +8,7 @@
 //! setting on [`CompiledRoute`]), and where the phase in proxy.rs runs it.
 
 use crate::affinity::find_cookie;
+use crate::client_limits::ClientLimits;
 use crate::config::{net_contains, Config, IpNet, Timeouts};
 use crate::metrics::RouteMetrics;
 use crate::route::router::query_value;
@@ -63,6 +64,10 @@ pub struct CompiledRoute {
     pub cors: Option<Arc<CompiledCors>>,
     /// An auth service asked before every request.
     pub auth: Option<crate::auth::CompiledAuth>,
+    /// Request rates and requests in flight per client.
+    pub client_limits: Option<ClientLimits>,
+    /// Response bandwidth per request.
+    pub response_rate: Option<crate::route::ResponseRate>,
     /// Its series, resolved once here rather than by label on every request.
     pub metrics: RouteMetrics,
 }
@@ -551,6 +556,8 @@ pub fn compile(
     let mut error_backend = None;
     let mut cors = None;
     let mut auth = None;
+    let mut client_limits = None;
+    let mut response_rate = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -600,6 +607,16 @@ pub fn compile(
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
             Policy::ExternalAuth(a) => auth = Some(crate::auth::CompiledAuth::new(a)),
+            Policy::ClientLimits(l) => {
+                client_limits = Some(ClientLimits::zone(
+                    &l.zone,
+                    l.rates.iter().map(gcra_rate).collect(),
+                    l.connections,
+                    l.exempt.clone(),
+                    config.limits.limited_status,
+                ));
+            }
+            Policy::ResponseRate(r) => response_rate = Some(*r),
             Policy::Cors(c) => {
                 let compiled = Arc::new(CompiledCors::new(c));
                 request.push(RequestStep::CorsPreflight(compiled.clone()));
@@ -652,8 +669,29 @@ pub fn compile(
         error_backend,
         cors,
         auth,
+        client_limits,
+        response_rate,
         metrics,
     }
+}
+
+/// A rate of the route model as the limiter counts it.
+pub fn gcra_rate(rate: &crate::route::RequestRate) -> crate::client_limits::Rate {
+    crate::client_limits::Rate::new(rate.requests, rate.per, rate.burst)
+}
+
+/// How long to hold back a response body chunk so that the `sent` bytes of
+/// the body so far (this chunk's included) go no faster than `rate` after
+/// its first `after_bytes`, `elapsed` after the body started.
+pub fn response_delay(
+    rate: &crate::route::ResponseRate,
+    sent: u64,
+    elapsed: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let limited = sent.checked_sub(rate.after_bytes).filter(|b| *b > 0)?;
+    let due =
+        std::time::Duration::from_secs_f64(limited as f64 / rate.bytes_per_second.max(1) as f64);
+    due.checked_sub(elapsed).filter(|d| !d.is_zero())
 }
 
 fn header_pairs(

@@ -13,6 +13,7 @@
 use crate::access_log;
 use crate::affinity::{self, AffinityOutcome, Requested};
 use crate::auth;
+use crate::client_limits::{self, ClientLimits};
 use crate::config::Limits;
 use crate::connections;
 use crate::error_pages;
@@ -94,6 +95,11 @@ pub struct RequestCtx {
     error_page: bool,
     /// Headers the auth service's answer adds to the request.
     auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// This request's place among its client's requests in flight on the
+    /// route (`limit-connections`), given back when the request ends.
+    held: Option<client_limits::Held>,
+    /// Response body bytes sent so far (routes with a `limit-rate`).
+    body_sent: u64,
 }
 
 impl RequestCtx {
@@ -187,6 +193,36 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The client's address as limits and allowlists see it: the peer, or with
+/// `trusted_proxies` the forwarded client.
+fn client_ip(session: &Session, snapshot: &Snapshot) -> Option<std::net::IpAddr> {
+    forwarding::client_ip(
+        session.req_header(),
+        peer_ip(session),
+        &snapshot.trusted_proxies,
+    )
+}
+
+/// The answer to a client over one of `limits`' rates, if it is.
+fn over_rate(session: &Session, snapshot: &Snapshot, limits: &ClientLimits) -> Option<Reply> {
+    if limits.rates.is_empty() {
+        return None;
+    }
+    let client = client_ip(session, snapshot)?;
+    let limited = limits.admit_request(client).err()?;
+    Some(limited_reply(limited.status, Some(limited.retry_after)))
+}
+
+fn limited_reply(status: u16, retry_after: Option<u64>) -> Reply {
+    let mut reply = Reply::text(status, "too many requests from this address\n");
+    if let Some(seconds) = retry_after {
+        reply
+            .headers
+            .push((http::header::RETRY_AFTER, http::HeaderValue::from(seconds)));
+    }
+    reply
 }
 
 /// Answer the client directly: the one builder of the proxy's own responses
@@ -316,6 +352,8 @@ impl ProxyHttp for EdgeProxy {
             on_default_backend: false,
             error_page: false,
             auth_headers: Vec::new(),
+            held: None,
+            body_sent: 0,
         }
     }
 
@@ -327,6 +365,12 @@ impl ProxyHttp for EdgeProxy {
         if let Some((status, body)) = refuse(session.req_header(), &snapshot.limits) {
             respond(session, ctx, Reply::text(status, body)).await?;
             return Ok(true);
+        }
+        if let Some(limits) = &snapshot.per_client {
+            if let Some(reply) = over_rate(session, &snapshot, limits) {
+                respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
         }
         let req = session.req_header();
         let Some(host) = request_host(req) else {
@@ -343,6 +387,26 @@ impl ProxyHttp for EdgeProxy {
             respond(session, ctx, Reply::text(404, error_body(404))).await?;
             return Ok(true);
         };
+        // Its per-client limits first, as nginx's run before access checks:
+        // a flood never reaches the auth service.
+        if let Some(limits) = &route.client_limits {
+            let over = over_rate(session, &snapshot, limits).or_else(|| {
+                let client = client_ip(session, &snapshot)?;
+                match limits.hold(client) {
+                    Some(held) => {
+                        ctx.held = Some(held);
+                        None
+                    }
+                    None => Some(limited_reply(limits.status, None)),
+                }
+            });
+            if let Some(reply) = over {
+                ctx.route = Some(route);
+                respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         // The route's request policies, in its order: the first that answers
         // wins; then its auth service, if it has one.
         if !route.request.is_empty() || route.auth.is_some() {
@@ -659,6 +723,26 @@ impl ProxyHttp for EdgeProxy {
             upstream_response.append_header(SET_COOKIE, cookie)?;
         }
         Ok(())
+    }
+
+    /// `limit-rate`: hold each chunk back until the body so far is within
+    /// the rate, counted from the request's start as nginx counts it.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(rate) = ctx.route.as_ref().and_then(|r| r.response_rate) else {
+            return Ok(None);
+        };
+        ctx.body_sent += body.as_ref().map_or(0, |b| b.len() as u64);
+        Ok(policy::response_delay(
+            &rate,
+            ctx.body_sent,
+            ctx.started.elapsed(),
+        ))
     }
 
     async fn fail_to_proxy(

@@ -9,6 +9,7 @@
 //! swap. Requests keep the snapshot they started with. Upstreams, and the
 //! state policies keep, carry over from the previous snapshot.
 
+use crate::client_limits::ClientLimits;
 use crate::config::{Config, IpNet, Limits, Timeouts};
 use crate::discovery::Source;
 use crate::metrics::METRICS;
@@ -53,6 +54,8 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     pub retries: usize,
     pub limits: Limits,
+    /// `limits.per_client`, compiled.
+    pub per_client: Option<Arc<ClientLimits>>,
     pub trusted_proxies: Arc<[IpNet]>,
     /// The HTTPS listener's port, for redirects.
     pub https_port: Option<u16>,
@@ -149,6 +152,14 @@ impl Snapshot {
             timeouts: config.timeouts,
             retries: config.retries,
             limits: config.limits,
+            per_client: config.per_client.as_ref().map(|p| {
+                Arc::new(ClientLimits::node(
+                    p.rate.iter().map(crate::policy::gcra_rate).collect(),
+                    p.connections,
+                    p.exempt.clone(),
+                    config.limits.limited_status,
+                ))
+            }),
             trusted_proxies: config.trusted_proxies.clone().into(),
             https_port: config.listen.https.map(|a| a.port()),
             waiting_for: sources

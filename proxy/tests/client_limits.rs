@@ -221,3 +221,149 @@ fn bad_client_limits_name_the_field() {
         assert!(err.contains(field), "{field} not named in: {err}");
     }
 }
+
+fn count(results: &[(u16, String)], status: u16) -> usize {
+    results.iter().filter(|(s, _)| *s == status).count()
+}
+
+#[test]
+fn a_flooding_address_gets_429s_while_others_and_exempt_ones_are_served() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(
+        &origin,
+        "limits:\n  per_client:\n    requests_per_second: 5\n    burst: 5\n    exempt: [\"127.0.0.3/32\"]\n",
+    );
+    let url = proxy.url("/x");
+    let host = ["-H", "Host: app.test"];
+    // 40 requests as fast as one connection goes: the burst (5 + the one)
+    // and what the rate refills meanwhile are served, the rest get 429.
+    let flood = requests_from("127.0.0.1", &url, 40, &host);
+    assert_eq!(flood.len(), 40, "{flood:?}");
+    let served = count(&flood, 200);
+    assert!((6..=12).contains(&served), "{served} served: {flood:?}");
+    assert_eq!(count(&flood, 429), 40 - served, "{flood:?}");
+    let (_, retry_after) = flood.iter().find(|(s, _)| *s == 429).unwrap();
+    assert_eq!(retry_after, "1", "Retry-After: one second's refill");
+    // Another address is its own client; an exempt one is never limited.
+    assert_eq!(count(&requests_from("127.0.0.2", &url, 3, &host), 200), 3);
+    assert_eq!(count(&requests_from("127.0.0.3", &url, 40, &host), 200), 40);
+    // The origin saw only what was let through.
+    assert_eq!(origin.received().len(), served + 3 + 40);
+
+    // Counted by reason; logged once for the client, not once per request.
+    let limited = proxy
+        .wait_metrics("limited requests counted", |m| {
+            m.sum(
+                "edge_proxy_client_limited_total",
+                &[("reason", "client_rate")],
+            ) > 0.0
+        })
+        .sum(
+            "edge_proxy_client_limited_total",
+            &[("reason", "client_rate")],
+        );
+    assert_eq!(limited as usize, 40 - served);
+    let log = proxy.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("client over its limit") && l.contains("127.0.0.1"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+    // The refill: a second later the client is served again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(requests_from("127.0.0.1", &url, 1, &host)[0].0, 200);
+
+    // Reloadable: without the limit, the flood is served.
+    proxy.rewrite_config(&format!(
+        "listen:\n  http: \"{}\"\nadmin: \"{}\"\ndiscovery: static\nroutes:\n  - host: app.test\n    service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\nlimits:\n  limited_status: 503\n",
+        proxy.http, proxy.admin, origin.addr
+    ));
+    eventually("the reload", Duration::from_secs(10), || {
+        count(&requests_from("127.0.0.1", &url, 20, &host), 200) == 20
+    });
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(
+        &origin,
+        "trusted_proxies: [\"127.0.0.1/32\"]\nlimits:\n  limited_status: 503\n  per_client:\n    requests_per_second: 1\n    burst: 0\n",
+    );
+    let url = proxy.url("/x");
+    let from = |client: &str, n| {
+        let xff = format!("X-Forwarded-For: {client}");
+        requests_from("127.0.0.1", &url, n, &["-H", "Host: app.test", "-H", &xff])
+    };
+    let first = from("203.0.113.1", 5);
+    assert_eq!(first[0].0, 200, "{first:?}");
+    // The configured status instead of 429.
+    assert_eq!(count(&first, 503), 4, "{first:?}");
+    assert_eq!(from("203.0.113.2", 1)[0].0, 200);
+    // Not behind a trusted proxy: the peer is the client.
+    let direct = requests_from("127.0.0.2", &url, 2, &["-H", "Host: app.test"]);
+    assert_eq!(direct[0].0, 200);
+    assert_eq!(direct[1].0, 503);
+}
+
+#[test]
+fn connections_beyond_a_clients_cap_are_closed_before_a_request_is_read() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(
+        &origin,
+        "limits:\n  idle_timeout: 30s\n  per_client:\n    connections: 2\n",
+    );
+    proxy.wait_metrics("no connection open", |m| {
+        m.sum("edge_proxy_client_connections", &[]) == 0.0
+    });
+    let mut first = connect(&proxy);
+    let mut second = connect(&proxy);
+    assert!(get(&mut first).starts_with("HTTP/1.1 200"));
+    assert!(get(&mut second).starts_with("HTTP/1.1 200"));
+    // A third from the same address: closed at once, unanswered.
+    let mut third = connect(&proxy);
+    let _ = third.write_all(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert!(closed_within(&mut third, Duration::from_secs(2)));
+    proxy.wait_metrics("one connection refused", |m| {
+        m.sum(
+            "edge_proxy_client_limited_total",
+            &[("reason", "client_connections")],
+        ) == 1.0
+    });
+    // Another address is not affected.
+    let other = requests_from("127.0.0.2", &proxy.url("/x"), 1, &["-H", "Host: app.test"]);
+    assert_eq!(other[0].0, 200);
+    // A closed connection gives its place back.
+    drop(first);
+    eventually("a place given back", Duration::from_secs(5), || {
+        let mut again = connect(&proxy);
+        let _ = again.write_all(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        let mut byte = [0u8; 1];
+        matches!(again.read(&mut byte), Ok(1))
+    });
+    // The connections kept open were never disturbed.
+    assert!(get(&mut second).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn bad_per_client_limits_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "listen:\n  http: \"127.0.0.1:1\"\ndiscovery: static\nroutes:\n  - service: a\n    port: 80\nstatic:\n  a: [\"127.0.0.1:2\"]\nlimits:\n  limited_status: 200\n  per_client:\n    requests_per_second: 0\n    connections: many\n    exempt: [\"10.0.0.0/33\"]\n    burst_size: 3\n",
+    )
+    .unwrap();
+    let out = edge_proxy(&["check", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "limits.limited_status",
+        "limits.per_client.requests_per_second",
+        "limits.per_client.connections",
+        "limits.per_client.exempt[0]",
+        "limits.per_client.burst_size",
+    ] {
+        assert!(err.contains(field), "{field} not named in: {err}");
+    }
+}

@@ -2432,3 +2432,123 @@ fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
     }
     assert_eq!(slow.join().unwrap().status, 200);
 }
+
+#[test]
+fn limit_annotations_count_each_client_per_ingress_and_pace_responses() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    cluster.api.apply(
+        "default",
+        "web-abcde",
+        "web",
+        app.addr.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "limited",
+            "limited.test",
+            "web",
+            &[
+                ("limit-rps", "2"),
+                ("limit-burst-multiplier", "1"),
+                ("limit-connections", "1"),
+                ("limit-whitelist", "127.0.0.3/32"),
+            ],
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "paced",
+            "paced.test",
+            "web",
+            &[("limit-rate", "32"), ("limit-rate-after", "32")],
+        ),
+    );
+    cluster
+        .api
+        .put("ingresses", annotated("open", "open.test", "web", &[]));
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    eventually("the Ingresses served", Duration::from_secs(10), || {
+        get(&proxy, "open.test", "/", &[]).status == 200
+            && get(&proxy, "paced.test", "/", &[]).status == 200
+    });
+    let url = proxy.url("/");
+    let count = |r: &[(u16, String)], status| r.iter().filter(|(s, _)| *s == status).count();
+
+    // limit-rps 2 with a burst of 2: three at once, then 429s with Retry-After.
+    let flood = requests_from("127.0.0.4", &url, 12, &["-H", "Host: limited.test"]);
+    let served = count(&flood, 200);
+    assert!((3..=4).contains(&served), "{flood:?}");
+    assert_eq!(count(&flood, 429), 12 - served, "{flood:?}");
+    assert!(
+        flood.iter().any(|(s, r)| *s == 429 && r == "1"),
+        "{flood:?}"
+    );
+    // Counted per Ingress: the same client is not limited on another one.
+    let open = requests_from("127.0.0.4", &url, 12, &["-H", "Host: open.test"]);
+    assert_eq!(count(&open, 200), 12);
+    // limit-whitelist: never limited.
+    let exempt = requests_from("127.0.0.3", &url, 12, &["-H", "Host: limited.test"]);
+    assert_eq!(count(&exempt, 200), 12);
+
+    // limit-connections 1: a second request in flight from the same client is
+    // turned away while the first is at the pod.
+    let slow_url = proxy.url("/slow");
+    let slow = std::thread::spawn(move || {
+        requests_from("127.0.0.5", &slow_url, 1, &["-H", "Host: limited.test"])
+    });
+    eventually(
+        "the slow request at the pod",
+        Duration::from_secs(5),
+        || app.received().iter().any(|r| r.starts_with("GET /slow")),
+    );
+    let second = requests_from("127.0.0.5", &url, 1, &["-H", "Host: limited.test"]);
+    assert_eq!(second[0].0, 429, "{second:?}");
+    assert_eq!(second[0].1, "", "no Retry-After for a count");
+    assert_eq!(slow.join().unwrap()[0].0, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    let after = requests_from("127.0.0.5", &url, 1, &["-H", "Host: limited.test"]);
+    assert_eq!(after[0].0, 200, "the place was given back");
+    let m = proxy.metrics();
+    assert!(
+        m.sum(
+            "edge_proxy_client_limited_total",
+            &[("reason", "route_rate")]
+        ) >= 8.0
+    );
+    assert_eq!(
+        m.sum(
+            "edge_proxy_client_limited_total",
+            &[("reason", "route_connections")]
+        ),
+        1.0
+    );
+
+    // limit-rate 32 KB/s after 32 KB: 96 KiB take about two seconds, in full;
+    // the same body from an Ingress without it comes at once.
+    let timed = |host: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download} %{time_total}",
+            ])
+            .args(["-H", &format!("Host: {host}"), &proxy.url("/big/96")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (size, time) = text.split_once(' ').unwrap();
+        (size.parse::<u64>().unwrap(), time.parse::<f64>().unwrap())
+    };
+    let (size, paced) = timed("paced.test");
+    assert_eq!(size, 96 * 1024);
+    assert!((1.5..6.0).contains(&paced), "took {paced}s");
+    let (size, fast) = timed("open.test");
+    assert_eq!(size, 96 * 1024);
+    assert!(fast < 1.0, "took {fast}s");
+}

@@ -197,6 +197,19 @@ pub struct Limits {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    /// A [`PerClient`].
+    pub per_client: Option<Value>,
+    pub limited_status: Option<i64>,
+}
+
+/// `limits.per_client`: what one client address may do on this node.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PerClient {
+    pub requests_per_second: Option<i64>,
+    pub burst: Option<i64>,
+    pub connections: Option<i64>,
+    pub exempt: Option<Vec<String>>,
 }
 
 /// Log output: `format` for lifecycle and error logs (stderr), `access` for the

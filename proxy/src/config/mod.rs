@@ -32,6 +32,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub logging: Logging,
     pub limits: Limits,
+    /// `limits.per_client`: rates and connections per client address.
+    pub per_client: Option<PerClientLimits>,
     /// Clients whose X-Forwarded-For is kept (other proxies, load balancers).
     pub trusted_proxies: Vec<IpNet>,
     /// Serve Ingress objects too (`discovery: kubernetes` only).
@@ -74,6 +76,20 @@ pub struct Limits {
     /// Open client connections per proxy process; more wait for a free slot
     /// for `header_timeout`, then are closed. Read at start only.
     pub max_connections: usize,
+    /// The answer to a request beyond a per-client rate or count
+    /// (`limits.per_client`, `limit-*` annotations).
+    pub limited_status: u16,
+}
+
+/// `limits.per_client`: what one client address (the peer, or with
+/// `trusted_proxies` the forwarded client) may do on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerClientLimits {
+    pub rate: Option<crate::route::RequestRate>,
+    /// Open connections; one more is closed before its request is read.
+    pub connections: Option<u32>,
+    /// Addresses no per-client limit applies to.
+    pub exempt: Vec<IpNet>,
 }
 
 impl Default for Limits {
@@ -85,6 +101,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            limited_status: 429,
         }
     }
 }

@@ -75,7 +75,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         problems.add("drain_timeout", "must be at most 10m");
     }
     let logging = validate_logging(&file, &mut problems);
-    let limits = validate_limits(&file, &mut problems);
+    let (limits, per_client) = validate_limits(&file, &mut problems);
     let trusted_proxies = field::<Vec<String>>(
         file.trusted_proxies.as_ref(),
         "trusted_proxies",
@@ -108,6 +108,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             drain_timeout,
             logging,
             limits,
+            per_client,
             trusted_proxies,
             ingress,
         }),
@@ -748,7 +749,10 @@ fn duration(text: &str, path: &str, problems: &mut Problems) -> Option<Duration>
     }
 }
 
-fn validate_limits(file: &file::File, problems: &mut Problems) -> Limits {
+fn validate_limits(
+    file: &file::File,
+    problems: &mut Problems,
+) -> (Limits, Option<PerClientLimits>) {
     let raw =
         object_field::<file::Limits>(file.limits.as_ref(), "limits", problems).unwrap_or_default();
     let mut limits = Limits::default();
@@ -786,7 +790,47 @@ fn validate_limits(file: &file::File, problems: &mut Problems) -> Limits {
         // Each connection costs a file descriptor; the DaemonSet raises nofile well past this.
         limits.max_connections = bounded(n, 1, 1_000_000, "limits.max_connections", problems);
     }
-    limits
+    if let Some(n) = raw.limited_status {
+        limits.limited_status = bounded(n, 400, 599, "limits.limited_status", problems) as u16;
+    }
+    let per_client =
+        object_field::<file::PerClient>(raw.per_client.as_ref(), "limits.per_client", problems)
+            .map(|raw| per_client_limits(raw, problems));
+    (limits, per_client)
+}
+
+fn per_client_limits(raw: file::PerClient, problems: &mut Problems) -> PerClientLimits {
+    let path = |key: &str| format!("limits.per_client.{key}");
+    let rate = raw.requests_per_second.map(|n| {
+        let requests = bounded(n, 1, 1_000_000, &path("requests_per_second"), problems) as u32;
+        // Without a burst, as many again at once: a page and its assets.
+        let burst = raw.burst.map_or(requests, |b| {
+            bounded(b, 0, 1_000_000, &path("burst"), problems) as u32
+        });
+        crate::route::RequestRate {
+            requests,
+            per: Duration::from_secs(1),
+            burst,
+        }
+    });
+    if raw.burst.is_some() && rate.is_none() {
+        problems.add(path("burst"), "needs requests_per_second");
+    }
+    let connections = raw
+        .connections
+        .map(|n| bounded(n, 1, 1_000_000, &path("connections"), problems) as u32);
+    let exempt = raw
+        .exempt
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| ip_net(text, &path(&format!("exempt[{i}]")), problems))
+        .collect();
+    PerClientLimits {
+        rate,
+        connections,
+        exempt,
+    }
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.

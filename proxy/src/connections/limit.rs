@@ -45,6 +45,9 @@ impl<A> ConnectionLimit<A> {
                 .client_connections_closed
                 .with_label_values(&[reason]);
         }
+        for reason in crate::client_limits::Reason::ALL {
+            METRICS.limited.with_label_values(&[reason.as_str()]);
+        }
         METRICS
             .client_connections_max
             .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
@@ -56,6 +59,38 @@ impl<A> ConnectionLimit<A> {
             linger,
             closing: watch::Sender::new(false),
         }
+    }
+}
+
+impl<A> ConnectionLimit<A> {
+    /// This connection's place among its address's, when a per-client
+    /// connection limit is set; `None`: one too many. A peer in
+    /// `trusted_proxies` carries many clients and is not counted.
+    fn per_client_place(&self, stream: &Stream) -> Option<crate::client_limits::Held> {
+        let free = crate::client_limits::Held::free();
+        let snapshot = self.state.load();
+        let Some(limits) = snapshot
+            .per_client
+            .as_ref()
+            .filter(|l| l.concurrent.is_some())
+        else {
+            return Some(free);
+        };
+        let digest = stream.get_socket_digest();
+        let Some(peer) = digest
+            .as_ref()
+            .and_then(|d| d.peer_addr()?.as_inet().map(|a| a.ip()))
+        else {
+            return Some(free);
+        };
+        let trusted = snapshot
+            .trusted_proxies
+            .iter()
+            .any(|n| crate::config::net_contains(n, peer));
+        if trusted {
+            return Some(free);
+        }
+        limits.hold(peer)
     }
 }
 
@@ -74,6 +109,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ConnectionLimit<A> 
                 .inc();
             return None;
         };
+        // `limits.per_client.connections`: one too many from this address is
+        // closed before its request is read.
+        let _place = self.per_client_place(&stream)?;
         let _open = OpenConnection::count();
         let serve = keepalive::serve(&self.inner, stream, shutdown, &self.state, &self.closing);
         REQUESTS_ON_CONNECTION.scope(Cell::new(0), serve).await

@@ -10,8 +10,8 @@
 
 use crate::problems::ProblemKind;
 use crate::route::{
-    Affinity, Canary, Cors, ExternalAuth, HashBy, IpNet, Redirect, SameSite, TimeoutOverrides,
-    UpstreamProtocol,
+    Affinity, Canary, Cors, ExternalAuth, HashBy, IpNet, Redirect, RequestRate, ResponseRate,
+    RouteLimits, SameSite, TimeoutOverrides, UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,6 +79,12 @@ pub struct Annotations {
     pub cors: Option<Cors>,
     /// `auth-url` with the other external auth annotations.
     pub external_auth: Option<ExternalAuth>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections` with
+    /// `limit-burst-multiplier` and `limit-allowlist`; translation names the
+    /// zone (the Ingress).
+    pub client_limits: Option<RouteLimits>,
+    /// `limit-rate` with `limit-rate-after`.
+    pub response_rate: Option<ResponseRate>,
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
@@ -160,6 +166,14 @@ const SUPPORTED: &[&str] = &[
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-connections",
+    "limit-whitelist",
+    "limit-allowlist",
+    "limit-rate",
+    "limit-rate-after",
 ];
 
 /// Annotations that protect a service: serving the Ingress without them would
@@ -269,6 +283,8 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         }
     };
     let service_upstream = r.boolean("service-upstream").unwrap_or(false);
+    let client_limits = r.client_limits();
+    let response_rate = r.response_rate();
     let cors = r.cors();
     let external_auth = match r.external_auth() {
         Ok(auth) => auth,
@@ -354,6 +370,8 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         service_upstream,
         cors,
         external_auth,
+        client_limits,
+        response_rate,
         hash_by,
         affinity,
         ssl_redirect,
@@ -564,6 +582,96 @@ impl<'a> Reader<'a> {
             expose_headers,
             allow_credentials,
             max_age,
+        })
+    }
+
+    /// A whole number from 0; 0 (and a bad value, reported) is no limit, as
+    /// in ingress-nginx.
+    fn limit(&mut self, name: &str) -> Option<u32> {
+        match self.get(name)?.parse::<u32>() {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(_) => self.invalid(name, "a whole number (0: no limit)"),
+        }
+    }
+
+    /// ingress-nginx's rate limits: per client address and proxy instance,
+    /// bursts of `limit-burst-multiplier` (5) times the rate, clients in
+    /// `limit-allowlist` (or its older name `limit-whitelist`) exempt.
+    fn client_limits(&mut self) -> Option<RouteLimits> {
+        let rps = self.limit("limit-rps");
+        let rpm = self.limit("limit-rpm");
+        let connections = self.limit("limit-connections");
+        let multiplier = match self.get("limit-burst-multiplier").map(str::parse::<u32>) {
+            None => 5,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => self
+                .invalid("limit-burst-multiplier", "a whole number")
+                .unwrap_or(5),
+        };
+        let allowlist = ["limit-allowlist", "limit-whitelist"]
+            .into_iter()
+            .find(|name| self.get(name).is_some());
+        let mut exempt = Vec::new();
+        if let Some(name) = allowlist {
+            for item in self.get(name).unwrap_or("").split(',').map(str::trim) {
+                if item.is_empty() {
+                    continue;
+                }
+                let net = item
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| item.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                match net {
+                    Some(net) => exempt.push(net),
+                    None => {
+                        // A limit must not fail open: nobody is exempt.
+                        self.problem(
+                            ProblemKind::InvalidAnnotation,
+                            name,
+                            format!("{item:?} is not a CIDR like 10.0.0.0/8: no client is exempt until it is fixed"),
+                        );
+                        exempt.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        if rps.is_none() && rpm.is_none() && connections.is_none() {
+            return None;
+        }
+        // nginx applies limit-rpm and limit-rps both.
+        let rate = |requests: u32, per: u64| RequestRate {
+            requests,
+            per: Duration::from_secs(per),
+            burst: requests.saturating_mul(multiplier),
+        };
+        Some(RouteLimits {
+            zone: String::new(),
+            rates: [rpm.map(|n| rate(n, 60)), rps.map(|n| rate(n, 1))]
+                .into_iter()
+                .flatten()
+                .collect(),
+            connections,
+            exempt,
+        })
+    }
+
+    /// `limit-rate` KB/s per request after `limit-rate-after` KB.
+    fn response_rate(&mut self) -> Option<ResponseRate> {
+        let kilobytes = self.limit("limit-rate")?;
+        let after = self
+            .get("limit-rate-after")
+            .map_or(Some(0), |t| t.parse::<u64>().ok());
+        let after = match after {
+            Some(n) => n,
+            None => self
+                .invalid("limit-rate-after", "a whole number of kilobytes")
+                .unwrap_or(0),
+        };
+        Some(ResponseRate {
+            bytes_per_second: u64::from(kilobytes) * 1024,
+            after_bytes: after.saturating_mul(1024),
         })
     }
 
@@ -1126,6 +1234,72 @@ mod tests {
         assert!(upstream.problems[0]
             .message
             .contains("no effect with service-upstream"));
+    }
+
+    #[test]
+    fn limits_read_as_ingress_nginx_writes_them() {
+        let a = read_all(&[
+            ("limit-rps", "10"),
+            ("limit-rpm", "300"),
+            ("limit-connections", "4"),
+            ("limit-whitelist", "10.0.0.0/8, 192.0.2.7"),
+            ("limit-rate", "100"),
+            ("limit-rate-after", "1024"),
+        ]);
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        let l = a.client_limits.unwrap();
+        // rpm then rps, each with 5 times its rate as burst.
+        assert_eq!(
+            l.rates,
+            vec![
+                RequestRate {
+                    requests: 300,
+                    per: Duration::from_secs(60),
+                    burst: 1500
+                },
+                RequestRate {
+                    requests: 10,
+                    per: Duration::from_secs(1),
+                    burst: 50
+                },
+            ]
+        );
+        assert_eq!(l.connections, Some(4));
+        assert_eq!(l.exempt.len(), 2);
+        assert_eq!(
+            a.response_rate,
+            Some(ResponseRate {
+                bytes_per_second: 100 * 1024,
+                after_bytes: 1024 * 1024
+            })
+        );
+        // 0 is no limit; limit-allowlist is the newer name.
+        let zero = read_all(&[("limit-rps", "0"), ("limit-rate", "0")]);
+        assert!(zero.client_limits.is_none() && zero.response_rate.is_none());
+        let multiplied = read_all(&[
+            ("limit-rps", "3"),
+            ("limit-burst-multiplier", "1"),
+            ("limit-allowlist", "10.0.0.0/8"),
+        ]);
+        let l = multiplied.client_limits.unwrap();
+        assert_eq!(l.rates[0].burst, 3);
+        assert_eq!(l.exempt.len(), 1);
+        // A bad value is reported; a bad allowlist exempts nobody.
+        let bad = read_all(&[
+            ("limit-rps", "ten"),
+            ("limit-rpm", "60"),
+            ("limit-whitelist", "10.0.0.0/8, everyone"),
+        ]);
+        let l = bad.client_limits.unwrap();
+        assert_eq!(l.rates.len(), 1);
+        assert!(l.exempt.is_empty());
+        let named: Vec<&str> = bad
+            .problems
+            .iter()
+            .map(|p| p.annotation.trim_start_matches(PREFIX))
+            .collect();
+        assert_eq!(named, ["limit-rps", "limit-whitelist"]);
+        assert!(bad.refused.is_none());
     }
 
     #[test]

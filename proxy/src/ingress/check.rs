@@ -324,6 +324,25 @@ fn describe(route: &Route) -> String {
                 Some(signin) => format!("authenticated by {} (sign in at {signin})", a.url),
                 None => format!("authenticated by {}", a.url),
             },
+            Policy::ClientLimits(l) => {
+                let mut parts: Vec<String> = l
+                    .rates
+                    .iter()
+                    .map(|r| {
+                        let per = if r.per.as_secs() == 60 { "minute" } else { "second" };
+                        format!("{} requests a {per} (burst {})", r.requests, r.burst)
+                    })
+                    .collect();
+                if let Some(n) = l.connections {
+                    parts.push(format!("{n} requests in flight"));
+                }
+                format!("per client and node: {}", parts.join(", "))
+            }
+            Policy::ResponseRate(r) => format!(
+                "responses at {} KB/s after {} KB",
+                r.bytes_per_second / 1024,
+                r.after_bytes / 1024
+            ),
             Policy::Cors(c) if c.allow_origins.is_empty() => {
                 "CORS enabled, but no origin is allowed".into()
             }

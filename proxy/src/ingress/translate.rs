@@ -19,7 +19,7 @@ use crate::config;
 use crate::problems::{Problem, ProblemKind};
 use crate::route::{
     Backend, ErrorBackend, HostMatch, Match, Origin, PathType, Policy, Redirect, Rewrite, Route,
-    ServicePort, UpstreamKey,
+    RouteLimits, ServicePort, UpstreamKey,
 };
 use crate::tls::CertStore;
 use k8s_openapi::api::core::v1::Secret;
@@ -577,6 +577,13 @@ fn route_for(
     if let Some(redirect) = &notes.redirect {
         policies.push(Policy::Redirect(redirect.clone()));
     }
+    if let Some(limits) = &notes.client_limits {
+        // One zone per Ingress: its paths share each client's counts.
+        policies.push(Policy::ClientLimits(RouteLimits {
+            zone: origin.describe(),
+            ..limits.clone()
+        }));
+    }
     if let Some(allow) = &notes.allow {
         policies.push(Policy::AllowSources(allow.clone()));
     }
@@ -591,6 +598,9 @@ fn route_for(
     }
     if let Some(n) = notes.max_body_bytes {
         policies.push(Policy::MaxBodyBytes(n));
+    }
+    if let Some(rate) = notes.response_rate {
+        policies.push(Policy::ResponseRate(rate));
     }
     if notes.timeouts != Default::default() {
         policies.push(Policy::Timeouts(notes.timeouts));

@@ -303,6 +303,40 @@ pub enum Policy {
     /// Every request is first asked of an auth service (ingress-nginx's
     /// `auth-url` and friends).
     ExternalAuth(ExternalAuth),
+    /// Request rates and requests in flight per client address
+    /// (ingress-nginx's `limit-rps`, `limit-rpm`, `limit-connections`).
+    ClientLimits(RouteLimits),
+    /// Response bandwidth per request (ingress-nginx's `limit-rate`).
+    ResponseRate(ResponseRate),
+}
+
+/// Per-client limits of a route, counted per zone: routes with the same zone
+/// (one Ingress's) share the counts, as ingress-nginx's zones do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLimits {
+    pub zone: String,
+    /// Each must admit a request.
+    pub rates: Vec<RequestRate>,
+    /// Requests in flight per client.
+    pub connections: Option<u32>,
+    /// Clients no limit applies to.
+    pub exempt: Vec<IpNet>,
+}
+
+/// `requests` per `per` with `burst` more at once (nginx's `limit_req` with
+/// `burst` and `nodelay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRate {
+    pub requests: u32,
+    pub per: std::time::Duration,
+    pub burst: u32,
+}
+
+/// Response bodies are sent at most this fast, after the first `after_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRate {
+    pub bytes_per_second: u64,
+    pub after_bytes: u64,
 }
 
 /// ingress-nginx's external authentication, as its annotations write it.

@@ -460,6 +460,26 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `count` GETs of `url` on one keep-alive connection from the local address
+/// `from` (any of 127.0.0.0/8), by one curl: each one's status and `Retry-After`.
+pub fn requests_from(from: &str, url: &str, count: usize, extra: &[&str]) -> Vec<(u16, String)> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30", "--interface", from])
+        .args(["-w", "\nSTATUS %{http_code} %header{retry-after}\n"])
+        .args(extra)
+        .args(std::iter::repeat_n(url, count))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STATUS "))
+        .map(|l| {
+            let (code, retry) = l.split_once(' ').unwrap_or((l, ""));
+            (code.parse().unwrap_or(0), retry.trim().to_string())
+        })
+        .collect()
+}
+
 /// Run `edge-proxy` with `args`.
 pub fn edge_proxy(args: &[&str]) -> Output {
     Command::new(edge_proxy_bin()).args(args).output().unwrap()
@@ -686,7 +706,16 @@ fn echo_connection(
             .or_else(|| code_of(" /status/"))
             .or_else(|| code_of(" /bare/"))
             .unwrap_or(200);
-        let body = if bare { "" } else { head.as_str() };
+        // `/big/N`: N KiB of body, to see response bandwidth.
+        let big = lower
+            .strip_prefix("get /big/")
+            .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .map(|kib| "x".repeat(kib * 1024));
+        let body = match &big {
+            Some(big) => big.as_str(),
+            None if bare => "",
+            None => head.as_str(),
+        };
         // Requests in these tests carry no body.
         let response = format!(
             "HTTP/1.1 {status} Echo\r\nx-origin: {name}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
