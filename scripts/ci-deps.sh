@@ -22,6 +22,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # The TLS tests make certificates and speak TLS with the openssl command.
 command -v openssl >/dev/null || need+=(openssl)
+# Basic auth is tested with password files as Apache's htpasswd writes them.
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 # The alert rules: promtool checks and unit-tests them; the monitoring test
 # runs a real Prometheus against running proxies (both from Debian's package).
 command -v prometheus >/dev/null || need+=(prometheus)

@@ -64,6 +64,8 @@ pub struct CompiledRoute {
     pub cors: Option<Arc<CompiledCors>>,
     /// An auth service asked before every request.
     pub auth: Option<crate::auth::CompiledAuth>,
+    /// Users and passwords asked of every request.
+    pub basic_auth: Option<crate::auth::basic::CompiledBasicAuth>,
     /// Request rates and requests in flight per client.
     pub client_limits: Option<ClientLimits>,
     /// Response bandwidth per request.
@@ -558,6 +560,7 @@ pub fn compile(
     let mut auth = None;
     let mut client_limits = None;
     let mut response_rate = None;
+    let mut basic_auth = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -607,6 +610,9 @@ pub fn compile(
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
             Policy::ExternalAuth(a) => auth = Some(crate::auth::CompiledAuth::new(a)),
+            Policy::BasicAuth(b) => {
+                basic_auth = Some(crate::auth::basic::CompiledBasicAuth::new(b))
+            }
             Policy::ClientLimits(l) => {
                 client_limits = Some(ClientLimits::zone(
                     &l.zone,
@@ -669,6 +675,7 @@ pub fn compile(
         error_backend,
         cors,
         auth,
+        basic_auth,
         client_limits,
         response_rate,
         metrics,

@@ -409,7 +409,7 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         // The route's request policies, in its order: the first that answers
         // wins; then its auth service, if it has one.
-        if !route.request.is_empty() || route.auth.is_some() {
+        if !route.request.is_empty() || route.auth.is_some() || route.basic_auth.is_some() {
             let facts = RequestFacts {
                 req,
                 host: &host,
@@ -420,6 +420,17 @@ impl ProxyHttp for EdgeProxy {
                 https_port: snapshot.https_port,
             };
             let mut reply = route.check_request(&facts);
+            if let (None, Some(basic)) = (&reply, &route.basic_auth) {
+                let authorization = req.headers.get(http::header::AUTHORIZATION);
+                // Boxed: bcrypt's wait stays out of every request's future.
+                if !Box::pin(basic.allows(authorization.map(|v| v.as_bytes()))).await {
+                    let mut denied = Reply::text(401, "authentication required\n");
+                    denied
+                        .headers
+                        .push((http::header::WWW_AUTHENTICATE, basic.challenge()));
+                    reply = Some(denied);
+                }
+            }
             if let (None, Some(auth)) = (&reply, &route.auth) {
                 // Boxed: the sub-request's future stays out of every request's.
                 let asked = auth::check(
@@ -667,6 +678,10 @@ impl ProxyHttp for EdgeProxy {
             }
             for (name, value) in &ctx.auth_headers {
                 upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+            // The password stays here, as ingress-nginx clears it.
+            if route.basic_auth.is_some() {
+                upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
         }
         Ok(())

@@ -547,11 +547,10 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
     assert_eq!(
         who(&proxy, "auth.test", "/"),
         "404",
-        "never served without its authentication"
+        "its users' Secret does not exist: never served without its authentication"
     );
     assert_eq!(problems(&proxy, "default/fcgi", "refused"), 1.0);
-    // auth-type and auth-secret: each said.
-    assert_eq!(problems(&proxy, "default/auth", "refused_annotation"), 2.0);
+    assert_eq!(problems(&proxy, "default/auth", "refused"), 1.0);
     // Unsupported or unreadable: served, a warning naming Ingress, annotation
     // and value, once per change and not per request or recompute.
     assert_eq!(who(&proxy, "snippet.test", "/"), "web-1");
@@ -2551,4 +2550,138 @@ fn limit_annotations_count_each_client_per_ingress_and_pace_responses() {
     let (size, fast) = timed("open.test");
     assert_eq!(size, 96 * 1024);
     assert!(fast < 1.0, "took {fast}s");
+}
+
+/// `user:hash` as `htpasswd -n` writes it; `flag` picks the hash (-B bcrypt,
+/// -m apr1, -s SHA-1).
+fn htpasswd(flag: &str, user: &str, password: &str) -> String {
+    let out = std::process::Command::new("htpasswd")
+        .args(["-nb", flag, user, password])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn b64(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, text).unwrap();
+    base64_file(&file)
+}
+
+#[test]
+fn basic_auth_checks_htpasswd_hashes_from_a_secret_and_follows_its_rotation() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    cluster.api.apply(
+        "default",
+        "web-abcde",
+        "web",
+        app.addr.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    let file = |alice: &str| {
+        [
+            htpasswd("-B", "alice", alice),
+            htpasswd("-m", "bob", "b0b"),
+            htpasswd("-s", "carol", "c@rol:x"),
+            "dave:plaintext".to_string(),
+        ]
+        .join("\n")
+    };
+    let team = |alice: &str| {
+        json!({"metadata": {"name": "team", "namespace": "default"}, "type": "Opaque",
+               "data": {"auth": b64(&file(alice))}})
+    };
+    cluster.api.put("secrets", team("wonderland"));
+    cluster.api.put(
+        "secrets",
+        json!({"metadata": {"name": "map", "namespace": "default"}, "type": "Opaque",
+               "data": {"erin": b64(htpasswd("-m", "erin", "e").split_once(':').unwrap().1)}}),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "guarded",
+            "guarded.test",
+            "web",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "team"),
+                ("auth-realm", "Team only"),
+            ],
+        ),
+    );
+    cluster.api.put(
+        "ingresses",
+        annotated(
+            "mapped",
+            "mapped.test",
+            "web",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "default/map"),
+                ("auth-secret-type", "auth-map"),
+            ],
+        ),
+    );
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let as_user = |host: &str, credentials: Option<&str>| match credentials {
+        Some(c) => get(&proxy, host, "/", &["-u", c]),
+        None => get(&proxy, host, "/", &[]),
+    };
+    eventually("the Ingresses served", Duration::from_secs(10), || {
+        as_user("guarded.test", None).status == 401
+    });
+    let challenge = as_user("guarded.test", None);
+    assert_eq!(
+        challenge.header("www-authenticate"),
+        Some("Basic realm=\"Team only\"")
+    );
+    assert!(app.received().is_empty(), "nothing reached the pod");
+    // Each hash htpasswd writes, with its right password; the pod never
+    // sees the password.
+    for user in ["alice:wonderland", "bob:b0b", "carol:c@rol:x"] {
+        let r = as_user("guarded.test", Some(user));
+        assert_eq!(r.status, 200, "{user}: {r:?}");
+        assert!(
+            !r.body.to_ascii_lowercase().contains("authorization"),
+            "{r:?}"
+        );
+    }
+    // Wrong passwords, unknown users and a hash that cannot be used.
+    for user in ["alice:Wonderland", "bob:", "mallory:b0b", "dave:plaintext"] {
+        assert_eq!(as_user("guarded.test", Some(user)).status, 401, "{user}");
+    }
+    let garbled = get(
+        &proxy,
+        "guarded.test",
+        "/",
+        &["-H", "Authorization: Basic %%%"],
+    );
+    assert_eq!(garbled.status, 401);
+    assert_eq!(
+        problems(&proxy, "default/guarded", "invalid_annotation"),
+        1.0
+    );
+    // auth-map: a key per user.
+    assert_eq!(as_user("mapped.test", Some("erin:e")).status, 200);
+    assert_eq!(as_user("mapped.test", Some("erin:f")).status, 401);
+
+    // The Secret rotated: the old password stops working (a remembered login
+    // included), the new one works.
+    cluster.api.put("secrets", team("looking-glass"));
+    eventually("the new password", Duration::from_secs(10), || {
+        as_user("guarded.test", Some("alice:looking-glass")).status == 200
+    });
+    assert_eq!(
+        as_user("guarded.test", Some("alice:wonderland")).status,
+        401
+    );
+    // The Secret gone: the Ingress is not served at all, never open.
+    cluster.api.remove("secrets", "default", "team");
+    eventually("the Ingress refused", Duration::from_secs(10), || {
+        as_user("guarded.test", Some("bob:b0b")).status == 404
+    });
 }

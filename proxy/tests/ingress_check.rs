@@ -107,11 +107,15 @@ fn the_documented_examples_are_reported_as_edge_proxy_serves_them() {
     let (code, out, _) = check(&[&fixture("external-auth.yaml")], None);
     assert_eq!(code, 0, "{out}");
     has(&out, "route external-auth-01.sample.com / (Prefix) -> default/http-svc:80; authenticated by https://httpbin.org/basic-auth/user/passwd");
-    // Basic auth is not built: such an Ingress is refused, never served open.
-    let basic = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: basic\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: basic-auth\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: basic.test\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n";
-    let (code, out, _) = check(&["-"], Some(basic));
+    // ingress-nginx's basic auth example: served, its users read in the cluster.
+    let (code, out, _) = check(&[&fixture("basic-auth.yaml")], None);
+    assert_eq!(code, 0, "{out}");
+    has(&out, "route foo.bar.com / (Prefix) -> default/http-svc:80; basic auth, users from Secret default/basic-auth");
+    // A kind of auth not built (digest) is refused, never served open.
+    let digest = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: digest\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/auth-type: digest\n    nginx.ingress.kubernetes.io/auth-secret: basic-auth\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: digest.test\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n";
+    let (code, out, _) = check(&["-"], Some(digest));
     assert_eq!(code, 1);
-    has(&out, "default/basic (class nginx): NOT SERVED");
+    has(&out, "default/digest (class nginx): NOT SERVED");
     assert!(
         !out.contains("route "),
         "no route of a refused Ingress: {out}"

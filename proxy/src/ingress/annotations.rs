@@ -79,6 +79,10 @@ pub struct Annotations {
     pub cors: Option<Cors>,
     /// `auth-url` with the other external auth annotations.
     pub external_auth: Option<ExternalAuth>,
+    /// `auth-type: basic` with `auth-secret`, `auth-secret-type`, `auth-realm`.
+    pub basic_auth: Option<BasicAuthSecret>,
+    /// Its users, read by translation from the Secret.
+    pub basic_auth_users: Option<crate::route::BasicAuth>,
     /// `limit-rps`, `limit-rpm`, `limit-connections` with
     /// `limit-burst-multiplier` and `limit-allowlist`; translation names the
     /// zone (the Ingress).
@@ -88,6 +92,17 @@ pub struct Annotations {
     /// Why the Ingress is not served at all, when it is not.
     pub refused: Option<String>,
     pub problems: Vec<Problem>,
+}
+
+/// Where basic auth's users are: a Secret in the Ingress's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuthSecret {
+    /// `auth-secret`: `NAMESPACE/NAME` or `NAME`.
+    pub secret: String,
+    /// `auth-secret-type: auth-map` (a key per user) rather than `auth-file`
+    /// (an htpasswd file under the key `auth`).
+    pub map: bool,
+    pub realm: String,
 }
 
 /// One annotation we could not honour as written.
@@ -166,6 +181,10 @@ const SUPPORTED: &[&str] = &[
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -294,6 +313,13 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
             None
         }
     };
+    let basic_auth = match r.basic_auth() {
+        Ok(auth) => auth,
+        Err(reason) => {
+            refused = Some(reason);
+            None
+        }
+    };
     let mut affinity = r.affinity();
     if service_upstream && affinity.is_some() {
         // One address (kube-proxy picks the pod): no pod to stick to.
@@ -370,6 +396,8 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         service_upstream,
         cors,
         external_auth,
+        basic_auth,
+        basic_auth_users: None,
         client_limits,
         response_rate,
         hash_by,
@@ -583,6 +611,51 @@ impl<'a> Reader<'a> {
             allow_credentials,
             max_age,
         })
+    }
+
+    /// `auth-type: basic` and its Secret. Anything that does not read
+    /// refuses the Ingress (ingress-nginx denies the location).
+    fn basic_auth(&mut self) -> Result<Option<BasicAuthSecret>, String> {
+        let Some(kind) = self.get("auth-type") else {
+            for name in ["auth-secret", "auth-secret-type", "auth-realm"] {
+                if self.get(name).is_some() {
+                    self.invalid::<()>(name, "auth-type basic beside it");
+                }
+            }
+            return Ok(None);
+        };
+        let refuse = |r: &mut Self, name: &str, why: &str| {
+            r.problem(
+                ProblemKind::RefusedAnnotation,
+                name,
+                format!("{why}: the Ingress is not served"),
+            );
+            Err(format!("{PREFIX}{name}: {why}"))
+        };
+        if kind != "basic" {
+            return refuse(
+                self,
+                "auth-type",
+                "only basic is served (digest is not: its MD5 challenge is no safer than basic over TLS)",
+            );
+        }
+        let Some(secret) = self.get("auth-secret") else {
+            return refuse(
+                self,
+                "auth-secret",
+                "auth-type basic needs the Secret of its users",
+            );
+        };
+        let map = match self.get("auth-secret-type") {
+            None | Some("auth-file") => false,
+            Some("auth-map") => true,
+            Some(_) => return refuse(self, "auth-secret-type", "expected auth-file or auth-map"),
+        };
+        Ok(Some(BasicAuthSecret {
+            secret: secret.to_string(),
+            map,
+            realm: self.get("auth-realm").unwrap_or("").to_string(),
+        }))
     }
 
     /// A whole number from 0; 0 (and a bad value, reported) is no limit, as

@@ -324,6 +324,7 @@ fn describe(route: &Route) -> String {
                 Some(signin) => format!("authenticated by {} (sign in at {signin})", a.url),
                 None => format!("authenticated by {}", a.url),
             },
+            Policy::BasicAuth(b) => format!("basic auth, users from {}", b.source),
             Policy::ClientLimits(l) => {
                 let mut parts: Vec<String> = l
                     .rates

@@ -152,6 +152,39 @@ pub fn upstream_trust(
     Ok(Arc::new(UpstreamTrust { source, ca, client }))
 }
 
+/// Basic auth's users from their Secret: an htpasswd file under `auth`
+/// (`auth-file`) or a key per user whose value is the hash (`auth-map`).
+/// The second list names users left out (a hash that cannot be used).
+pub fn basic_auth_users(
+    key: &ObjectKey,
+    map: bool,
+    objects: Option<&NamedObjects>,
+    wanted: &mut Wanted,
+) -> Result<crate::auth::basic::Users, String> {
+    wanted.secrets.insert(key.clone());
+    let source = format!("Secret {}/{}", key.0, key.1);
+    let Some(objects) = objects else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let secret = objects
+        .secrets
+        .get(key)
+        .ok_or_else(|| format!("{source}: not found"))?;
+    let data = secret_data(secret).map_err(|e| format!("{source}: {e}"))?;
+    let text = |bytes: &ByteString| String::from_utf8_lossy(&bytes.0).into_owned();
+    if !map {
+        let file = data
+            .get("auth")
+            .ok_or_else(|| format!("{source}: needs the key auth (an htpasswd file)"))?;
+        return Ok(crate::auth::basic::parse_file(&text(file)));
+    }
+    let (mut users, mut bad) = (Vec::new(), Vec::new());
+    for (user, hash) in &data {
+        crate::auth::basic::check_user(user, &text(hash), &mut users, &mut bad);
+    }
+    Ok((users, bad))
+}
+
 /// The `custom-headers` ConfigMap's data: response headers for the client.
 /// Names and values as ingress-nginx accepts them; names must be in
 /// `allowed` (ingress-nginx's `global-allowed-response-headers`).

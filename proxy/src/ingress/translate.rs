@@ -593,6 +593,9 @@ fn route_for(
     if let Some(cors) = &notes.cors {
         policies.push(Policy::Cors(cors.clone()));
     }
+    if let Some(basic) = &notes.basic_auth_users {
+        policies.push(Policy::BasicAuth(basic.clone()));
+    }
     if let Some(auth) = &notes.external_auth {
         policies.push(Policy::ExternalAuth(auth.clone()));
     }
@@ -743,6 +746,25 @@ fn resolve_named(notes: &mut Annotations, namespace: &str, cluster: &Cluster, wa
             if let Some(p) = notes.protocol.as_mut().filter(|p| p.tls) {
                 p.trust = Some(trust);
             }
+        }
+        if let Some(basic) = &notes.basic_auth {
+            let key = named::reference(&basic.secret, namespace)
+                .map_err(|e| format!("{}auth-secret: {e}", annotations::PREFIX))?;
+            let (users, bad) = named::basic_auth_users(&key, basic.map, cluster.named, wanted)
+                .map_err(|e| format!("{}auth-secret: {e}", annotations::PREFIX))?;
+            for why in bad {
+                notes.problems.push(annotations::Problem {
+                    kind: ProblemKind::InvalidAnnotation,
+                    annotation: format!("{}auth-secret", annotations::PREFIX),
+                    value: basic.secret.clone(),
+                    message: format!("{why}: this user cannot log in"),
+                });
+            }
+            notes.basic_auth_users = Some(crate::route::BasicAuth {
+                realm: basic.realm.clone(),
+                source: format!("Secret {}/{}", key.0, key.1),
+                users,
+            });
         }
         if let Some(value) = &notes.custom_headers {
             let key = named::reference(value, namespace)

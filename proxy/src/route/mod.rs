@@ -303,11 +303,25 @@ pub enum Policy {
     /// Every request is first asked of an auth service (ingress-nginx's
     /// `auth-url` and friends).
     ExternalAuth(ExternalAuth),
+    /// Users and password hashes a request must match (ingress-nginx's
+    /// `auth-type: basic`).
+    BasicAuth(BasicAuth),
     /// Request rates and requests in flight per client address
     /// (ingress-nginx's `limit-rps`, `limit-rpm`, `limit-connections`).
     ClientLimits(RouteLimits),
     /// Response bandwidth per request (ingress-nginx's `limit-rate`).
     ResponseRate(ResponseRate),
+}
+
+/// Basic authentication against a password file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// Shown by browsers in the login prompt.
+    pub realm: String,
+    /// Where the users come from (`Secret default/team`), for logs and checks.
+    pub source: String,
+    /// (user, hash) as htpasswd writes them.
+    pub users: Vec<(String, String)>,
 }
 
 /// Per-client limits of a route, counted per zone: routes with the same zone

@@ -10,6 +10,10 @@
 //! (with the service's `WWW-Authenticate`), or with `auth-signin` becomes a
 //! 302 there carrying the original URL; 403 is returned; anything else, and
 //! a service that does not answer in time, is a 500. It never fails open.
+//!
+//! Basic authentication (`auth-type: basic`) is in basic.rs.
+
+pub mod basic;
 
 use crate::config::Timeouts;
 use crate::policy::{expand_location, Reply, RequestFacts};
