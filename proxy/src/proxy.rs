@@ -95,6 +95,8 @@ pub struct RequestCtx {
     error_page: bool,
     /// Headers the auth service's answer adds to the request.
     auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The auth service's cookies for the response.
+    auth_cookies: auth::AuthCookies,
     /// This request's place among its client's requests in flight on the
     /// route (`limit-connections`), given back when the request ends.
     held: Option<client_limits::Held>,
@@ -352,6 +354,7 @@ impl ProxyHttp for EdgeProxy {
             on_default_backend: false,
             error_page: false,
             auth_headers: Vec::new(),
+            auth_cookies: auth::AuthCookies::default(),
             held: None,
             body_sent: 0,
         }
@@ -441,7 +444,10 @@ impl ProxyHttp for EdgeProxy {
                     &route.timeouts,
                 );
                 match Box::pin(asked).await {
-                    auth::Verdict::Allow(headers) => ctx.auth_headers = headers,
+                    auth::Verdict::Allow(headers, cookies) => {
+                        ctx.auth_headers = headers;
+                        ctx.auth_cookies = cookies;
+                    }
                     auth::Verdict::Deny(denied) => reply = Some(denied),
                 }
             }
@@ -713,6 +719,9 @@ impl ProxyHttp for EdgeProxy {
         }
         for (name, value) in route.response_headers.iter() {
             upstream_response.insert_header(name.clone(), value.clone())?;
+        }
+        for cookie in ctx.auth_cookies.for_status(status) {
+            upstream_response.append_header(SET_COOKIE, cookie.clone())?;
         }
         if let Some(cors) = &route.cors {
             if let Some(origin) = cors.allowed_origin(session.req_header()) {

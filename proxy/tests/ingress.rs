@@ -2142,6 +2142,10 @@ fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
                         "HTTP/1.1 202 Accepted\r\nx-auth-request-user: alice\r\nx-auth-request-email: alice@example.com\r\nx-other: not copied\r\ncontent-length: 0\r\n\r\n"
                     } else if lower.contains("session=banned") {
                         "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+                    } else if lower.contains("session=refresh") {
+                        "HTTP/1.1 200 OK\r\nset-cookie: session=refreshed; Path=/\r\ncontent-length: 0\r\n\r\n"
+                    } else if lower.contains("session=expired") {
+                        "HTTP/1.1 401 Unauthorized\r\nset-cookie: session=; Max-Age=0\r\ncontent-length: 0\r\n\r\n"
                     } else if lower.contains("session=broken") {
                         "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
                     } else {
@@ -2684,4 +2688,93 @@ fn basic_auth_checks_htpasswd_hashes_from_a_secret_and_follows_its_rotation() {
     eventually("the Ingress refused", Duration::from_secs(10), || {
         as_user("guarded.test", Some("bob:b0b")).status == 404
     });
+}
+
+#[test]
+fn external_auth_hands_on_its_cookies_and_sends_configured_headers() {
+    let cluster = Cluster::start();
+    let app = EchoOrigin::start("app");
+    cluster.api.apply(
+        "default",
+        "web-abcde",
+        "web",
+        app.addr.port(),
+        &[("127.0.0.1", true, true, false)],
+    );
+    let (auth, asked) = auth_service();
+    let auth_url = format!("http://{auth}/oauth2/auth");
+    cluster.api.put(
+        "configmaps",
+        json!({"metadata": {"name": "auth-headers", "namespace": "default"},
+               "data": {"X-Auth-Tenant": "blue"}}),
+    );
+    for ingress in [
+        annotated(
+            "cookies",
+            "cookies.test",
+            "web",
+            &[
+                ("auth-url", &auth_url),
+                ("auth-proxy-set-headers", "auth-headers"),
+                // Tuning that is already how the auth service is reached.
+                ("auth-keepalive", "10"),
+            ],
+        ),
+        annotated(
+            "always",
+            "always.test",
+            "web",
+            &[("auth-url", &auth_url), ("auth-always-set-cookie", "true")],
+        ),
+        annotated(
+            "missing",
+            "missing.test",
+            "web",
+            &[("auth-url", &auth_url), ("auth-proxy-set-headers", "nope")],
+        ),
+    ] {
+        cluster.api.put("ingresses", ingress);
+    }
+    let proxy = cluster.proxy("ingress: {}\n", &[]);
+    let with = |host: &str, path: &str, session: &str| {
+        get(
+            &proxy,
+            host,
+            path,
+            &["-H", &format!("Cookie: session={session}")],
+        )
+    };
+    eventually("the Ingresses served", Duration::from_secs(10), || {
+        with("cookies.test", "/", "refresh").status == 200
+    });
+    // The refreshed session cookie reaches the client on a success...
+    let r = with("cookies.test", "/", "refresh");
+    assert_eq!(r.header("set-cookie"), Some("session=refreshed; Path=/"));
+    // ...and the ConfigMap's header reached the auth service.
+    assert!(asked
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|h| h.contains("x-auth-tenant: blue")));
+    // Not on an error from the pod, unless auth-always-set-cookie.
+    let r = with("cookies.test", "/status/404", "refresh");
+    assert_eq!((r.status, r.header("set-cookie")), (404, None));
+    let r = with("always.test", "/status/404", "refresh");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("set-cookie"), Some("session=refreshed; Path=/"));
+    // A 401 clearing the cookie: passed on only with always.
+    let r = with("always.test", "/", "expired");
+    assert_eq!(
+        (r.status, r.header("set-cookie")),
+        (401, Some("session=; Max-Age=0"))
+    );
+    let r = with("cookies.test", "/", "expired");
+    assert_eq!((r.status, r.header("set-cookie")), (401, None));
+    // The headers' ConfigMap missing: not served at all.
+    assert_eq!(with("missing.test", "/", "refresh").status, 404);
+    assert_eq!(problems(&proxy, "default/missing", "refused"), 1.0);
+    assert_eq!(
+        problems(&proxy, "default/cookies", "unsupported_annotation"),
+        0.0
+    );
 }

@@ -83,6 +83,10 @@ impl CompiledAuth {
     }
 
     fn keep(&self, key: Vec<u8>, status: u16, headers: &http::HeaderMap) {
+        // As nginx's cache: an answer that sets a cookie is this client's alone.
+        if headers.contains_key(http::header::SET_COOKIE) {
+            return;
+        }
         let Some(ttl) = self
             .spec
             .cache_for
@@ -121,10 +125,43 @@ impl CompiledAuth {
 
 /// What the auth service decided.
 pub enum Verdict {
-    /// Through, with these headers set on the request sent upstream.
-    Allow(Vec<(HeaderName, HeaderValue)>),
+    /// Through, with these headers set on the request sent upstream, and
+    /// the auth answer's cookies for the response.
+    Allow(Vec<(HeaderName, HeaderValue)>, AuthCookies),
     /// Answered here.
     Deny(Reply),
+}
+
+/// The auth answer's `Set-Cookie`s (oauth2-proxy refreshes its session
+/// this way), for the client's response.
+#[derive(Default)]
+pub struct AuthCookies {
+    cookies: Vec<HeaderValue>,
+    always: bool,
+}
+
+impl AuthCookies {
+    fn of(auth: &CompiledAuth, headers: &http::HeaderMap) -> Self {
+        AuthCookies {
+            cookies: headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
+            always: auth.spec.always_set_cookie,
+        }
+    }
+
+    /// The cookies a response with `status` carries: as nginx's `add_header`
+    /// adds them, on successes and redirects only unless `always`.
+    pub fn for_status(&self, status: u16) -> &[HeaderValue] {
+        const ADDED_ON: &[u16] = &[200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
+        if self.always || ADDED_ON.contains(&status) {
+            &self.cookies
+        } else {
+            &[]
+        }
+    }
 }
 
 /// Client headers that describe the connection to the proxy, not the
@@ -183,6 +220,7 @@ fn decide(
                 .iter()
                 .filter_map(|name| Some((name.clone(), headers.get(name)?.clone())))
                 .collect(),
+            AuthCookies::of(auth, headers),
         ),
         401 => match &auth.spec.signin {
             Some(signin) => {
@@ -193,6 +231,12 @@ fn decide(
             }
             None => {
                 let mut reply = Reply::text(401, "authentication required\n");
+                let cookies = AuthCookies::of(auth, headers);
+                for cookie in cookies.for_status(401) {
+                    reply
+                        .headers
+                        .push((http::header::SET_COOKIE, cookie.clone()));
+                }
                 if let Some(challenge) = headers.get(http::header::WWW_AUTHENTICATE) {
                     reply
                         .headers
@@ -237,6 +281,10 @@ async fn ask(
     }
     let authority = uri.authority().map_or(host, |a| a.as_str());
     req.insert_header(http::header::HOST, authority)?;
+    // auth-proxy-set-headers (checked by translation).
+    for (name, value) in &auth.spec.set_headers {
+        req.insert_header(name.clone(), value.as_str())?;
+    }
     let original_url = expand_location("$scheme://$http_host$request_uri", facts);
     req.insert_header("x-original-url", original_url)?;
     req.insert_header("x-original-method", original.method.as_str())?;

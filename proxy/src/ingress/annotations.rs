@@ -181,6 +181,14 @@ const SUPPORTED: &[&str] = &[
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
+    "auth-always-set-cookie",
+    "auth-proxy-set-headers",
+    // The auth service's connections are always kept alive (60 s idle), and
+    // its X-Request-ID is the request's own: what these ask, by default.
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-timeout",
+    "auth-keepalive-share-vars",
     "auth-type",
     "auth-secret",
     "auth-secret-type",
@@ -537,6 +545,14 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        let always_set_cookie = match self.get("auth-always-set-cookie") {
+            None => false,
+            Some(_) => match self.boolean("auth-always-set-cookie") {
+                Some(b) => b,
+                None => return refuse(self, "auth-always-set-cookie", "true or false"),
+            },
+        };
+        let proxy_set_headers = self.get("auth-proxy-set-headers").map(str::to_string);
         Ok(Some(ExternalAuth {
             url: url.to_string(),
             method,
@@ -546,6 +562,9 @@ impl<'a> Reader<'a> {
             request_redirect,
             cache_key,
             cache_for,
+            always_set_cookie,
+            proxy_set_headers,
+            set_headers: Vec::new(),
         }))
     }
 

@@ -194,6 +194,26 @@ pub fn response_headers(
     allowed: &[String],
     wanted: &mut Wanted,
 ) -> Result<Vec<(String, String)>, String> {
+    headers_of(key, objects, Some(allowed), wanted)
+}
+
+/// The `auth-proxy-set-headers` ConfigMap's data: headers set on the auth
+/// sub-request (any name: they go to the auth service, not to clients).
+pub fn auth_request_headers(
+    key: &ObjectKey,
+    objects: Option<&NamedObjects>,
+    wanted: &mut Wanted,
+) -> Result<Vec<(String, String)>, String> {
+    headers_of(key, objects, None, wanted)
+}
+
+/// A ConfigMap's data as headers; with `allowed`, only those names.
+fn headers_of(
+    key: &ObjectKey,
+    objects: Option<&NamedObjects>,
+    allowed: Option<&[String]>,
+    wanted: &mut Wanted,
+) -> Result<Vec<(String, String)>, String> {
     wanted.config_maps.insert(key.clone());
     let source = format!("ConfigMap {}/{}", key.0, key.1);
     let Some(objects) = objects else {
@@ -217,7 +237,8 @@ pub fn response_headers(
                 "{source}: the value of {name} is not a header value"
             ));
         }
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&name)) {
+        let allowed = allowed.is_none_or(|a| a.iter().any(|a| a.eq_ignore_ascii_case(&name)));
+        if !allowed {
             return Err(format!(
                 "{source}: {name} is not in ingress.allowed_response_headers (ingress-nginx's global-allowed-response-headers)"
             ));

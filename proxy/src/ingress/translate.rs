@@ -747,6 +747,14 @@ fn resolve_named(notes: &mut Annotations, namespace: &str, cluster: &Cluster, wa
                 p.trust = Some(trust);
             }
         }
+        if let Some(auth) = notes.external_auth.as_mut() {
+            if let Some(value) = &auth.proxy_set_headers {
+                let key = named::reference(value, namespace)
+                    .map_err(|e| format!("{}auth-proxy-set-headers: {e}", annotations::PREFIX))?;
+                auth.set_headers = named::auth_request_headers(&key, cluster.named, wanted)
+                    .map_err(|e| format!("{}auth-proxy-set-headers: {e}", annotations::PREFIX))?;
+            }
+        }
         if let Some(basic) = &notes.basic_auth {
             let key = named::reference(&basic.secret, namespace)
                 .map_err(|e| format!("{}auth-secret: {e}", annotations::PREFIX))?;

@@ -374,6 +374,13 @@ pub struct ExternalAuth {
     pub cache_key: Option<String>,
     /// `auth-cache-duration`: how long answers with these codes are kept.
     pub cache_for: Vec<(Vec<u16>, Duration)>,
+    /// `auth-always-set-cookie`: the auth answer's `Set-Cookie` goes on every
+    /// response, not only on successes and redirects.
+    pub always_set_cookie: bool,
+    /// `auth-proxy-set-headers`: the name of a ConfigMap of headers for the
+    /// sub-request, and (read by translation) those headers.
+    pub proxy_set_headers: Option<String>,
+    pub set_headers: Vec<(String, String)>,
 }
 
 /// What a route allows cross-origin, as ingress-nginx writes it.
