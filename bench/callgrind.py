@@ -3,13 +3,15 @@
 small change on a noisy machine (the count repeats exactly from run to run).
 
     python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off]
-                               [--route affinity|plain|ingress|regex|canary]
+                               [--route affinity|plain|limited|ingress|regex|canary|ingress-limited]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
 front of one hello-app, on an affinity route (or a plain one, `--route plain`;
 or, from an Ingress served by the stand-in API server (`cargo run --example
 fake_api`): a plain Ingress route `ingress`, a `use-regex` route with a
-`rewrite-target` `regex`, a 50% `canary`), with one keep-alive client that sends its cookie back as a browser does: once
+`rewrite-target` `regex`, a 50% `canary`; `limited` is the plain route with
+node-wide per-client limits on, `ingress-limited` the Ingress with
+`limit-rps` and `limit-connections`, both too high to answer 429), with one keep-alive client that sends its cookie back as a browser does: once
 for 200 requests and once for
 1 200. (I(1 200) - I(200)) / 1 000 is the cost of one request without start-up
 and shutdown. Loopback only; both runs are bounded. Needs valgrind.
@@ -45,7 +47,7 @@ def wait_port(port, seconds=60):
     sys.exit(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
 
-INGRESS_ROUTES = ("ingress", "regex", "canary")
+INGRESS_ROUTES = ("ingress", "regex", "canary", "ingress-limited")
 
 
 def ingress_objects(route, app_port):
@@ -69,6 +71,8 @@ def ingress_objects(route, app_port):
         slice_of("hello-app"), slice_of("canary")]
     if route == "ingress":
         objects.append(ingress("app", "/", {}))
+    elif route == "ingress-limited":
+        objects.append(ingress("app", "/", {"limit-rps": "1000000", "limit-connections": "1000"}))
     elif route == "regex":
         objects.append(ingress("app", "/(.*)", {"use-regex": "true", "rewrite-target": "/$1"},
                                path_type="ImplementationSpecific"))
@@ -105,6 +109,9 @@ logging:
 """)
     else:
         affinity = "    affinity:\n      cookie: route" if route == "affinity" else ""
+        if route == "limited":
+            affinity = ("limits:\n  per_client:\n    requests_per_second: 1000000\n"
+                        "    connections: 1000\n")
         with open(config, "w") as f:
             f.write(f"""listen:
   http: "127.0.0.1:{proxy_port}"
@@ -169,7 +176,8 @@ def main():
     p.add_argument("binary", nargs="?", default=os.path.join(ROOT, "target/release/edge-proxy"))
     p.add_argument("--log", default="json", choices=["json", "text", "off"])
     p.add_argument("--route", default="affinity",
-                   choices=["affinity", "plain", "ingress", "regex", "canary"])
+                   choices=["affinity", "plain", "limited", "ingress", "regex", "canary",
+                            "ingress-limited"])
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):

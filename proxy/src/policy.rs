@@ -92,6 +92,8 @@ impl CompiledRoute {
 pub enum RequestStep {
     /// Only clients in these ranges; others get 403.
     AllowSources(Box<[IpNet]>),
+    /// Clients in these ranges get 403.
+    DenySources(Box<[IpNet]>),
     /// Plain HTTP gets a 308 to https (ACME challenges excepted).
     RedirectHttps,
     /// Every request: a redirect to the expanded location.
@@ -150,6 +152,13 @@ impl RequestStep {
     /// `Some` answers the request here.
     pub fn check(&self, facts: &RequestFacts) -> Option<Reply> {
         match self {
+            RequestStep::DenySources(deny) => {
+                let client =
+                    crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies);
+                // An unknown client address is not let past a denylist.
+                let denied = client.is_none_or(|ip| deny.iter().any(|n| net_contains(n, ip)));
+                denied.then(|| Reply::text(403, "this address may not use this route\n"))
+            }
             RequestStep::AllowSources(allow) => {
                 let client =
                     crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies);
@@ -565,6 +574,9 @@ pub fn compile(
         match policy {
             Policy::AllowSources(nets) => {
                 request.push(RequestStep::AllowSources(nets.clone().into()));
+            }
+            Policy::DenySources(nets) => {
+                request.push(RequestStep::DenySources(nets.clone().into()));
             }
             Policy::RedirectHttps => request.push(RequestStep::RedirectHttps),
             Policy::Redirect(r) => request.push(RequestStep::Redirect(r.clone())),

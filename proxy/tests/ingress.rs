@@ -488,6 +488,24 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
         &[("allowlist-source-range", "10.0.0.0/8")],
     );
     put(
+        "denied",
+        "denied.test",
+        "web",
+        &[("denylist-source-range", "10.0.0.0/8, 127.0.0.1/32")],
+    );
+    put(
+        "not-denied",
+        "not-denied.test",
+        "web",
+        &[("denylist-source-range", "10.0.0.0/8")],
+    );
+    put(
+        "deny-garbled",
+        "deny-garbled.test",
+        "web",
+        &[("denylist-source-range", "10.0.0.0/8,nonsense")],
+    );
+    put(
         "garbled",
         "garbled.test",
         "web",
@@ -521,6 +539,13 @@ fn route_annotations_limits_allowlists_timeouts_and_refusals() {
 
     assert_eq!(who(&proxy, "inside.test", "/"), "web-1");
     assert_eq!(who(&proxy, "outside.test", "/"), "403");
+    assert_eq!(who(&proxy, "denied.test", "/"), "403");
+    assert_eq!(who(&proxy, "not-denied.test", "/"), "web-1");
+    assert_eq!(
+        who(&proxy, "deny-garbled.test", "/"),
+        "403",
+        "a bad denylist fails closed"
+    );
     assert_eq!(
         who(&proxy, "garbled.test", "/"),
         "403",

@@ -38,6 +38,9 @@ pub struct Annotations {
     /// `allowlist-source-range`: only clients in these ranges. `Some(empty)`:
     /// nobody (an allowlist that did not parse fails closed).
     pub allow: Option<Vec<IpNet>>,
+    /// `denylist-source-range`: these clients get 403. A list that did not
+    /// parse denies everyone (`0.0.0.0/0` and `::/0`): it must not fail open.
+    pub deny: Option<Vec<IpNet>>,
     /// `use-regex`: the host's paths are regular expressions.
     pub use_regex: bool,
     /// `rewrite-target` (it makes the host's paths regular expressions too).
@@ -136,6 +139,7 @@ const SUPPORTED: &[&str] = &[
     "proxy-send-timeout",
     "whitelist-source-range",
     "allowlist-source-range",
+    "denylist-source-range",
     "backend-protocol",
     "use-regex",
     "rewrite-target",
@@ -206,7 +210,7 @@ const SUPPORTED: &[&str] = &[
 /// Annotations that protect a service: serving the Ingress without them would
 /// expose what they guard, so an Ingress carrying one is refused.
 fn guards_access(name: &str) -> bool {
-    name.starts_with("auth-") || name == "denylist-source-range" || name == "satisfy"
+    name.starts_with("auth-") || name == "satisfy"
 }
 
 /// Read the annotations of one Ingress (`annotations` holds every annotation;
@@ -351,6 +355,20 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     let allow = r
         .source_ranges("allowlist-source-range")
         .or_else(|| r.source_ranges("whitelist-source-range"));
+    let deny = r.source_ranges("denylist-source-range").map(|nets| {
+        if nets.is_empty()
+            && r.get("denylist-source-range")
+                .is_some_and(|v| !v.trim().is_empty())
+        {
+            // source_ranges said so: nobody may pass a list that did not parse.
+            vec![
+                "0.0.0.0/0".parse().expect("net"),
+                "::/0".parse().expect("net"),
+            ]
+        } else {
+            nets
+        }
+    });
     let use_regex = r.boolean("use-regex").unwrap_or(false);
     let rewrite_target = r.text("rewrite-target", "a path like /$2");
     let x_forwarded_prefix = r.text("x-forwarded-prefix", "a path like /api");
@@ -415,6 +433,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         max_body_bytes,
         timeouts,
         allow,
+        deny,
         use_regex,
         rewrite_target,
         x_forwarded_prefix,

@@ -292,6 +292,7 @@ fn describe(route: &Route) -> String {
     for policy in &route.policies {
         let what = match policy {
             Policy::AllowSources(nets) => format!("only {} address ranges", nets.len()),
+            Policy::DenySources(nets) => format!("not {} address ranges", nets.len()),
             Policy::RedirectHttps => "plain HTTP redirected to https".into(),
             Policy::Redirect(r) => format!("redirect {} to {}", r.code, r.location),
             Policy::AppRoot(root) => format!("/ redirected (302) to {root}"),

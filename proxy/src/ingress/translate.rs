@@ -587,6 +587,9 @@ fn route_for(
     if let Some(allow) = &notes.allow {
         policies.push(Policy::AllowSources(allow.clone()));
     }
+    if let Some(deny) = &notes.deny {
+        policies.push(Policy::DenySources(deny.clone()));
+    }
     if notes.force_ssl_redirect || (notes.ssl_redirect && has_tls) {
         policies.push(Policy::RedirectHttps);
     }

@@ -260,6 +260,8 @@ pub enum Policy {
     /// Only clients in these ranges; others get 403. Empty: nobody (an
     /// allowlist that did not parse fails closed).
     AllowSources(Vec<IpNet>),
+    /// Clients in these ranges get 403 (ingress-nginx's `denylist-source-range`).
+    DenySources(Vec<IpNet>),
     /// Plain-HTTP requests get a 308 to the same URL on https, except those
     /// under `/.well-known/acme-challenge/` (an ACME HTTP-01 check must reach
     /// its solver over plain HTTP).
