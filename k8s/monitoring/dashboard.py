@@ -204,6 +204,11 @@ def build() -> dashboard.Dashboard:
               "{{reason}}"),
     ], "header_timeout: request head too slow; connection_limit: no free slot; "
        "idle_timeout: keep-alive idle too long.", width=8))
+    d = d.with_panel(series("Turned away by per-client limits", "reqps", [
+        query(f"sum by (reason) (rate(edge_proxy_client_limited_total{{{NODE}}}[{RATE}]))",
+              "{{reason}}"),
+    ], "client_rate, client_connections: limits.per_client; route_rate, route_connections: "
+       "the limit-* annotations. One client over its limit is logged once a minute.", width=24))
 
     d = d.with_row(dashboard.Row("Certificates and resources"))
     d = d.with_panel(series("Certificate time left", "s", [

@@ -770,6 +770,24 @@ mod tests {
     use super::*;
     use crate::route::{ServicePort, UpstreamKey};
 
+    #[test]
+    fn response_rate_holds_back_only_what_runs_ahead() {
+        use std::time::Duration;
+        let rate = crate::route::ResponseRate {
+            bytes_per_second: 1000,
+            after_bytes: 500,
+        };
+        // Within the free bytes: no wait.
+        assert_eq!(response_delay(&rate, 500, Duration::ZERO), None);
+        // 1 500 bytes past them are due 1.5 s after the start.
+        assert_eq!(
+            response_delay(&rate, 2000, Duration::from_millis(500)),
+            Some(Duration::from_secs(1))
+        );
+        // A slow client that is behind already waits no more.
+        assert_eq!(response_delay(&rate, 2000, Duration::from_secs(2)), None);
+    }
+
     fn upstream(service: &str) -> Arc<Upstream> {
         Arc::new(Upstream::new(UpstreamKey {
             namespace: "default".into(),

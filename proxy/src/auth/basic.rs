@@ -4,7 +4,7 @@
 //! (`$1$`) and SHA-1 (`{SHA}`, `-s`). Hashes are compared in constant time.
 //!
 //! bcrypt is slow on purpose (milliseconds to a tenth of a second): it runs
-//! off the request threads, and an `Authorization` value that passed is
+//! off the request threads, one per CPU at a time, and an `Authorization` value that passed is
 //! remembered (by a keyed hash, never the password) for a minute, so that a
 //! logged-in browser does not pay it per request. The memory goes with the
 //! snapshot: a rotated Secret forgets every remembered login.
@@ -202,6 +202,16 @@ impl CompiledBasicAuth {
             return false;
         };
         let passed = if hash.is_slow() {
+            // At most one bcrypt per CPU at a time: a flood of wrong
+            // passwords waits here instead of taking every core.
+            static SLOW: std::sync::LazyLock<tokio::sync::Semaphore> =
+                std::sync::LazyLock::new(|| {
+                    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    tokio::sync::Semaphore::new(cpus)
+                });
+            let Ok(_turn) = SLOW.acquire().await else {
+                return false;
+            };
             let hash = hash.clone();
             tokio::task::spawn_blocking(move || hash.verify(&password))
                 .await
