@@ -96,7 +96,7 @@ pub struct RequestCtx {
     /// Headers the auth service's answer adds to the request.
     auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The auth service's cookies for the response.
-    auth_cookies: auth::AuthCookies,
+    auth_cookies: Option<Box<auth::AuthCookies>>,
     /// This request's place among its client's requests in flight on the
     /// route (`limit-connections`), given back when the request ends.
     held: Option<client_limits::Held>,
@@ -354,7 +354,7 @@ impl ProxyHttp for EdgeProxy {
             on_default_backend: false,
             error_page: false,
             auth_headers: Vec::new(),
-            auth_cookies: auth::AuthCookies::default(),
+            auth_cookies: None,
             held: None,
             body_sent: 0,
         }
@@ -720,8 +720,10 @@ impl ProxyHttp for EdgeProxy {
         for (name, value) in route.response_headers.iter() {
             upstream_response.insert_header(name.clone(), value.clone())?;
         }
-        for cookie in ctx.auth_cookies.for_status(status) {
-            upstream_response.append_header(SET_COOKIE, cookie.clone())?;
+        if let Some(cookies) = &ctx.auth_cookies {
+            for cookie in cookies.for_status(status) {
+                upstream_response.append_header(SET_COOKIE, cookie.clone())?;
+            }
         }
         if let Some(cors) = &route.cors {
             if let Some(origin) = cors.allowed_origin(session.req_header()) {

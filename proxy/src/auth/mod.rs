@@ -127,35 +127,41 @@ impl CompiledAuth {
 pub enum Verdict {
     /// Through, with these headers set on the request sent upstream, and
     /// the auth answer's cookies for the response.
-    Allow(Vec<(HeaderName, HeaderValue)>, AuthCookies),
+    Allow(Vec<(HeaderName, HeaderValue)>, Option<Box<AuthCookies>>),
     /// Answered here.
     Deny(Reply),
 }
 
 /// The auth answer's `Set-Cookie`s (oauth2-proxy refreshes its session
 /// this way), for the client's response.
-#[derive(Default)]
 pub struct AuthCookies {
     cookies: Vec<HeaderValue>,
     always: bool,
 }
 
 impl AuthCookies {
-    fn of(auth: &CompiledAuth, headers: &http::HeaderMap) -> Self {
-        AuthCookies {
+    /// `None` when the answer sets no cookie (most): nothing to carry.
+    fn of(auth: &CompiledAuth, headers: &http::HeaderMap) -> Option<Box<Self>> {
+        if !headers.contains_key(http::header::SET_COOKIE) {
+            return None;
+        }
+        Some(Box::new(AuthCookies {
             cookies: headers
                 .get_all(http::header::SET_COOKIE)
                 .iter()
                 .cloned()
                 .collect(),
             always: auth.spec.always_set_cookie,
-        }
+        }))
     }
 
     /// The cookies a response with `status` carries: as nginx's `add_header`
     /// adds them, on successes and redirects only unless `always`.
     pub fn for_status(&self, status: u16) -> &[HeaderValue] {
         const ADDED_ON: &[u16] = &[200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
+        if self.cookies.is_empty() {
+            return &[];
+        }
         if self.always || ADDED_ON.contains(&status) {
             &self.cookies
         } else {
@@ -232,7 +238,7 @@ fn decide(
             None => {
                 let mut reply = Reply::text(401, "authentication required\n");
                 let cookies = AuthCookies::of(auth, headers);
-                for cookie in cookies.for_status(401) {
+                for cookie in cookies.iter().flat_map(|c| c.for_status(401)) {
                     reply
                         .headers
                         .push((http::header::SET_COOKIE, cookie.clone()));
