@@ -3,7 +3,7 @@
 small change on a noisy machine (the count repeats exactly from run to run).
 
     python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off]
-                               [--route affinity|plain|limited|ingress|regex|canary|ingress-limited]
+                               [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
 front of one hello-app, on an affinity route (or a plain one, `--route plain`;
@@ -11,7 +11,8 @@ or, from an Ingress served by the stand-in API server (`cargo run --example
 fake_api`): a plain Ingress route `ingress`, a `use-regex` route with a
 `rewrite-target` `regex`, a 50% `canary`; `limited` is the plain route with
 node-wide per-client limits on, `ingress-limited` the Ingress with
-`limit-rps` and `limit-connections`, both too high to answer 429), with one keep-alive client that sends its cookie back as a browser does: once
+`limit-rps` and `limit-connections`, both too high to answer 429; `flooded` a
+client over its rate, every request answered 429 by the proxy), with one keep-alive client that sends its cookie back as a browser does: once
 for 200 requests and once for
 1 200. (I(1 200) - I(200)) / 1 000 is the cost of one request without start-up
 and shutdown. Loopback only; both runs are bounded. Needs valgrind.
@@ -112,6 +113,9 @@ logging:
         if route == "limited":
             affinity = ("limits:\n  per_client:\n    requests_per_second: 1000000\n"
                         "    connections: 1000\n")
+        if route == "flooded":  # every request after the first is answered 429
+            affinity = ("limits:\n  per_client:\n    requests_per_second: 1\n"
+                        "    burst: 0\n")
         with open(config, "w") as f:
             f.write(f"""listen:
   http: "127.0.0.1:{proxy_port}"
@@ -152,7 +156,7 @@ static:
             conn.request("GET", "/", headers=headers)
             response = conn.getresponse()
             response.read()
-            assert response.status == 200, response.status
+            assert response.status in ((200, 429) if route == "flooded" else (200,)), response.status
             set_cookie = response.getheader("set-cookie")
             if set_cookie:
                 cookie = set_cookie.split(";")[0]
@@ -176,8 +180,8 @@ def main():
     p.add_argument("binary", nargs="?", default=os.path.join(ROOT, "target/release/edge-proxy"))
     p.add_argument("--log", default="json", choices=["json", "text", "off"])
     p.add_argument("--route", default="affinity",
-                   choices=["affinity", "plain", "limited", "ingress", "regex", "canary",
-                            "ingress-limited"])
+                   choices=["affinity", "plain", "limited", "flooded", "ingress", "regex",
+                            "canary", "ingress-limited"])
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):

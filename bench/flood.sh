@@ -5,6 +5,8 @@
 #
 #   bash bench/flood.sh
 #   BENCH_SECONDS=5 BENCH_DISTINCT_CLIENTS=100000 bash bench/flood.sh   # a quick look
+#   BENCH_PROXIES="edge-proxy, limit" BENCH_EDGE_PROXY=OTHER_BINARY BENCH_OUT=/tmp/ab \
+#     python3 bench/flood.py          # one proxy, another build: an A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -246,11 +246,28 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for result in ["success", "failure"] {
         metrics.config_reloads.with_label_values(&[result]);
     }
-    for code in ["400", "404", "413", "431", "502", "503", "504"] {
+    for code in ["400", "404", "413", "429", "431", "502", "503", "504"] {
         metrics.proxy_responses.with_label_values(&[code]);
     }
     metrics
 });
+
+/// `edge_proxy_proxy_responses_total{code}` of one status, resolved once:
+/// a flood of 429s or 404s does no label lookup per answer.
+pub fn proxy_response(status: u16) -> &'static IntCounter {
+    const CODES: usize = 500;
+    static RESOLVED: LazyLock<Box<[std::sync::OnceLock<IntCounter>]>> =
+        LazyLock::new(|| (0..=CODES).map(|_| std::sync::OnceLock::new()).collect());
+    // 100-599 each; anything else shares the last slot ("none").
+    let index = usize::from(status.saturating_sub(100)).min(CODES);
+    RESOLVED[index].get_or_init(|| {
+        let label = match status {
+            100..=599 => status.to_string(),
+            _ => "none".to_string(),
+        };
+        METRICS.proxy_responses.with_label_values(&[label.as_str()])
+    })
+}
 
 /// Export each service's discovery errors of a new snapshot at 0 (see above;
 /// the per-route series are created with the route's [`RouteMetrics`]).

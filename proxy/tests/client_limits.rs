@@ -244,6 +244,9 @@ fn a_flooding_address_gets_429s_while_others_and_exempt_ones_are_served() {
     assert_eq!(count(&flood, 429), 40 - served, "{flood:?}");
     let (_, retry_after) = flood.iter().find(|(s, _)| *s == 429).unwrap();
     assert_eq!(retry_after, "1", "Retry-After: one second's refill");
+    // Limited whatever it asks for, a host no route serves included.
+    let unrouted = requests_from("127.0.0.1", &url, 1, &["-H", "Host: nowhere.test"]);
+    assert_eq!(unrouted[0].0, 429);
     // Another address is its own client; an exempt one is never limited.
     assert_eq!(count(&requests_from("127.0.0.2", &url, 3, &host), 200), 3);
     assert_eq!(count(&requests_from("127.0.0.3", &url, 40, &host), 200), 40);
@@ -262,7 +265,7 @@ fn a_flooding_address_gets_429s_while_others_and_exempt_ones_are_served() {
             "edge_proxy_client_limited_total",
             &[("reason", "client_rate")],
         );
-    assert_eq!(limited as usize, 40 - served);
+    assert_eq!(limited as usize, 40 - served + 1);
     let log = proxy.log();
     let lines = log
         .lines()

@@ -111,6 +111,20 @@ fn the_documented_examples_are_reported_as_edge_proxy_serves_them() {
     let (code, out, _) = check(&[&fixture("basic-auth.yaml")], None);
     assert_eq!(code, 0, "{out}");
     has(&out, "route foo.bar.com / (Prefix) -> default/http-svc:80; basic auth, users from Secret default/basic-auth");
+    // Rate limits, as ingress-nginx's annotation docs write them.
+    let limited = basic_ingress_yaml(
+        "limited",
+        "limited.test",
+        &[
+            ("limit-rps", "10"),
+            ("limit-connections", "4"),
+            ("limit-rate", "100"),
+            ("limit-rate-after", "1024"),
+        ],
+    );
+    let (code, out, _) = check(&["-"], Some(&limited));
+    assert_eq!(code, 0, "{out}");
+    has(&out, "route limited.test / (Prefix) -> default/web:80; per client and node: 10 requests a second (burst 50), 4 requests in flight; responses at 100 KB/s after 1024 KB");
     // A kind of auth not built (digest) is refused, never served open.
     let digest = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: digest\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/auth-type: digest\n    nginx.ingress.kubernetes.io/auth-secret: basic-auth\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: digest.test\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n";
     let (code, out, _) = check(&["-"], Some(digest));
@@ -214,4 +228,13 @@ fn the_readme_example_prints_what_readme_shows() {
         .collect();
     let (_, out, _) = check(&[&fixture("rewrite.yaml")], None);
     assert_eq!(out, shown);
+}
+
+/// An Ingress of class nginx for `host` `/` with these annotations.
+fn basic_ingress_yaml(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+    let notes: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"))
+        .collect();
+    format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n{notes}spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n")
 }
