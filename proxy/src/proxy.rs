@@ -370,7 +370,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         // `limits.per_client` before routing: a limited answer costs the
-        // least (a third of a proxied request), whatever host it asks for.
+        // least (40% of a proxied request), whatever host it asks for.
         if let Some(limits) = &snapshot.per_client {
             if let Some(reply) = over_rate(session, &snapshot, limits) {
                 respond(session, ctx, reply).await?;
