@@ -235,7 +235,7 @@ fn limited(reason: Reason, client: IpAddr) {
 
 fn first_in_minute(minute: u64, client: impl Hash) -> bool {
     // Never 0, the value of a cell not used yet.
-    let minute = (minute as u32) | 1;
+    let minute = (minute as u32).wrapping_add(1).max(1);
     let (cells, hasher) = &TABLES.logged;
     let cell = &cells[hasher.hash_one(client) as usize % cells.len()];
     cell.swap(minute, Ordering::Relaxed) != minute
@@ -291,6 +291,7 @@ mod tests {
         let client = ip("198.51.100.77");
         assert!(first_in_minute(1000, client));
         assert!(!first_in_minute(1000, client));
-        assert!(first_in_minute(1002, client));
+        assert!(first_in_minute(1001, client), "the next minute logs again");
+        assert!(!first_in_minute(1001, client));
     }
 }
