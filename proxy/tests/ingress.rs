@@ -51,6 +51,20 @@ impl Cluster {
         );
     }
 
+    /// Service `service` in `default` with one ready pod: an echo origin
+    /// (it answers with the request it received).
+    fn echo_service(&self, service: &str) -> EchoOrigin {
+        let app = EchoOrigin::start("app");
+        self.api.apply(
+            "default",
+            &format!("{service}-abcde"),
+            service,
+            app.addr.port(),
+            &[("127.0.0.1", true, true, false)],
+        );
+        app
+    }
+
     /// A proxy serving Ingresses; `extra` is appended to the configuration.
     fn proxy(&self, extra: &str, env: &[(&str, &Path)]) -> Proxy {
         self.proxy_with("listen:\n  http: \"{http}\"\n", extra, env)
@@ -2010,14 +2024,7 @@ fn service_upstream_sends_to_the_cluster_ip_instead_of_the_endpoints() {
 #[test]
 fn cors_preflights_are_answered_and_allowed_origins_get_the_headers() {
     let cluster = Cluster::start();
-    let app = EchoOrigin::start("app");
-    cluster.api.apply(
-        "default",
-        "web-abcde",
-        "web",
-        app.addr.port(),
-        &[("127.0.0.1", true, true, false)],
-    );
+    let app = cluster.echo_service("web");
     cluster.api.put(
         "ingresses",
         annotated(
@@ -2137,7 +2144,8 @@ fn cors_preflights_are_answered_and_allowed_origins_get_the_headers() {
 }
 
 /// An auth service shaped like oauth2-proxy's `/oauth2/auth`: by the
-/// `session` cookie, 200 with the user's headers (alice), 403 (banned), 502
+/// `session` cookie, 202 with the user's headers (alice), 200 setting a
+/// refreshed cookie (refresh), 401 clearing it (expired), 403 (banned), 502
 /// (broken), else 401 with a challenge. Every request head is recorded.
 fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -2152,15 +2160,9 @@ fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut writer = stream;
                 loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => head.push_str(&line),
-                        }
-                    }
+                    let Some(head) = read_request_head(&mut reader) else {
+                        return;
+                    };
                     let lower = head.to_ascii_lowercase();
                     log.lock().unwrap().push(lower.clone());
                     let response = if lower.contains("session=alice") {
@@ -2189,14 +2191,7 @@ fn auth_service() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
 #[test]
 fn external_auth_asks_the_auth_service_and_never_fails_open() {
     let cluster = Cluster::start();
-    let app = EchoOrigin::start("app");
-    cluster.api.apply(
-        "default",
-        "web-abcde",
-        "web",
-        app.addr.port(),
-        &[("127.0.0.1", true, true, false)],
-    );
+    let app = cluster.echo_service("web");
     let (auth, asked) = auth_service();
     let auth_url = format!("http://{auth}/oauth2/auth");
     let dead_url = format!("http://127.0.0.1:{}/oauth2/auth", free_port());
@@ -2464,14 +2459,7 @@ fn load_balance_ewma_sends_new_requests_to_the_least_loaded_pod() {
 #[test]
 fn limit_annotations_count_each_client_per_ingress_and_pace_responses() {
     let cluster = Cluster::start();
-    let app = EchoOrigin::start("app");
-    cluster.api.apply(
-        "default",
-        "web-abcde",
-        "web",
-        app.addr.port(),
-        &[("127.0.0.1", true, true, false)],
-    );
+    let app = cluster.echo_service("web");
     cluster.api.put(
         "ingresses",
         annotated(
@@ -2602,14 +2590,7 @@ fn b64(text: &str) -> String {
 #[test]
 fn basic_auth_checks_htpasswd_hashes_from_a_secret_and_follows_its_rotation() {
     let cluster = Cluster::start();
-    let app = EchoOrigin::start("app");
-    cluster.api.apply(
-        "default",
-        "web-abcde",
-        "web",
-        app.addr.port(),
-        &[("127.0.0.1", true, true, false)],
-    );
+    let app = cluster.echo_service("web");
     let file = |alice: &str| {
         [
             htpasswd("-B", "alice", alice),
@@ -2718,14 +2699,7 @@ fn basic_auth_checks_htpasswd_hashes_from_a_secret_and_follows_its_rotation() {
 #[test]
 fn external_auth_hands_on_its_cookies_and_sends_configured_headers() {
     let cluster = Cluster::start();
-    let app = EchoOrigin::start("app");
-    cluster.api.apply(
-        "default",
-        "web-abcde",
-        "web",
-        app.addr.port(),
-        &[("127.0.0.1", true, true, false)],
-    );
+    let _app = cluster.echo_service("web");
     let (auth, asked) = auth_service();
     let auth_url = format!("http://{auth}/oauth2/auth");
     cluster.api.put(

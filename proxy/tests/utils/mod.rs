@@ -624,6 +624,20 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     }
 }
 
+/// One request head (its lines up to the blank one, which is left out);
+/// `None` when the connection ends or fails first.
+pub fn read_request_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line == "\r\n" => return Some(head),
+            Ok(_) => head.push_str(&line),
+        }
+    }
+}
+
 fn echo_connection(
     stream: TcpStream,
     name: &str,
@@ -633,18 +647,9 @@ fn echo_connection(
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+        let Some(head) = read_request_head(&mut reader) else {
+            return;
+        };
         // A body with a Content-Length (what the proxy forwards here) is read and recorded.
         let length = head
             .lines()
