@@ -1,0 +1,21 @@
+# Sourced by bench/run.sh and bench/flood.sh: Debian's nginx and HAProxy, the
+# load and measuring tools, release binaries, and file descriptors enough
+# for 512 wrk connections and 10 000 idle ones.
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v strace >/dev/null || need+=(strace)
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts the packaged daemons; the benchmarks run their own.
+systemctl stop nginx haproxy 2>/dev/null || true
+
+bash scripts/build-release.sh edge-proxy hello-app >/dev/null 2>&1
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
