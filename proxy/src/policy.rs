@@ -152,19 +152,11 @@ impl RequestStep {
     /// `Some` answers the request here.
     pub fn check(&self, facts: &RequestFacts) -> Option<Reply> {
         match self {
-            RequestStep::DenySources(deny) => {
-                let client =
-                    crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies);
-                // An unknown client address is not let past a denylist.
-                let denied = client.is_none_or(|ip| deny.iter().any(|n| net_contains(n, ip)));
-                denied.then(|| Reply::text(403, "this address may not use this route\n"))
-            }
-            RequestStep::AllowSources(allow) => {
-                let client =
-                    crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies);
-                let allowed = client.is_some_and(|ip| allow.iter().any(|n| net_contains(n, ip)));
-                (!allowed).then(|| Reply::text(403, "this address may not use this route\n"))
-            }
+            // An unknown client address passes neither list.
+            RequestStep::DenySources(deny) => (client_in(facts, deny) != Some(false))
+                .then(|| Reply::text(403, "this address may not use this route\n")),
+            RequestStep::AllowSources(allow) => (client_in(facts, allow) != Some(true))
+                .then(|| Reply::text(403, "this address may not use this route\n")),
             RequestStep::RedirectHttps => {
                 let acme = facts.req.uri.path().starts_with(ACME_CHALLENGES);
                 (!facts.tls && !acme).then(|| {
@@ -194,6 +186,13 @@ impl RequestStep {
             }
         }
     }
+}
+
+/// Whether the request's client (the peer, or behind `trusted_proxies` the
+/// forwarded one) is in `nets`; `None` when no address is known.
+fn client_in(facts: &RequestFacts, nets: &[IpNet]) -> Option<bool> {
+    let client = crate::forwarding::client_ip(facts.req, facts.peer, facts.trusted_proxies)?;
+    Some(nets.iter().any(|n| net_contains(n, client)))
 }
 
 /// A route's CORS, compiled: the origin rule and the headers' values.

@@ -59,13 +59,13 @@ pub fn table_bytes() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// `limits.per_client.requests_per_second`.
-    ClientRate,
+    ClientRate = 0,
     /// `limits.per_client.connections`.
-    ClientConnections,
+    ClientConnections = 1,
     /// A route's `limit-rps` / `limit-rpm`.
-    RouteRate,
+    RouteRate = 2,
     /// A route's `limit-connections` (requests in flight).
-    RouteConnections,
+    RouteConnections = 3,
 }
 
 impl Reason {
@@ -138,10 +138,7 @@ impl ClientLimits {
         let zone = foldhash::quality::FixedState::with_seed(0x65646765).hash_one(zone) | 1;
         ClientLimits {
             zone,
-            rates,
-            concurrent,
-            exempt,
-            status,
+            ..ClientLimits::node(rates, concurrent, exempt, status)
         }
     }
 
@@ -217,10 +214,20 @@ impl Drop for Held {
     }
 }
 
+/// `edge_proxy_client_limited_total` by reason, resolved once: a flood does
+/// no label lookup per request.
+static COUNTERS: LazyLock<[prometheus::IntCounter; 4]> =
+    LazyLock::new(|| Reason::ALL.map(|r| METRICS.limited.with_label_values(&[r.as_str()])));
+
+/// Show every reason from the start, at zero, for alerts on its rate.
+pub fn export_at_zero() {
+    LazyLock::force(&COUNTERS);
+}
+
 /// Count a limited request or connection; log it once per client and minute
 /// at most (a flood must not flood the log too).
 fn limited(reason: Reason, client: IpAddr) {
-    METRICS.limited.with_label_values(&[reason.as_str()]).inc();
+    COUNTERS[reason as usize].inc();
     let minute = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 60);

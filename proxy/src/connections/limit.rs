@@ -45,9 +45,7 @@ impl<A> ConnectionLimit<A> {
                 .client_connections_closed
                 .with_label_values(&[reason]);
         }
-        for reason in crate::client_limits::Reason::ALL {
-            METRICS.limited.with_label_values(&[reason.as_str()]);
-        }
+        crate::client_limits::export_at_zero();
         METRICS
             .client_connections_max
             .set(i64::try_from(max_connections).unwrap_or(i64::MAX));

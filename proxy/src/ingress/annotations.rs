@@ -355,20 +355,20 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
     let allow = r
         .source_ranges("allowlist-source-range")
         .or_else(|| r.source_ranges("whitelist-source-range"));
-    let deny = r.source_ranges("denylist-source-range").map(|nets| {
-        if nets.is_empty()
-            && r.get("denylist-source-range")
-                .is_some_and(|v| !v.trim().is_empty())
-        {
-            // source_ranges said so: nobody may pass a list that did not parse.
-            vec![
-                "0.0.0.0/0".parse().expect("net"),
-                "::/0".parse().expect("net"),
-            ]
-        } else {
-            nets
-        }
-    });
+    let deny = r
+        .ranges(
+            "denylist-source-range",
+            "every client is refused (403) until it is fixed",
+        )
+        .map(|nets| {
+            // A list that did not parse denies everyone: it must not fail open.
+            nets.unwrap_or_else(|()| {
+                vec![
+                    "0.0.0.0/0".parse().expect("net"),
+                    "::/0".parse().expect("net"),
+                ]
+            })
+        });
     let use_regex = r.boolean("use-regex").unwrap_or(false);
     let rewrite_target = r.text("rewrite-target", "a path like /$2");
     let x_forwarded_prefix = r.text("x-forwarded-prefix", "a path like /api");
@@ -466,6 +466,16 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// Report `name` as refusing the Ingress, for `why`; the refusal.
+    fn refuse<T>(&mut self, name: &str, why: &str) -> Result<T, String> {
+        self.problem(
+            ProblemKind::RefusedAnnotation,
+            name,
+            format!("{why}: the Ingress is not served"),
+        );
+        Err(format!("{PREFIX}{name}: {why}"))
+    }
+
     fn invalid<T>(&mut self, name: &str, expected: &str) -> Option<T> {
         self.problem(
             ProblemKind::InvalidAnnotation,
@@ -491,12 +501,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         };
         let refuse = |r: &mut Self, name: &str, expected: &str| {
-            r.problem(
-                ProblemKind::RefusedAnnotation,
-                name,
-                format!("expected {expected}: the Ingress is not served"),
-            );
-            Err(format!("{PREFIX}{name} does not read as {expected}"))
+            r.refuse(name, &format!("expected {expected}"))
         };
         if !is_http_url(url) {
             return refuse(self, "auth-url", "an http(s) URL");
@@ -662,24 +667,14 @@ impl<'a> Reader<'a> {
             }
             return Ok(None);
         };
-        let refuse = |r: &mut Self, name: &str, why: &str| {
-            r.problem(
-                ProblemKind::RefusedAnnotation,
-                name,
-                format!("{why}: the Ingress is not served"),
-            );
-            Err(format!("{PREFIX}{name}: {why}"))
-        };
         if kind != "basic" {
-            return refuse(
-                self,
+            return self.refuse(
                 "auth-type",
                 "only basic is served (digest is not: its MD5 challenge is no safer than basic over TLS)",
             );
         }
         let Some(secret) = self.get("auth-secret") else {
-            return refuse(
-                self,
+            return self.refuse(
                 "auth-secret",
                 "auth-type basic needs the Secret of its users",
             );
@@ -687,7 +682,7 @@ impl<'a> Reader<'a> {
         let map = match self.get("auth-secret-type") {
             None | Some("auth-file") => false,
             Some("auth-map") => true,
-            Some(_) => return refuse(self, "auth-secret-type", "expected auth-file or auth-map"),
+            Some(_) => return self.refuse("auth-secret-type", "expected auth-file or auth-map"),
         };
         Ok(Some(BasicAuthSecret {
             secret: secret.to_string(),
@@ -723,31 +718,11 @@ impl<'a> Reader<'a> {
         let allowlist = ["limit-allowlist", "limit-whitelist"]
             .into_iter()
             .find(|name| self.get(name).is_some());
-        let mut exempt = Vec::new();
-        if let Some(name) = allowlist {
-            for item in self.get(name).unwrap_or("").split(',').map(str::trim) {
-                if item.is_empty() {
-                    continue;
-                }
-                let net = item
-                    .parse::<IpNet>()
-                    .ok()
-                    .or_else(|| item.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-                match net {
-                    Some(net) => exempt.push(net),
-                    None => {
-                        // A limit must not fail open: nobody is exempt.
-                        self.problem(
-                            ProblemKind::InvalidAnnotation,
-                            name,
-                            format!("{item:?} is not a CIDR like 10.0.0.0/8: no client is exempt until it is fixed"),
-                        );
-                        exempt.clear();
-                        break;
-                    }
-                }
-            }
-        }
+        // A limit must not fail open: a list that did not parse exempts nobody.
+        let exempt = allowlist
+            .and_then(|name| self.ranges(name, "no client is exempt until it is fixed"))
+            .and_then(Result::ok)
+            .unwrap_or_default();
         if rps.is_none() && rpm.is_none() && connections.is_none() {
             return None;
         }
@@ -821,9 +796,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Comma-separated CIDRs or addresses. One that does not parse denies
-    /// every client (`Some(empty)`): an allowlist must never fail open.
-    fn source_ranges(&mut self, name: &str) -> Option<Vec<IpNet>> {
+    /// Comma-separated CIDRs or addresses; `Err` when an item is neither,
+    /// reported with what that means (`if_bad`).
+    fn ranges(&mut self, name: &str, if_bad: &str) -> Option<Result<Vec<IpNet>, ()>> {
         let text = self.get(name)?;
         let mut nets = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -837,13 +812,20 @@ impl<'a> Reader<'a> {
                     self.problem(
                         ProblemKind::InvalidAnnotation,
                         name,
-                        format!("{item:?} is not a CIDR like 10.0.0.0/8: every client is refused (403) until it is fixed"),
+                        format!("{item:?} is not a CIDR like 10.0.0.0/8: {if_bad}"),
                     );
-                    return Some(Vec::new());
+                    return Some(Err(()));
                 }
             }
         }
-        Some(nets)
+        Some(Ok(nets))
+    }
+
+    /// An allowlist: one that does not parse allows nobody (`Some(empty)`),
+    /// it must never fail open.
+    fn source_ranges(&mut self, name: &str) -> Option<Vec<IpNet>> {
+        self.ranges(name, "every client is refused (403) until it is fixed")
+            .map(Result::unwrap_or_default)
     }
 
     /// nginx's `on` / `off`.

@@ -112,6 +112,27 @@ pub fn reference(value: &str, namespace: &str) -> Result<ObjectKey, String> {
     Ok((ns.to_string(), name.to_string()))
 }
 
+/// The Secret `key` names, followed from now on: its name for messages and
+/// its data (`None` offline, where named objects are taken to be in place).
+/// Missing or unreadable is an error naming it.
+fn followed_secret(
+    key: &ObjectKey,
+    objects: Option<&NamedObjects>,
+    wanted: &mut Wanted,
+) -> Result<(String, Option<BTreeMap<String, ByteString>>), String> {
+    wanted.secrets.insert(key.clone());
+    let source = format!("Secret {}/{}", key.0, key.1);
+    let Some(objects) = objects else {
+        return Ok((source, None));
+    };
+    let secret = objects
+        .secrets
+        .get(key)
+        .ok_or_else(|| format!("{source}: not found"))?;
+    let data = secret_data(secret).map_err(|e| format!("{source}: {e}"))?;
+    Ok((source, Some(data)))
+}
+
 /// The Secret of `proxy-ssl-secret`: `ca.crt` (required, PEM, one or more
 /// certificates) and, when both are present, `tls.crt`/`tls.key` as the
 /// client certificate. `objects` is `None` offline.
@@ -120,20 +141,14 @@ pub fn upstream_trust(
     objects: Option<&NamedObjects>,
     wanted: &mut Wanted,
 ) -> Result<Arc<UpstreamTrust>, String> {
-    wanted.secrets.insert(key.clone());
-    let source = format!("Secret {}/{}", key.0, key.1);
-    let Some(objects) = objects else {
+    let (source, data) = followed_secret(key, objects, wanted)?;
+    let Some(data) = data else {
         return Ok(Arc::new(UpstreamTrust {
             source,
             ca: Vec::new(),
             client: None,
         }));
     };
-    let secret = objects
-        .secrets
-        .get(key)
-        .ok_or_else(|| format!("{source}: not found"))?;
-    let data = secret_data(secret).map_err(|e| format!("{source}: {e}"))?;
     let ca_pem = data
         .get("ca.crt")
         .ok_or_else(|| format!("{source}: needs ca.crt (the CA of the pods' certificates)"))?;
@@ -161,16 +176,10 @@ pub fn basic_auth_users(
     objects: Option<&NamedObjects>,
     wanted: &mut Wanted,
 ) -> Result<crate::auth::basic::Users, String> {
-    wanted.secrets.insert(key.clone());
-    let source = format!("Secret {}/{}", key.0, key.1);
-    let Some(objects) = objects else {
+    let (source, data) = followed_secret(key, objects, wanted)?;
+    let Some(data) = data else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let secret = objects
-        .secrets
-        .get(key)
-        .ok_or_else(|| format!("{source}: not found"))?;
-    let data = secret_data(secret).map_err(|e| format!("{source}: {e}"))?;
     let text = |bytes: &ByteString| String::from_utf8_lossy(&bytes.0).into_owned();
     if !map {
         let file = data
