@@ -202,6 +202,30 @@ fn connections_beyond_the_limit_wait_for_a_slot_then_are_closed() {
 }
 
 #[test]
+fn a_trusted_proxy_is_not_held_to_one_clients_connections() {
+    let origin = EchoOrigin::start("echo");
+    let proxy = proxy_to(
+        &origin,
+        "trusted_proxies: [\"127.0.0.1/32\"]\nlimits:\n  idle_timeout: 30s\n  per_client:\n    connections: 1\n",
+    );
+    // A load balancer at 127.0.0.1 carries many clients: three connections
+    // from it are all served.
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect(&proxy)).collect();
+    for s in &mut open {
+        assert!(get(s).starts_with("HTTP/1.1 200"));
+    }
+    // Nothing was refused (connections_beyond_a_clients_cap_... shows the
+    // same cap refusing an untrusted address's second connection).
+    assert_eq!(
+        proxy.metrics().sum(
+            "edge_proxy_client_limited_total",
+            &[("reason", "client_connections")]
+        ),
+        0.0
+    );
+}
+
+#[test]
 fn bad_client_limits_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
