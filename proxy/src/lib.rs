@@ -24,6 +24,8 @@ pub mod error_pages;
 #[cfg(feature = "server")]
 pub mod forwarding;
 #[cfg(feature = "server")]
+pub mod gateway;
+#[cfg(feature = "server")]
 pub mod ingress;
 #[cfg(feature = "server")]
 pub mod kube;

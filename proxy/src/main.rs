@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_proxy::{
-    access_log, admin, config, connections, drain, ingress, logging, metrics, proxy, reload, state,
-    tls,
+    access_log, admin, config, connections, drain, gateway, ingress, logging, metrics, proxy,
+    reload, state, tls,
 };
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
@@ -180,12 +180,15 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // The first snapshot is built before serving: a proxy that cannot reach its
     // discovery at start-up says so and exits instead of answering 503s.
     // With `ingress:`, its routes join once the Ingresses are listed.
-    let waiting: &[state::SourceId] = match config.ingress {
-        Some(_) => &[state::SourceId::Ingress],
-        None => &[],
-    };
+    let mut waiting = Vec::new();
+    if config.ingress.is_some() {
+        waiting.push(state::SourceId::Ingress);
+    }
+    if config.gateway.is_some() {
+        waiting.push(state::SourceId::Gateway);
+    }
     let (snapshot, publisher) =
-        control.block_on(state::Publisher::start(config.clone(), waiting))?;
+        control.block_on(state::Publisher::start(config.clone(), &waiting))?;
     let publisher = Arc::new(publisher);
 
     reload::record_loaded(hash, 1);
@@ -287,6 +290,19 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(settings) = config.ingress.clone() {
         control.block_on(ingress::start(
             settings,
+            publisher.clone(),
+            certs.clone(),
+            hooks.clone(),
+        ))?;
+    }
+    if let Some(settings) = config.gateway.clone() {
+        let ports = gateway::translate::Ports {
+            http: listen.http.port(),
+            https: listen.https.map(|a| a.port()),
+        };
+        control.block_on(gateway::start(
+            settings,
+            ports,
             publisher.clone(),
             certs.clone(),
             hooks.clone(),

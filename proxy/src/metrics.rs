@@ -46,6 +46,7 @@ pub struct Metrics {
     pub ingress_problems: IntGaugeVec,
     pub ingress_status_leader: IntGauge,
     pub ingress_status_updates: IntCounterVec,
+    pub gateway_status_updates: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -237,9 +238,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["result"]
         )
         .expect("register"),
+        gateway_status_updates: register_int_counter_vec!(
+            "edge_proxy_gateway_status_updates_total",
+            "Writes of a Gateway API object's status, by result.",
+            &["result"]
+        )
+        .expect("register"),
     };
     for result in ["success", "failure"] {
         metrics.ingress_status_updates.with_label_values(&[result]);
+        metrics.gateway_status_updates.with_label_values(&[result]);
     }
     // Counters whose label values are known from the start are exported at 0,
     // so that `increase()` and alerts see the first event, not only the second.

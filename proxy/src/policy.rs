@@ -12,7 +12,7 @@ use crate::client_limits::ClientLimits;
 use crate::config::{net_contains, Config, IpNet, Timeouts};
 use crate::metrics::RouteMetrics;
 use crate::route::router::query_value;
-use crate::route::{Affinity, Policy, Redirect, Route};
+use crate::route::{Affinity, HeaderChanges, PathChange, Policy, Redirect, RedirectTo, Route};
 use crate::upstream::Upstream;
 use http::header::CONTENT_LENGTH;
 use pingora::http::RequestHeader;
@@ -47,6 +47,12 @@ pub struct CompiledRoute {
     pub set_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
     /// Headers set on the response sent to the client.
     pub response_headers: Box<[(http::HeaderName, http::HeaderValue)]>,
+    /// Headers set, added and removed upstream and downstream (Gateway API's
+    /// header modifiers), after the two above.
+    pub request_changes: Option<Box<CompiledHeaderChanges>>,
+    pub response_changes: Option<Box<CompiledHeaderChanges>>,
+    /// The host and path sent upstream, replaced (Gateway API's URLRewrite).
+    pub rewrite_url: Option<Box<crate::route::RewriteUrl>>,
     /// With canary rules, backend 1 is the canary and they choose it.
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
@@ -98,6 +104,8 @@ pub enum RequestStep {
     RedirectHttps,
     /// Every request: a redirect to the expanded location.
     Redirect(Redirect),
+    /// Every request: a redirect to its own URL with parts replaced.
+    RedirectTo(RedirectTo),
     /// `/` exactly: 302 to this path.
     AppRoot(String),
     /// An OPTIONS from an allowed origin: 204 with the CORS headers.
@@ -119,6 +127,8 @@ pub struct RequestFacts<'a> {
     pub trusted_proxies: &'a [IpNet],
     /// The HTTPS listener's port, for redirects.
     pub https_port: Option<u16>,
+    /// The port the request arrived on, for redirects that keep it.
+    pub local_port: Option<u16>,
 }
 
 /// An answer the proxy gives itself, instead of forwarding.
@@ -168,6 +178,11 @@ impl RequestStep {
                 r.code,
                 "redirecting\n",
                 expand_location(&r.location, facts),
+            )),
+            RequestStep::RedirectTo(r) => Some(Reply::redirect(
+                r.code,
+                "redirecting\n",
+                redirect_location(r, facts),
             )),
             RequestStep::AppRoot(root) => (facts.req.uri.path() == "/").then(|| {
                 let scheme = if facts.tls { "https" } else { "http" };
@@ -471,6 +486,96 @@ impl CanaryRules {
     }
 }
 
+/// Gateway API's RequestRedirect: the request's URL with the parts given
+/// replaced. Without a port: the scheme's well-known one when the scheme is
+/// given, else the port the request came to; 80 for http and 443 for https
+/// are left out of the URL.
+pub fn redirect_location(r: &RedirectTo, facts: &RequestFacts) -> String {
+    let own_scheme = if facts.tls { "https" } else { "http" };
+    let scheme = r.scheme.as_deref().unwrap_or(own_scheme);
+    let host = r.hostname.as_deref().unwrap_or(facts.host);
+    let port = r.port.or_else(|| match &r.scheme {
+        Some(s) if s == "https" => Some(443),
+        Some(_) => Some(80),
+        None => facts.local_port,
+    });
+    let port = match (scheme, port) {
+        ("http", Some(80)) | ("https", Some(443)) | (_, None) => String::new(),
+        (_, Some(p)) => format!(":{p}"),
+    };
+    let uri = &facts.req.uri;
+    let path = match &r.path {
+        Some(change) => Cow::Owned(change_path(change, uri.path())),
+        None => Cow::Borrowed(uri.path()),
+    };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{path}{query}")
+}
+
+/// A path with Gateway API's HTTPPathModifier applied (the path matched the
+/// route, so a `Prefix` change's prefix is there by whole elements).
+pub fn change_path(change: &PathChange, path: &str) -> String {
+    match change {
+        PathChange::Full(full) => full.clone(),
+        PathChange::Prefix { prefix, with } => {
+            let rest = match prefix.as_str() {
+                "/" => path,
+                p => path.get(p.len()..).unwrap_or(""),
+            };
+            let mut out = with.trim_end_matches('/').to_string();
+            if !rest.is_empty() && !rest.starts_with('/') {
+                out.push('/');
+            }
+            out.push_str(rest);
+            if out.is_empty() {
+                out.push('/');
+            }
+            out
+        }
+    }
+}
+
+/// Header changes, compiled: names and values checked once.
+pub struct CompiledHeaderChanges {
+    set: Box<[(http::HeaderName, http::HeaderValue)]>,
+    add: Box<[(http::HeaderName, http::HeaderValue)]>,
+    remove: Box<[http::HeaderName]>,
+}
+
+impl CompiledHeaderChanges {
+    fn new(changes: &HeaderChanges) -> Self {
+        CompiledHeaderChanges {
+            set: header_pairs(&changes.set).collect(),
+            add: header_pairs(&changes.add).collect(),
+            remove: changes
+                .remove
+                .iter()
+                .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    /// Set, then add, then remove, through the message's own methods.
+    pub fn apply<M>(
+        &self,
+        message: &mut M,
+        insert: impl Fn(&mut M, http::HeaderName, http::HeaderValue) -> pingora::Result<()>,
+        append: impl Fn(&mut M, http::HeaderName, http::HeaderValue) -> pingora::Result<()>,
+        remove: impl Fn(&mut M, &http::HeaderName),
+    ) -> pingora::Result<()> {
+        for (name, value) in self.set.iter() {
+            insert(message, name.clone(), value.clone())?;
+        }
+        for (name, value) in self.add.iter() {
+            append(message, name.clone(), value.clone())?;
+        }
+        for name in self.remove.iter() {
+            remove(message, name);
+        }
+        Ok(())
+    }
+}
+
 /// `https://HOST[:PORT]/path?query` for a redirect; the port only when not 443.
 fn https_location(host: &str, https_port: Option<u16>, req: &RequestHeader) -> String {
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -493,20 +598,49 @@ pub fn body_too_large(req: &RequestHeader, limit: u64) -> bool {
 pub struct Backends {
     list: Box<[(Arc<Upstream>, u32)]>,
     total: u32,
+    /// The share answered 500 ([`Policy::InvalidBackends`]), after `total`.
+    invalid: u32,
     /// Which share the next new request takes: state that outlives a snapshot
     /// (kept by route name), so a reload does not restart the split.
     turn: Arc<AtomicU32>,
 }
 
 impl Backends {
-    pub fn new(list: Vec<(Arc<Upstream>, u32)>, turn: Arc<AtomicU32>) -> Self {
+    pub fn new(list: Vec<(Arc<Upstream>, u32)>, invalid: u32, turn: Arc<AtomicU32>) -> Self {
         let list: Box<[_]> = list.into_iter().filter(|(_, w)| *w > 0).collect();
         let total = list.iter().map(|(_, w)| *w).sum();
-        Backends { list, total, turn }
+        Backends {
+            list,
+            total,
+            invalid,
+            turn,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Whether part of the split is answered 500.
+    pub fn has_invalid_share(&self) -> bool {
+        self.invalid > 0
+    }
+
+    /// For a route with an invalid share: the backend of a new request, or
+    /// `None` for a request of the invalid share.
+    pub fn pick_or_invalid(&self) -> Option<usize> {
+        let n = self.turn.fetch_add(1, Ordering::Relaxed) % (self.total + self.invalid).max(1);
+        if n >= self.total {
+            return None;
+        }
+        let mut n = n;
+        for (i, (_, weight)) in self.list.iter().enumerate() {
+            if n < *weight {
+                return Some(i);
+            }
+            n -= weight;
+        }
+        Some(0)
     }
 
     /// The first backend: whose readiness a 503 speaks of.
@@ -569,6 +703,10 @@ pub fn compile(
     let mut client_limits = None;
     let mut response_rate = None;
     let mut basic_auth = None;
+    let mut request_changes = None;
+    let mut response_changes = None;
+    let mut rewrite_url = None;
+    let mut invalid_weight = 0;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -579,6 +717,15 @@ pub fn compile(
             }
             Policy::RedirectHttps => request.push(RequestStep::RedirectHttps),
             Policy::Redirect(r) => request.push(RequestStep::Redirect(r.clone())),
+            Policy::RedirectTo(r) => request.push(RequestStep::RedirectTo(r.clone())),
+            Policy::RewriteUrl(r) => rewrite_url = Some(Box::new(r.clone())),
+            Policy::InvalidBackends(w) => invalid_weight = *w,
+            Policy::ModifyRequestHeaders(c) => {
+                request_changes = Some(Box::new(CompiledHeaderChanges::new(c)))
+            }
+            Policy::ModifyResponseHeaders(c) => {
+                response_changes = Some(Box::new(CompiledHeaderChanges::new(c)))
+            }
             Policy::AppRoot(root) => request.push(RequestStep::AppRoot(root.clone())),
             // Sources check patterns, names and values before they get here;
             // one that slipped through is left out rather than served wrong.
@@ -674,10 +821,13 @@ pub fn compile(
         max_body_bytes,
         timeouts,
         affinity,
-        backends: Backends::new(backends, turn),
+        backends: Backends::new(backends, invalid_weight, turn),
         rewrite,
         set_headers: set_headers.into(),
         response_headers: response_headers.into(),
+        request_changes,
+        response_changes,
+        rewrite_url,
         canary,
         hash_by,
         least_loaded,
@@ -801,6 +951,7 @@ mod tests {
         let (a, b, c) = (upstream("a"), upstream("b"), upstream("c"));
         let backends = Backends::new(
             vec![(a.clone(), 3), (b.clone(), 1), (c.clone(), 0)],
+            0,
             Arc::default(),
         );
         let mut counts = std::collections::HashMap::new();
@@ -811,7 +962,45 @@ mod tests {
         assert_eq!(counts.get("a"), Some(&300));
         assert_eq!(counts.get("b"), Some(&100));
         assert_eq!(counts.get("c"), None);
-        assert!(Backends::new(vec![(c, 0)], Arc::default()).pick().is_none());
+        assert!(Backends::new(vec![(c.clone(), 0)], 0, Arc::default())
+            .pick()
+            .is_none());
+        // An invalid share of 1 beside a weight of 3: a quarter is answered 500.
+        let with_invalid = Backends::new(vec![(a, 3)], 1, Arc::default());
+        let invalid = (0..400)
+            .filter(|_| with_invalid.pick_or_invalid().is_none())
+            .count();
+        assert_eq!(invalid, 100);
+    }
+
+    #[test]
+    fn gateway_path_changes_replace_whole_elements() {
+        let prefix = |p: &str, w: &str| PathChange::Prefix {
+            prefix: p.into(),
+            with: w.into(),
+        };
+        // Gateway API conformance, HTTPRouteRewritePath's cases.
+        assert_eq!(
+            change_path(&prefix("/prefix/one", "/one"), "/prefix/one/two"),
+            "/one/two"
+        );
+        assert_eq!(
+            change_path(&prefix("/strip-prefix", "/"), "/strip-prefix/three"),
+            "/three"
+        );
+        assert_eq!(
+            change_path(&prefix("/strip-prefix", "/"), "/strip-prefix"),
+            "/"
+        );
+        assert_eq!(
+            change_path(&prefix("/prefix/one", "/one"), "/prefix/one"),
+            "/one"
+        );
+        assert_eq!(change_path(&prefix("/", "/api"), "/x"), "/api/x");
+        assert_eq!(
+            change_path(&PathChange::Full("/one".into()), "/full/one/two"),
+            "/one"
+        );
     }
 
     #[tokio::test]
@@ -819,7 +1008,7 @@ mod tests {
         let (a, b) = (upstream("a"), upstream("b"));
         let pod: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         b.publish(crate::upstream::EndpointSet::ready([pod])).await;
-        let backends = Backends::new(vec![(a.clone(), 99), (b.clone(), 1)], Arc::default());
+        let backends = Backends::new(vec![(a.clone(), 99), (b.clone(), 1)], 0, Arc::default());
         let id = b.endpoint_id(&pod);
         assert_eq!(backends.holding(id), Some(1));
         assert!(backends.holding(a.endpoint_id(&pod)).is_none());
@@ -882,6 +1071,7 @@ mod rewrite_and_redirect_tests {
             tls: false,
             trusted_proxies: &[],
             https_port: None,
+            local_port: None,
         };
         assert_eq!(
             expand_location("https://new.test$request_uri", &facts),

@@ -262,15 +262,24 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Resul
 }
 
 /// Conditions of a route (method, headers, query) read the request head.
-impl RequestParts for RequestHeader {
+/// A request as route conditions see it: its head, and whether it came over TLS.
+struct Parts<'a> {
+    req: &'a RequestHeader,
+    tls: bool,
+}
+
+impl RequestParts for Parts<'_> {
     fn method(&self) -> &str {
-        self.method.as_str()
+        self.req.method.as_str()
     }
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(|v| v.as_bytes())
+        self.req.headers.get(name).map(|v| v.as_bytes())
     }
     fn query(&self) -> Option<&str> {
-        self.uri.query()
+        self.req.uri.query()
+    }
+    fn tls(&self) -> bool {
+        self.tls
     }
 }
 
@@ -383,7 +392,14 @@ impl ProxyHttp for EdgeProxy {
         let host = normalize_host(authority);
         let Some(route) = snapshot
             .router
-            .find_request(&host, req.uri.path(), req)
+            .find_request(
+                &host,
+                req.uri.path(),
+                &Parts {
+                    req,
+                    tls: is_tls(session),
+                },
+            )
             .cloned()
         else {
             respond(session, ctx, Reply::text(404, error_body(404))).await?;
@@ -419,6 +435,10 @@ impl ProxyHttp for EdgeProxy {
                 tls: is_tls(session),
                 trusted_proxies: &snapshot.trusted_proxies,
                 https_port: snapshot.https_port,
+                local_port: session
+                    .server_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.port()),
             };
             let mut reply = route.check_request(&facts);
             if let (None, Some(basic)) = (&reply, &route.basic_auth) {
@@ -469,6 +489,17 @@ impl ProxyHttp for EdgeProxy {
             )
             .await?;
             return Ok(true);
+        }
+        if route.backends.has_invalid_share() {
+            match route.backends.pick_or_invalid() {
+                Some(i) => ctx.backend = Some(i),
+                None => {
+                    ctx.route = Some(route);
+                    let reply = Reply::text(500, "this backend of the route is invalid\n");
+                    respond(session, ctx, reply).await?;
+                    return Ok(true);
+                }
+            }
         }
         if let Some(affinity) = &route.affinity {
             let cookies = req.headers.get_all(COOKIE).into_iter();
@@ -677,6 +708,17 @@ impl ProxyHttp for EdgeProxy {
             for (name, value) in route.set_headers.iter() {
                 upstream_request.insert_header(name.clone(), value.clone())?;
             }
+            if let Some(rewrite) = &route.rewrite_url {
+                rewrite_url(rewrite, upstream_request)?;
+            }
+            if let Some(changes) = &route.request_changes {
+                changes.apply(
+                    upstream_request,
+                    |m, n, v| m.insert_header(n, v),
+                    |m, n, v| m.append_header(n, v).map(|_| ()),
+                    |m, n| drop(m.remove_header(n)),
+                )?;
+            }
             if ctx.on_default_backend {
                 error_pages::describe(route, &ctx.original(session, 503), upstream_request);
             }
@@ -717,6 +759,14 @@ impl ProxyHttp for EdgeProxy {
         }
         for (name, value) in route.response_headers.iter() {
             upstream_response.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some(changes) = &route.response_changes {
+            changes.apply(
+                upstream_response,
+                |m, n, v| m.insert_header(n, v),
+                |m, n, v| m.append_header(n, v).map(|_| ()),
+                |m, n| drop(m.remove_header(n)),
+            )?;
         }
         if let Some(cookies) = &ctx.auth_cookies {
             for cookie in cookies.for_status(status) {
@@ -934,6 +984,27 @@ impl ProxyHttp for EdgeProxy {
 
 /// Status codes as metric labels: real codes (100-599, a bounded set) as
 /// digits, anything else (0: no response was sent) as "none".
+/// Gateway API's URLRewrite on the request sent upstream: the Host header
+/// and the path (the query is kept).
+fn rewrite_url(rewrite: &crate::route::RewriteUrl, req: &mut RequestHeader) -> Result<()> {
+    if let Some(host) = &rewrite.hostname {
+        req.insert_header(http::header::HOST, host.as_str())?;
+    }
+    if let Some(change) = &rewrite.path {
+        let uri = &req.uri;
+        let mut new = policy::change_path(change, uri.path());
+        if let Some(q) = uri.query() {
+            new.push('?');
+            new.push_str(q);
+        }
+        let uri = new
+            .parse::<http::Uri>()
+            .or_err(InvalidHTTPHeader, "the rewritten path is not a URI")?;
+        req.set_uri(uri);
+    }
+    Ok(())
+}
+
 fn status_label(status: u16) -> &'static str {
     static LABELS: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| (100u16..600).map(|c| c.to_string()).collect());

@@ -28,6 +28,7 @@ use std::sync::Arc;
 pub enum SourceId {
     File,
     Ingress,
+    Gateway,
 }
 
 impl SourceId {
@@ -36,6 +37,7 @@ impl SourceId {
         match self {
             SourceId::File => "the configuration file",
             SourceId::Ingress => "the Ingresses",
+            SourceId::Gateway => "the Gateway API routes",
         }
     }
 }

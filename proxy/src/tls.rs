@@ -103,11 +103,14 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<(Arc<CertifiedKe
 }
 
 /// The rustls side: resolves from the current stores. Certificates of the
-/// configuration file win over those of Ingress Secrets, as its routes do.
+/// configuration file win over those of Ingress Secrets, as its routes do,
+/// and those over Gateway listeners' (the order of the objects' sources).
 #[derive(Default)]
 pub struct SniResolver {
     store: ArcSwap<CertStore>,
     ingress: ArcSwap<CertStore>,
+    /// The certificates of Gateway listeners.
+    gateway: ArcSwap<CertStore>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -121,6 +124,7 @@ impl SniResolver {
         let resolver = SniResolver {
             store: ArcSwap::from_pointee(store),
             ingress: ArcSwap::default(),
+            gateway: ArcSwap::default(),
         };
         resolver.export_expiry();
         resolver
@@ -138,6 +142,12 @@ impl SniResolver {
         self.export_expiry();
     }
 
+    /// The certificates of Gateway listeners.
+    pub fn replace_gateway(&self, store: CertStore) {
+        self.gateway.store(Arc::new(store));
+        self.export_expiry();
+    }
+
     /// Whether a certificate of the configuration file names `host`.
     pub fn file_covers(&self, host: &str) -> bool {
         self.store.load().covers(host)
@@ -152,7 +162,7 @@ impl SniResolver {
     fn export_expiry(&self) {
         let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
         gauge.reset();
-        for store in [self.ingress.load(), self.store.load()] {
+        for store in [self.gateway.load(), self.ingress.load(), self.store.load()] {
             for (host, not_after) in &store.expiry {
                 gauge.with_label_values(&[host]).set(*not_after);
             }
@@ -162,12 +172,19 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let (files, ingress) = (self.store.load(), self.ingress.load());
+        let (files, ingress, gateway) =
+            (self.store.load(), self.ingress.load(), self.gateway.load());
         let name = hello.server_name().map(str::to_ascii_lowercase);
         name.as_deref()
-            .and_then(|n| files.by_name(n).or_else(|| ingress.by_name(n)))
+            .and_then(|n| {
+                files
+                    .by_name(n)
+                    .or_else(|| ingress.by_name(n))
+                    .or_else(|| gateway.by_name(n))
+            })
             .or_else(|| files.default.clone())
             .or_else(|| ingress.default.clone())
+            .or_else(|| gateway.default.clone())
     }
 }
 

@@ -29,6 +29,7 @@ pub struct File {
     pub limits: Option<Value>,
     pub trusted_proxies: Option<Value>,
     pub ingress: Option<Value>,
+    pub gateway: Option<Value>,
 }
 
 /// `ingress:`: serve Ingress objects (README.md, "Coming from ingress-nginx").
@@ -40,6 +41,16 @@ pub struct Ingress {
     pub publish_selector: Option<String>,
     pub publish_addresses: Option<Vec<String>>,
     pub allowed_response_headers: Option<Vec<String>>,
+}
+
+/// `gateway:`: serve Gateway API objects (README.md, "Gateway API").
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub class: Option<String>,
+    pub publish_status: Option<bool>,
+    pub publish_selector: Option<String>,
+    pub publish_addresses: Option<Vec<String>>,
 }
 
 /// `discovery:`

@@ -38,6 +38,25 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Serve Ingress objects too (`discovery: kubernetes` only).
     pub ingress: Option<IngressSettings>,
+    /// Serve Gateway API objects too (`discovery: kubernetes` only).
+    pub gateway: Option<GatewaySettings>,
+}
+
+/// `gateway:` (README.md, "Gateway API"). Read at start only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The GatewayClass served.
+    pub class: String,
+    /// Write the status of our GatewayClass, Gateways and routes.
+    pub publish_status: bool,
+    /// Where the Gateways' `status.addresses` come from, as for Ingresses.
+    pub publish_selector: String,
+    pub publish_addresses: Vec<String>,
+}
+
+impl GatewaySettings {
+    /// The controller name a GatewayClass of ours carries in `spec.controllerName`.
+    pub const CONTROLLER: &'static str = "edge-proxy.io/gateway-controller";
 }
 
 /// `ingress:` (README.md, "Coming from ingress-nginx"). Read at start only.

@@ -88,8 +88,10 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     .collect();
 
     let ingress = validate_ingress(&file, discovery.as_ref(), &mut problems);
-    // With Ingresses, certificates may all come from their Secrets.
-    if let (Some(listen), true) = (&listen, tls.is_empty() && ingress.is_none()) {
+    let gateway = validate_gateway(&file, discovery.as_ref(), &mut problems);
+    // With Ingresses or Gateways, certificates may all come from their Secrets.
+    let from_objects = ingress.is_some() || gateway.is_some();
+    if let (Some(listen), true) = (&listen, tls.is_empty() && !from_objects) {
         if listen.https.is_some() {
             problems.add("listen.https", "needs at least one certificate under `tls`");
         }
@@ -111,6 +113,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             per_client,
             trusted_proxies,
             ingress,
+            gateway,
         }),
         _ => Err(problems.0),
     }
@@ -417,16 +420,22 @@ fn validate_routes(
     discovery: Option<&Discovery>,
     problems: &mut Problems,
 ) -> Vec<Route> {
-    // Ingresses may supply every route.
-    let routes_optional = !absent(file.ingress.as_ref());
+    // Ingresses or Gateway API routes may supply every route.
+    let routes_optional = !absent(file.ingress.as_ref()) || !absent(file.gateway.as_ref());
     let Some(items) = field::<Vec<Value>>(file.routes.as_ref(), "routes", problems) else {
         if absent(file.routes.as_ref()) && !routes_optional {
-            problems.add("routes", "required: at least one route (or `ingress`)");
+            problems.add(
+                "routes",
+                "required: at least one route (or `ingress` or `gateway`)",
+            );
         }
         return Vec::new();
     };
     if items.is_empty() && !routes_optional {
-        problems.add("routes", "needs at least one route (or `ingress`)");
+        problems.add(
+            "routes",
+            "needs at least one route (or `ingress` or `gateway`)",
+        );
     }
     let mut routes = Vec::new();
     // (host, path, path_type) -> index of the first route that used it.
@@ -649,6 +658,48 @@ fn validate_ingress(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+    })
+}
+
+fn validate_gateway(
+    file: &file::File,
+    discovery: Option<&Discovery>,
+    problems: &mut Problems,
+) -> Option<GatewaySettings> {
+    let raw = object_field::<file::Gateway>(file.gateway.as_ref(), "gateway", problems)?;
+    if discovery.is_some_and(|d| *d != Discovery::Kubernetes) {
+        problems.add("gateway", "needs discovery: kubernetes");
+    }
+    let class = raw.class.unwrap_or_else(|| "edge-proxy".into());
+    if !is_dns_subdomain(&class) {
+        problems.add(
+            "gateway.class",
+            format!("{class:?} is not a valid GatewayClass name (lowercase letters, digits, '-' and '.')"),
+        );
+    }
+    let publish_selector = raw
+        .publish_selector
+        .unwrap_or_else(|| "app.kubernetes.io/name=edge-proxy".into());
+    if !is_equality_selector(&publish_selector) {
+        problems.add(
+            "gateway.publish_selector",
+            format!("{publish_selector:?} is not a label selector like \"app.kubernetes.io/name=edge-proxy\" (key=value, comma-separated)"),
+        );
+    }
+    let publish_addresses = raw.publish_addresses.unwrap_or_default();
+    for (i, a) in publish_addresses.iter().enumerate() {
+        if a.parse::<std::net::IpAddr>().is_err() && !is_dns_subdomain(a) {
+            problems.add(
+                format!("gateway.publish_addresses[{i}]"),
+                format!("{a:?} is neither an IP address nor a host name"),
+            );
+        }
+    }
+    Some(GatewaySettings {
+        class,
+        publish_status: raw.publish_status.unwrap_or(true),
+        publish_selector,
+        publish_addresses,
     })
 }
 
@@ -1157,8 +1208,44 @@ colour: blue
         ] {
             assert!(p.iter().any(|l| l.starts_with(expected)), "{expected:?} not in {p:#?}");
         }
-        assert_eq!(file::top_level_keys().len(), 15);
+        assert_eq!(file::top_level_keys().len(), 16);
         assert!(file::top_level_keys().contains(&"static"));
+    }
+
+    #[test]
+    fn the_gateway_section() {
+        let base = "listen:\n  http: \"127.0.0.1:1\"\n  https: \"127.0.0.1:2\"\n";
+        // Routes and certificates may all come from Gateway API objects.
+        let c = parse(&format!("{base}discovery: kubernetes\ngateway: {{}}\n")).unwrap();
+        let gateway = c.gateway.unwrap();
+        assert_eq!(gateway.class, "edge-proxy");
+        assert!(gateway.publish_status);
+        assert_eq!(
+            gateway.publish_selector,
+            "app.kubernetes.io/name=edge-proxy"
+        );
+        let p = problems_of(&format!(
+            "{base}discovery: static\nstatic: {{}}\ngateway:\n  class: Bad_Class\n  publish_selector: \"a in (b)\"\n  publish_addresses: [\"not an address\"]\n"
+        ));
+        for expected in [
+            "gateway: needs discovery: kubernetes",
+            "gateway.class: \"Bad_Class\" is not a valid GatewayClass name",
+            "gateway.publish_selector: \"a in (b)\" is not a label selector",
+            "gateway.publish_addresses[0]: \"not an address\" is neither",
+        ] {
+            assert!(
+                p.iter().any(|l| l.starts_with(expected)),
+                "{expected:?} not in {p:#?}"
+            );
+        }
+        let p = problems_of(&format!(
+            "{base}discovery: kubernetes\ngateway:\n  colour: red\n"
+        ));
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("gateway.colour: unknown key, expected one of: class,")),
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -297,6 +297,12 @@ fn describe(route: &Route) -> String {
             Policy::Redirect(r) => format!("redirect {} to {}", r.code, r.location),
             Policy::AppRoot(root) => format!("/ redirected (302) to {root}"),
             Policy::Rewrite(r) => format!("path rewritten to {}", r.target),
+            // Gateway API's filters: never from an Ingress.
+            Policy::ModifyRequestHeaders(_) => "request headers modified".into(),
+            Policy::ModifyResponseHeaders(_) => "response headers modified".into(),
+            Policy::RedirectTo(r) => format!("redirect {}", r.code),
+            Policy::RewriteUrl(_) => "host or path rewritten".into(),
+            Policy::InvalidBackends(w) => format!("weight {w} answered 500"),
             Policy::SetRequestHeaders(h) => {
                 let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
                 format!("sets {}", names.join(", "))

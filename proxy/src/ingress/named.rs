@@ -33,7 +33,7 @@ pub struct NamedObjects {
 }
 
 /// A Secret's `data` (base64 in the object, decoded here).
-fn secret_data(secret: &DynamicObject) -> Result<BTreeMap<String, ByteString>, String> {
+pub fn secret_data(secret: &DynamicObject) -> Result<BTreeMap<String, ByteString>, String> {
     match secret.data.get("data") {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(data) => serde_json::from_value(data.clone()).map_err(|e| format!("data: {e}")),

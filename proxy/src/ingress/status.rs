@@ -2,9 +2,8 @@
 //! should use, for `kubectl get ingress` and ExternalDNS.
 //!
 //! One proxy writes at a time: the holder of a `coordination.k8s.io` Lease in
-//! the proxy's namespace (`crate::kube::lease`). A proxy that shuts down releases the Lease, and another
-//! takes over at its next try (2 s); one that dies is replaced once the Lease
-//! expires (15 s).
+//! the proxy's namespace (`crate::kube::lease::leadership`, shared with the
+//! Gateway API status).
 //!
 //! The addresses: `publish_addresses` when set; else one per Node running a
 //! Ready pod of `publish_selector` (its ExternalIP, else its InternalIP),
@@ -15,7 +14,7 @@
 
 use crate::config::IngressSettings;
 use crate::drain::ShutdownHooks;
-use crate::kube::lease::{self, Elector};
+use crate::kube::lease;
 use crate::metrics::METRICS;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -29,17 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-pub const LEASE_NAME: &str = "edge-proxy-status";
-/// How often the holder renews and the others try.
+/// How often the holder writes what changed.
 const INTERVAL: Duration = Duration::from_secs(2);
 /// How long a new address list must hold before it is written.
 const SETTLE: Duration = Duration::from_secs(4);
-/// How long shutdown waits for the Lease to be released.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The status writer, for the life of the process. `served` holds the
-/// Ingresses to keep current; `ingresses` their last known state. At
-/// shutdown (a hook in `hooks`) it releases the Lease for another proxy.
+/// Ingresses to keep current; `ingresses` their last known state. It writes
+/// while this proxy holds the status Lease (`crate::kube::lease`).
 pub async fn run(
     client: Client,
     settings: IngressSettings,
@@ -47,56 +43,27 @@ pub async fn run(
     ingresses: Store<Ingress>,
     hooks: Arc<ShutdownHooks>,
 ) {
+    let mut leading = lease::leadership(&client, &hooks);
     let namespace = std::env::var("POD_NAMESPACE")
         .ok()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let mut elector = Elector::new(client.clone(), &namespace, LEASE_NAME, lease::identity());
     let mut writer = Writer {
         client,
         namespace,
-        settings,
-        pending: None,
-        published: None,
+        addresses: Addresses::new(
+            settings.publish_selector.clone(),
+            settings.publish_addresses.clone(),
+        ),
     };
-    // Shutdown (a plain thread) asks for the release and waits for it.
-    let (stop, mut stopping) = watch::channel(false);
-    let (released, wait_released) = std::sync::mpsc::channel::<()>();
-    hooks.add(move || {
-        stop.send_replace(true);
-        let _ = wait_released.recv_timeout(RELEASE_TIMEOUT);
-    });
-    tracing::info!(lease = %format!("{}/{LEASE_NAME}", writer.namespace), identity = %elector.identity, "Ingress status: contending for the Lease");
     loop {
-        if *stopping.borrow() {
-            if elector.is_leader() {
-                elector.release().await;
-                METRICS.ingress_status_leader.set(0);
-            }
-            let _ = released.send(());
-            return;
-        }
-        let was = elector.is_leader();
-        if let Err(e) = elector.try_lead().await {
-            tracing::warn!("Ingress status Lease: {e}");
-        }
-        if elector.is_leader() != was {
-            METRICS
-                .ingress_status_leader
-                .set(i64::from(elector.is_leader()));
-            if elector.is_leader() {
-                tracing::info!(identity = %elector.identity, "Ingress status: this proxy holds the Lease and writes the status");
-            } else {
-                tracing::info!("Ingress status: another proxy holds the Lease");
-            }
-        }
-        if elector.is_leader() {
+        if *leading.borrow_and_update() {
             let served = served.borrow().clone();
             writer.update(&served, &ingresses).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
-            _ = stopping.changed() => {}
+            _ = leading.changed() => {}
         }
     }
 }
@@ -116,7 +83,7 @@ impl Address {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    pub fn to_json(&self) -> serde_json::Value {
         match self {
             Address::Ip(ip) => serde_json::json!({ "ip": ip }),
             Address::Hostname(h) => serde_json::json!({ "hostname": h }),
@@ -127,21 +94,12 @@ impl Address {
 struct Writer {
     client: Client,
     namespace: String,
-    settings: IngressSettings,
-    /// A list seen but not yet held for SETTLE, and since when.
-    pending: Option<(Vec<Address>, Instant)>,
-    /// The settled list being published.
-    published: Option<Vec<Address>>,
+    addresses: Addresses,
 }
 
 impl Writer {
     async fn update(&mut self, served: &[(String, String)], ingresses: &Store<Ingress>) {
-        match self.addresses().await {
-            Ok(list) if list.is_empty() => {} // never publish "nowhere"
-            Ok(list) => self.settle(list),
-            Err(e) => tracing::warn!("Ingress status: cannot list the proxy's nodes: {e}"),
-        }
-        let Some(list) = self.published.clone() else {
+        let Some(list) = self.addresses.current(&self.client, &self.namespace).await else {
             return;
         };
         let wanted: Vec<serde_json::Value> = list.iter().map(Address::to_json).collect();
@@ -186,6 +144,39 @@ impl Writer {
             }
         }
     }
+}
+
+/// The addresses status publishes (Ingress `loadBalancer`, Gateway
+/// `addresses`): `publish_addresses` when set; else one per Node running a
+/// Ready pod of `publish_selector`, settled against flapping.
+pub struct Addresses {
+    selector: String,
+    fixed: Vec<String>,
+    /// A list seen but not yet held for SETTLE, and since when.
+    pending: Option<(Vec<Address>, Instant)>,
+    /// The settled list being published.
+    published: Option<Vec<Address>>,
+}
+
+impl Addresses {
+    pub fn new(selector: String, fixed: Vec<String>) -> Self {
+        Addresses {
+            selector,
+            fixed,
+            pending: None,
+            published: None,
+        }
+    }
+
+    /// The settled list, after looking again; `None` until there is one.
+    pub async fn current(&mut self, client: &Client, namespace: &str) -> Option<Vec<Address>> {
+        match self.look(client, namespace).await {
+            Ok(list) if list.is_empty() => {} // never publish "nowhere"
+            Ok(list) => self.settle(list),
+            Err(e) => tracing::warn!("status: cannot list the proxy's nodes: {e}"),
+        }
+        self.published.clone()
+    }
 
     /// Publish `list` once it has held for SETTLE (at once the first time
     /// with fixed `publish_addresses`, which cannot flap).
@@ -194,7 +185,7 @@ impl Writer {
             self.pending = None;
             return;
         }
-        if !self.settings.publish_addresses.is_empty() {
+        if !self.fixed.is_empty() {
             self.published = Some(list);
             return;
         }
@@ -209,23 +200,15 @@ impl Writer {
         }
     }
 
-    async fn addresses(&self) -> Result<Vec<Address>, kube::Error> {
-        if !self.settings.publish_addresses.is_empty() {
-            let set: BTreeSet<Address> = self
-                .settings
-                .publish_addresses
-                .iter()
-                .map(|a| Address::parse(a))
-                .collect();
+    async fn look(&self, client: &Client, namespace: &str) -> Result<Vec<Address>, kube::Error> {
+        if !self.fixed.is_empty() {
+            let set: BTreeSet<Address> = self.fixed.iter().map(|a| Address::parse(a)).collect();
             return Ok(set.into_iter().collect());
         }
-        let pods: Api<PodLite> = Api::namespaced_with(
-            self.client.clone(),
-            &self.namespace,
-            &ApiResource::erase::<Pod>(&()),
-        );
+        let pods: Api<PodLite> =
+            Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<Pod>(&()));
         let pods = pods
-            .list(&ListParams::default().labels(&self.settings.publish_selector))
+            .list(&ListParams::default().labels(&self.selector))
             .await?;
         let nodes: BTreeSet<String> = pods
             .items
@@ -233,8 +216,7 @@ impl Writer {
             .filter(|p| is_ready(p))
             .filter_map(|p| p.spec.node_name.clone())
             .collect();
-        let api: Api<NodeLite> =
-            Api::all_with(self.client.clone(), &ApiResource::erase::<Node>(&()));
+        let api: Api<NodeLite> = Api::all_with(client.clone(), &ApiResource::erase::<Node>(&()));
         let mut set = BTreeSet::new();
         for name in nodes {
             if let Some(node) = api.get_opt(&name).await? {

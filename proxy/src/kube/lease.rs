@@ -4,14 +4,88 @@
 //! compare-and-swap; a holder that shuts down releases it (an empty holder,
 //! as client-go's ReleaseOnCancel) so another takes over at its next try.
 
+use crate::drain::ShutdownHooks;
+use crate::metrics::METRICS;
 use ::kube::api::PostParams;
 use ::kube::{Api, Client};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How long a Lease holds without renewal.
 pub const LEASE_SECONDS: i32 = 15;
+
+/// The Lease whose holder writes the status of Ingresses and Gateway API
+/// objects: one proxy at a time.
+pub const STATUS_LEASE: &str = "edge-proxy-status";
+/// How often the holder renews and the others try.
+const INTERVAL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+static LEADERSHIP: OnceLock<watch::Receiver<bool>> = OnceLock::new();
+
+/// Whether this proxy holds the status Lease, kept current by one task for
+/// the life of the process (started by the first caller; the Ingress and
+/// Gateway status writers share it). At shutdown (a hook in `hooks`) the
+/// Lease is released for another proxy, which takes over at its next try
+/// (2 s); a proxy that dies is replaced once the Lease expires (15 s).
+pub fn leadership(client: &Client, hooks: &Arc<ShutdownHooks>) -> watch::Receiver<bool> {
+    LEADERSHIP
+        .get_or_init(|| {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(contend(client.clone(), hooks.clone(), tx));
+            rx
+        })
+        .clone()
+}
+
+async fn contend(client: Client, hooks: Arc<ShutdownHooks>, leading: watch::Sender<bool>) {
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let mut elector = Elector::new(client, &namespace, STATUS_LEASE, identity());
+    // Shutdown (a plain thread) asks for the release and waits for it.
+    let (stop, mut stopping) = watch::channel(false);
+    let (released, wait_released) = std::sync::mpsc::channel::<()>();
+    hooks.add(move || {
+        stop.send_replace(true);
+        let _ = wait_released.recv_timeout(RELEASE_TIMEOUT);
+    });
+    tracing::info!(lease = %format!("{namespace}/{STATUS_LEASE}"), identity = %elector.identity, "status: contending for the Lease");
+    loop {
+        if *stopping.borrow() {
+            if elector.is_leader() {
+                leading.send_replace(false);
+                elector.release().await;
+                METRICS.ingress_status_leader.set(0);
+            }
+            let _ = released.send(());
+            return;
+        }
+        let was = elector.is_leader();
+        if let Err(e) = elector.try_lead().await {
+            tracing::warn!("status Lease: {e}");
+        }
+        let now = elector.is_leader();
+        if now != was {
+            METRICS.ingress_status_leader.set(i64::from(now));
+            if now {
+                tracing::info!(identity = %elector.identity, "status: this proxy holds the Lease and writes the status");
+            } else {
+                tracing::info!("status: another proxy holds the Lease");
+            }
+        }
+        leading.send_if_modified(|l| std::mem::replace(l, now) != now);
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
 
 /// One contender for one Lease.
 pub struct Elector {

@@ -128,6 +128,9 @@ pub struct Match {
     pub headers: Vec<ValueMatch>,
     /// Every one must hold.
     pub query: Vec<ValueMatch>,
+    /// Only requests over TLS (`Some(true)`) or plain HTTP (`Some(false)`):
+    /// a Gateway API route attached to one listener only; `None`: both.
+    pub tls: Option<bool>,
 }
 
 impl Match {
@@ -140,12 +143,16 @@ impl Match {
             method: None,
             headers: Vec::new(),
             query: Vec::new(),
+            tls: None,
         }
     }
 
     /// Whether anything beyond host and path is asked.
     pub fn has_conditions(&self) -> bool {
-        self.method.is_some() || !self.headers.is_empty() || !self.query.is_empty()
+        self.method.is_some()
+            || !self.headers.is_empty()
+            || !self.query.is_empty()
+            || self.tls.is_some()
     }
 }
 
@@ -163,12 +170,16 @@ pub enum StringMatch {
     Regex(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostMatch {
     /// A lowercase host name.
     Exact(String),
-    /// `*.example.com`: holds "example.com"; matches exactly one more label.
+    /// `*.example.com` as an Ingress writes it: holds "example.com";
+    /// matches exactly one more label.
     Wildcard(String),
+    /// `*.example.com` as Gateway API writes it: holds "example.com";
+    /// matches one or more labels more (`a.example.com`, `a.b.example.com`).
+    Suffix(String),
     /// No host given: any host that no other route names.
     Any,
 }
@@ -178,7 +189,7 @@ impl fmt::Display for HostMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
-            HostMatch::Wildcard(d) => write!(f, "*.{d}"),
+            HostMatch::Wildcard(d) | HostMatch::Suffix(d) => write!(f, "*.{d}"),
             HostMatch::Any => f.write_str("*"),
         }
     }
@@ -278,6 +289,19 @@ pub enum Policy {
     /// Headers set on the response sent to the client (replacing the
     /// endpoint's): ingress-nginx's `custom-headers`.
     SetResponseHeaders(Vec<(String, String)>),
+    /// Headers set, added and removed on the request sent upstream (Gateway
+    /// API's RequestHeaderModifier); after [`Policy::SetRequestHeaders`].
+    ModifyRequestHeaders(HeaderChanges),
+    /// The same on the response sent to the client (ResponseHeaderModifier).
+    ModifyResponseHeaders(HeaderChanges),
+    /// Every request is answered with a redirect built from its own URL
+    /// (Gateway API's RequestRedirect).
+    RedirectTo(RedirectTo),
+    /// The host and path sent upstream are replaced (Gateway API's URLRewrite).
+    RewriteUrl(RewriteUrl),
+    /// This weight of the route's split is answered 500: Gateway API's rule
+    /// for backends that could not be resolved (beside the valid ones).
+    InvalidBackends(u32),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
     /// New sessions go to the endpoint with the fewest requests in flight
@@ -313,6 +337,50 @@ pub enum Policy {
     ClientLimits(RouteLimits),
     /// Response bandwidth per request (ingress-nginx's `limit-rate`).
     ResponseRate(ResponseRate),
+}
+
+/// Header changes, applied in the order set, add, remove (as Gateway API
+/// lists them). Names lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderChanges {
+    /// Replace any value the message has.
+    pub set: Vec<(String, String)>,
+    /// Append to the values it has.
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+/// How a path is replaced (Gateway API's HTTPPathModifier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathChange {
+    /// The whole path.
+    Full(String),
+    /// The route's matched Prefix (`prefix`, normalized as the match is) is
+    /// replaced by `with`, by whole path elements: `/foo` -> `/bar` makes
+    /// `/foo/x` `/bar/x`; with `/`, `/foo/x` becomes `/x`.
+    Prefix { prefix: String, with: String },
+}
+
+/// A redirect built from the request's URL: each part given replaces the
+/// request's own. The query is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectTo {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    /// `None`: the port the scheme implies (as Gateway API says: the
+    /// listener's port when neither is given and it is not the well-known one).
+    pub port: Option<u16>,
+    pub path: Option<PathChange>,
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
+}
+
+/// What is sent upstream instead of the request's host and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteUrl {
+    pub hostname: Option<String>,
+    pub path: Option<PathChange>,
 }
 
 /// Basic authentication against a password file.

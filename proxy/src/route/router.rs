@@ -2,8 +2,10 @@
 //!
 //! Semantics (Kubernetes Ingress as ingress-nginx applies them, and Gateway
 //! API's precedence for the conditions):
-//! - the most specific host group wins: exact host, then `*.domain` (exactly one
-//!   more label), then routes without a host. A request whose host has a group
+//! - the most specific host group wins: exact host, then `*.domain` as an
+//!   Ingress writes it (exactly one more label), then `*.domain` as Gateway
+//!   API writes it (any number of labels; the longest domain first), then
+//!   routes without a host. A request whose host has a group
 //!   only looks in that group: no path there means 404, not a fall back to a
 //!   less specific host;
 //! - within the group, an Exact path equal to the request path wins, then the
@@ -12,7 +14,8 @@
 //!   matches `/api`, `/api/` and `/api/x`, not `/apix`);
 //! - several routes on one path: the first whose conditions hold, in Gateway
 //!   API's order (a method match, then more header matches, then more query
-//!   matches, then the order of insertion), else the one without conditions;
+//!   matches, then a scheme condition, then the order of insertion), else the
+//!   one without conditions;
 //!   if none holds, the next shorter path is tried.
 //!
 //! Lookups cost a few hash probes per path element, whatever the route count;
@@ -31,6 +34,10 @@ pub trait RequestParts {
     fn header(&self, name: &str) -> Option<&[u8]>;
     /// The raw query string, without `?`.
     fn query(&self) -> Option<&str>;
+    /// Whether the request came over TLS.
+    fn tls(&self) -> bool {
+        false
+    }
 }
 
 /// A request of which nothing but host and path is known: only routes without
@@ -73,7 +80,12 @@ impl Matcher {
 /// Method, headers and query parameters of one candidate.
 struct Conditions {
     /// As given, for duplicates and ordering.
-    key: (Option<String>, Vec<ValueMatch>, Vec<ValueMatch>),
+    key: (
+        Option<String>,
+        Vec<ValueMatch>,
+        Vec<ValueMatch>,
+        Option<bool>,
+    ),
     headers: Vec<(String, Matcher)>,
     query: Vec<(String, Matcher)>,
 }
@@ -92,16 +104,25 @@ impl Conditions {
         Ok(Conditions {
             headers: compile(&headers)?,
             query: compile(&query)?,
-            key: (m.method.clone(), headers, query),
+            key: (m.method.clone(), headers, query, m.tls),
         })
     }
 
-    /// Gateway API's precedence: a method match, more headers, more parameters.
-    fn rank(&self) -> (bool, usize, usize) {
-        (self.key.0.is_some(), self.key.1.len(), self.key.2.len())
+    /// Gateway API's precedence: a method match, more headers, more
+    /// parameters; then a route for one scheme before one for both.
+    fn rank(&self) -> (bool, usize, usize, bool) {
+        (
+            self.key.0.is_some(),
+            self.key.1.len(),
+            self.key.2.len(),
+            self.key.3.is_some(),
+        )
     }
 
     fn holds(&self, req: &impl RequestParts) -> bool {
+        if self.key.3.is_some_and(|tls| tls != req.tls()) {
+            return false;
+        }
         if let Some(method) = &self.key.0 {
             if req.method() != method {
                 return false;
@@ -271,6 +292,8 @@ impl<T> PathTable<T> {
 pub struct Router<T> {
     exact: HashMap<String, PathTable<T>>,
     wildcard: HashMap<String, PathTable<T>>,
+    /// Gateway API's `*.domain`, by domain.
+    suffix: HashMap<String, PathTable<T>>,
     any: Option<PathTable<T>>,
 }
 
@@ -279,6 +302,7 @@ impl<T> Default for Router<T> {
         Router {
             exact: HashMap::default(),
             wildcard: HashMap::default(),
+            suffix: HashMap::default(),
             any: None,
         }
     }
@@ -303,6 +327,7 @@ impl<T> Router<T> {
         let table = match &m.host {
             HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default(),
             HostMatch::Wildcard(d) => self.wildcard.entry(d.clone()).or_default(),
+            HostMatch::Suffix(d) => self.suffix.entry(d.clone()).or_default(),
             HostMatch::Any => self.any.get_or_insert_with(PathTable::default),
         };
         table.slot(m).map_err(Insert::Invalid)?.insert(m, target)
@@ -328,6 +353,17 @@ impl<T> Router<T> {
                 if let Some(t) = self.wildcard.get(parent) {
                     return Some(t);
                 }
+            }
+        }
+        if !self.suffix.is_empty() {
+            // The longest domain first: `a.b.example.com` tries
+            // `b.example.com`, `example.com`, `com`.
+            let mut rest = host;
+            while let Some((_, parent)) = rest.split_once('.') {
+                if let Some(t) = self.suffix.get(parent) {
+                    return Some(t);
+                }
+                rest = parent;
             }
         }
         self.any.as_ref()
@@ -433,6 +469,67 @@ mod tests {
         assert_eq!(r.find("b.com", "/"), Some(&"any"));
         assert_eq!(r.find("z.y.b.com", "/"), Some(&"any"));
         assert_eq!(r.find("other.org", "/"), Some(&"any"));
+    }
+
+    #[test]
+    fn gateway_wildcards_cover_any_depth_longest_domain_first() {
+        let mut r = Router::default();
+        let suffix = |d: &str| HostMatch::Suffix(d.into());
+        add(
+            &mut r,
+            suffix("example.com"),
+            "/",
+            PathType::Prefix,
+            "any-depth",
+        );
+        add(
+            &mut r,
+            suffix("b.example.com"),
+            "/",
+            PathType::Prefix,
+            "under-b",
+        );
+        add(&mut r, exact("x.example.com"), "/", PathType::Prefix, "x");
+        assert_eq!(r.find("a.example.com", "/"), Some(&"any-depth"));
+        assert_eq!(r.find("a.c.example.com", "/"), Some(&"any-depth"));
+        assert_eq!(r.find("a.b.example.com", "/"), Some(&"under-b"));
+        assert_eq!(r.find("x.example.com", "/"), Some(&"x"));
+        assert_eq!(
+            r.find("example.com", "/"),
+            None,
+            "the domain itself is not covered"
+        );
+    }
+
+    #[test]
+    fn a_scheme_condition_splits_one_path_between_plain_and_tls() {
+        let mut r = Router::default();
+        let mut plain = Match::path(exact("a.com"), "/", PathType::Prefix);
+        plain.tls = Some(false);
+        let mut tls = plain.clone();
+        tls.tls = Some(true);
+        r.insert(&plain, "redirect").unwrap();
+        r.insert(&tls, "app").unwrap();
+        struct Scheme(bool);
+        impl RequestParts for Scheme {
+            fn method(&self) -> &str {
+                "GET"
+            }
+            fn header(&self, _: &str) -> Option<&[u8]> {
+                None
+            }
+            fn query(&self) -> Option<&str> {
+                None
+            }
+            fn tls(&self) -> bool {
+                self.0
+            }
+        }
+        assert_eq!(
+            r.find_request("a.com", "/x", &Scheme(false)),
+            Some(&"redirect")
+        );
+        assert_eq!(r.find_request("a.com", "/x", &Scheme(true)), Some(&"app"));
     }
 
     #[test]

@@ -45,6 +45,42 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("pods", "v1", "Pod", true),
     ("nodes", "v1", "Node", false),
     ("leases", "coordination.k8s.io/v1", "Lease", true),
+    ("namespaces", "v1", "Namespace", false),
+    // Gateway API: served once `install_gateway_api` is called, as CRDs.
+    (
+        "gatewayclasses",
+        "gateway.networking.k8s.io/v1",
+        "GatewayClass",
+        false,
+    ),
+    ("gateways", "gateway.networking.k8s.io/v1", "Gateway", true),
+    (
+        "httproutes",
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        true,
+    ),
+    (
+        "grpcroutes",
+        "gateway.networking.k8s.io/v1",
+        "GRPCRoute",
+        true,
+    ),
+    (
+        "referencegrants",
+        "gateway.networking.k8s.io/v1",
+        "ReferenceGrant",
+        true,
+    ),
+];
+
+/// The Gateway API kinds, answered 404 until their CRDs are "installed".
+const GATEWAY_API: &[&str] = &[
+    "gatewayclasses",
+    "gateways",
+    "httproutes",
+    "grpcroutes",
+    "referencegrants",
 ];
 
 fn resource_info(plural: &str) -> Option<(&'static str, &'static str, &'static str, bool)> {
@@ -87,6 +123,8 @@ struct State {
     lists: usize,
     /// Writes (POST, PUT, PATCH), in order.
     writes: Vec<Request>,
+    /// The Gateway API CRDs are installed.
+    gateway_api: bool,
 }
 
 #[derive(Clone)]
@@ -164,6 +202,16 @@ impl FakeApiServer {
             meta["creationTimestamp"] = kept("creationTimestamp")
                 .filter(|v| !v.is_null())
                 .unwrap_or_else(|| json!(now_rfc3339()));
+        }
+        // metadata.generation: 1, then one more per change of the spec.
+        let spec_changed = old.as_ref().is_none_or(|o| o["spec"] != object["spec"]);
+        let generation = kept("generation").and_then(|g| g.as_i64()).unwrap_or(0);
+        object["metadata"]["generation"] = json!(generation + i64::from(spec_changed));
+        if let (Some(o), true) = (&old, object.get("status").is_none()) {
+            // `kubectl apply` of a spec keeps the status controllers wrote.
+            if !o["status"].is_null() {
+                object["status"] = o["status"].clone();
+            }
         }
         drop(st);
         self.store(key, object, old.is_some());
@@ -330,6 +378,11 @@ impl FakeApiServer {
             .count()
     }
 
+    /// Serve the Gateway API kinds from now on, as installing their CRDs does.
+    pub fn install_gateway_api(&self) {
+        self.state().gateway_api = true;
+    }
+
     /// EndpointSlice LISTs answered.
     pub fn lists(&self) -> usize {
         self.state().lists
@@ -370,7 +423,36 @@ impl FakeApiServer {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
-        let Some(target) = Target::parse(path) else {
+        let gateway_api = self.state().gateway_api;
+        // API discovery of the Gateway API group, as kube-rs asks it.
+        if method == "GET" && path.trim_end_matches('/') == "/apis/gateway.networking.k8s.io/v1" {
+            if !gateway_api {
+                return respond(
+                    stream,
+                    404,
+                    &status(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    ),
+                );
+            }
+            let resources: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| GATEWAY_API.contains(&r.0))
+                .flat_map(|(plural, _, kind, namespaced)| {
+                    [
+                        json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind, "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}),
+                        json!({"name": format!("{plural}/status"), "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "patch", "update"]}),
+                    ]
+                })
+                .collect();
+            let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1", "resources": resources});
+            return respond(stream, 200, &list);
+        }
+        let target = Target::parse(path)
+            .filter(|t| gateway_api || !GATEWAY_API.contains(&t.resource.as_str()));
+        let Some(target) = target else {
             return respond(
                 stream,
                 404,

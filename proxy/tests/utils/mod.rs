@@ -721,9 +721,21 @@ fn echo_connection(
             None if bare => "",
             None => head.as_str(),
         };
+        // `x-echo-set-header: Name:value,Name2:value2`: response headers to
+        // send (as Gateway API's conformance echo server takes them).
+        let extra: String = head
+            .lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("x-echo-set-header").then_some(v)
+            })
+            .flat_map(|v| v.split(','))
+            .filter_map(|pair| pair.split_once(':'))
+            .map(|(n, v)| format!("{}: {}\r\n", n.trim(), v.trim()))
+            .collect();
         // Requests in these tests carry no body.
         let response = format!(
-            "HTTP/1.1 {status} Echo\r\nx-origin: {name}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
+            "HTTP/1.1 {status} Echo\r\nx-origin: {name}\r\n{extra}content-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
             body.len(),
             if lower.starts_with("head ") { "" } else { body }
         );
