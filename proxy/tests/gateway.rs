@@ -1625,3 +1625,293 @@ fn session_persistence_holds_across_two_proxies_and_a_restart() {
         "the held session drains on its pod"
     );
 }
+
+fn grpc_call(addr: &str, authority: &str) -> Value {
+    let out = std::process::Command::new("python3")
+        .arg(repo_root().join("proxy/tests/tools/grpc_check.py"))
+        .args(["call", addr, authority])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&out.stderr).to_string()}))
+}
+
+#[test]
+fn grpc_routes_match_service_and_method_and_carry_trailers_end_to_end() {
+    use std::io::BufRead;
+    let api = FakeApiServer::start();
+    api.install_gateway_api();
+    let dir = tempfile::tempdir().unwrap();
+    // A real gRPC server (h2c) plays the pod.
+    let port = free_port();
+    let mut server = std::process::Command::new("python3")
+        .arg(repo_root().join("proxy/tests/tools/grpc_check.py"))
+        .args(["serve", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with grpcio (scripts/ci-deps.sh installs it)");
+    let mut ready = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    api.apply(
+        "default",
+        "grpc-abcde",
+        "grpc",
+        port,
+        &[("127.0.0.1", true, true, false)],
+    );
+    api.put("services", json!({"metadata": {"name": "grpc", "namespace": "default"}, "spec": {"ports": [{"port": 9000}]}}));
+    api.put(
+        "gatewayclasses",
+        json!({"metadata": {"name": "edge-proxy"}, "spec": {"controllerName": CONTROLLER}}),
+    );
+    let proxy = ready_gateway_proxy(&api, dir.path(), "");
+    api.put(
+        "gateways",
+        gateway(
+            "web",
+            json!([{"name": "http", "port": proxy.http.port(), "protocol": "HTTP"}]),
+        ),
+    );
+    let route = |methods: &[&str]| {
+        let matches: Vec<Value> = methods
+            .iter()
+            .map(|m| json!({"method": {"service": "test.Echo", "method": m}, "headers": [{"name": "x-tenant", "value": "a"}]}))
+            .collect();
+        // The header match is on a header the client does not send: that
+        // rule never matches, the second (methods only) does.
+        let plain: Vec<Value> = methods
+            .iter()
+            .map(|m| json!({"method": {"service": "test.Echo", "method": m}}))
+            .collect();
+        json!({"metadata": {"name": "echo", "namespace": "default"}, "spec": {
+        "parentRefs": [{"name": "web"}], "hostnames": ["grpc.test"],
+        "rules": [
+            {"matches": matches, "backendRefs": [{"name": "missing", "port": 9000}]},
+            {"matches": plain, "backendRefs": [{"name": "grpc", "port": 9000}]},
+        ]}})
+    };
+    api.put("grpcroutes", route(&["Unary", "Stream", "Fail"]));
+    let addr = proxy.http.to_string();
+    let all = json!({
+        "unary": "olleh", "unary_trailer": "done",
+        "stream": ["item-0", "item-1", "item-2"], "stream_trailer": "streamed",
+        "fail": "NOT_FOUND", "fail_details": "no such thing"
+    });
+    eventually(
+        "every method served with trailers and statuses",
+        Duration::from_secs(15),
+        || grpc_call(&addr, "grpc.test") == all,
+    );
+    // Fail no longer matched: the proxy's 404, which gRPC reads as UNIMPLEMENTED.
+    api.put("grpcroutes", route(&["Unary", "Stream"]));
+    eventually(
+        "an unmatched method is not forwarded",
+        Duration::from_secs(15),
+        || {
+            let got = grpc_call(&addr, "grpc.test");
+            got["unary"] == "olleh" && got["fail"] == "UNIMPLEMENTED"
+        },
+    );
+    eventually("the GRPCRoute's status", Duration::from_secs(15), || {
+        let status = api.get("grpcroutes", "default", "echo").unwrap()["status"].clone();
+        let conditions = &status["parents"][0]["conditions"];
+        has_condition(conditions, "Accepted", true, "Accepted", &Value::Null)
+            && has_condition(
+                conditions,
+                "ResolvedRefs",
+                false,
+                "BackendNotFound",
+                &Value::Null,
+            )
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// YAML documents of a file of the repository, as JSON.
+fn repo_documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// README's promise, end to end: the shipped ConfigMap, k8s/gateway/ and
+/// README's HTTPRoutes on two nodes: plain HTTP redirected to https, the
+/// shop served over TLS with the listener's Secret, its weights and its
+/// session cookie holding on both nodes, the Gateway's addresses the nodes'.
+#[test]
+fn the_shipped_gateway_serves_the_readmes_routes_on_every_node() {
+    let api = FakeApiServer::start();
+    api.install_gateway_api();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let (http, https) = (free_port(), free_port());
+    // k8s/gateway/ as shipped, but for the listeners' ports (a test cannot
+    // bind 80 and 443).
+    let shipped = std::fs::read_to_string(repo_root().join("k8s/gateway/gateway.yaml")).unwrap();
+    for mut doc in repo_documents(&shipped) {
+        if doc["kind"] == "Gateway" {
+            doc["spec"]["listeners"][0]["port"] = json!(http);
+            doc["spec"]["listeners"][1]["port"] = json!(https);
+        }
+        let resource = if doc["kind"] == "Gateway" {
+            "gateways"
+        } else {
+            "gatewayclasses"
+        };
+        api.put(resource, doc);
+    }
+    make_cert(dir.path(), "shop", "shop.example.com", "Shop");
+    api.put(
+        "secrets",
+        json!({"metadata": {"name": "edge-proxy-tls", "namespace": "edge-proxy"}, "type": "kubernetes.io/tls", "data": {
+            "tls.crt": base64_file(&dir.path().join("shop.crt")), "tls.key": base64_file(&dir.path().join("shop.key"))}}),
+    );
+    for block in readme_yaml_blocks("kind: HTTPRoute") {
+        for doc in repo_documents(&block) {
+            api.put("httproutes", doc);
+        }
+    }
+    // shop-v1 (two pods) and shop-v2 (one), as the example's weights name them.
+    let port = free_port();
+    let pods: Vec<HelloApp> = (1..=3)
+        .map(|i| {
+            HelloApp::start_on(
+                &format!("shop-{i}"),
+                SocketAddr::from(([127, 0, 0, i as u8], port)),
+            )
+        })
+        .collect();
+    for (service, members) in [("shop-v1", &pods[..2]), ("shop-v2", &pods[2..])] {
+        let endpoints: Vec<String> = members.iter().map(|p| p.addr.ip().to_string()).collect();
+        let list: Vec<_> = endpoints
+            .iter()
+            .map(|ip| (ip.as_str(), true, true, false))
+            .collect();
+        api.apply("default", &format!("{service}-abcde"), service, port, &list);
+        api.put("services", json!({"metadata": {"name": service, "namespace": "default"}, "spec": {"ports": [{"port": 8080}]}}));
+    }
+    for i in 1..=2 {
+        api.put("nodes", json!({"metadata": {"name": format!("node-{i}")}, "status": {"addresses": [
+            {"type": "InternalIP", "address": format!("10.0.0.{i}")}, {"type": "ExternalIP", "address": format!("198.51.100.{i}")}]}}));
+        api.put("pods", json!({"metadata": {"name": format!("edge-proxy-{i}"), "namespace": "edge-proxy", "labels": {"app.kubernetes.io/name": "edge-proxy"}},
+            "spec": {"nodeName": format!("node-{i}")}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    let config_map: Value = {
+        let text = std::fs::read_to_string(repo_root().join("k8s/edge-proxy.yaml")).unwrap();
+        repo_documents(&text)
+            .into_iter()
+            .find(|d| d["kind"] == "ConfigMap")
+            .unwrap()
+    };
+    let nodes: Vec<Proxy> = (1..=2u8)
+        .map(|i| {
+            let config = config_map["data"]["proxy.yaml"]
+                .as_str()
+                .unwrap()
+                .replace("0.0.0.0:80\"", "{http}\"")
+                .replace("0.0.0.0:443", &format!("127.0.0.{i}:{https}"))
+                .replace("0.0.0.0:9901", "{admin}");
+            let name = format!("edge-proxy-{i}");
+            let p = Proxy::start_with_env(
+                &config,
+                SocketAddr::from(([127, 0, 0, i], http)),
+                &[
+                    ("KUBECONFIG", &kubeconfig),
+                    ("POD_NAMESPACE", Path::new("edge-proxy")),
+                    ("POD_NAME", Path::new(&name)),
+                ],
+            );
+            eventually("/readyz", Duration::from_secs(15), || {
+                curl(&[&format!("http://{}/readyz", p.admin)]).status == 200
+            });
+            p
+        })
+        .collect();
+    let ca = dir.path().join("shop.crt");
+    let https_get = |node: u8, path: &str, cookie: Option<&str>| {
+        let resolve = format!("shop.example.com:{https}:127.0.0.{node}");
+        let mut args = vec![
+            "--cacert".to_string(),
+            ca.display().to_string(),
+            "--resolve".into(),
+            resolve,
+        ];
+        if let Some(c) = cookie {
+            args.push("-b".into());
+            args.push(format!("shop={c}"));
+        }
+        args.push(format!("https://shop.example.com:{https}{path}"));
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        eventually(
+            "plain HTTP redirected to https",
+            Duration::from_secs(15),
+            || {
+                let r = curl(&["-H", "Host: shop.example.com", &node.url("/api/cart")]);
+                r.status == 301 && r.header("location") == Some("https://shop.example.com/api/cart")
+            },
+        );
+        eventually("the shop over TLS", Duration::from_secs(15), || {
+            https_get(i as u8 + 1, "/api/cart", None).status == 200
+        });
+    }
+    // Weights 90:10 over new sessions: exactly 10 of any 100.
+    let mut v2 = 0;
+    for _ in 0..100 {
+        if https_get(1, "/api/x", None).served_by() == "shop-3" {
+            v2 += 1;
+        }
+    }
+    assert_eq!(v2, 10, "10% of new sessions to shop-v2");
+    // The session cookie holds on both nodes.
+    let first = https_get(1, "/api/x", None);
+    let set = first
+        .set_cookie("shop")
+        .expect("the session cookie")
+        .to_string();
+    assert!(
+        set.contains("Max-Age=86400") && set.contains("Secure"),
+        "{set}"
+    );
+    let cookie = first.cookie_value("shop").unwrap();
+    for node in [2, 1, 2] {
+        assert_eq!(
+            https_get(node, "/api/x", Some(&cookie)).served_by(),
+            first.served_by()
+        );
+    }
+    // Outside /api: not routed (the example serves /api only).
+    assert_eq!(https_get(2, "/", None).status, 404);
+    eventually(
+        "the Gateway's status: the nodes' addresses, two routes",
+        Duration::from_secs(20),
+        || {
+            let gw = api.get("gateways", "edge-proxy", "edge-proxy").unwrap();
+            gw["status"]["addresses"]
+                == json!([{"type": "IPAddress", "value": "198.51.100.1"}, {"type": "IPAddress", "value": "198.51.100.2"}])
+                && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+                && gw["status"]["listeners"][1]["attachedRoutes"] == 1
+                && has_condition(
+                    &gw["status"]["conditions"],
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    &gw["metadata"]["generation"],
+                )
+        },
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.metrics().sum("edge_proxy_ingress_problems", &[]),
+            0.0,
+            "{}",
+            node.log()
+        );
+    }
+}

@@ -203,6 +203,9 @@ fn rbac_grants_exactly_what_discovery_ingresses_and_their_status_need() {
             "networking.k8s.io ingresses/status [] update,patch",
             " secrets,configmaps,services [] get,list,watch",
             " nodes [] get",
+            "gateway.networking.k8s.io gatewayclasses,gateways,httproutes,grpcroutes,referencegrants [] get,list,watch",
+            "gateway.networking.k8s.io gatewayclasses/status,gateways/status,httproutes/status,grpcroutes/status [] update,patch",
+            " namespaces [] list,watch",
         ]
     );
     let own = find(&docs, "Role", "edge-proxy");
@@ -251,6 +254,83 @@ fn the_ingress_class_and_the_example_ingress() {
     );
     let example = find(&docs, "Ingress", "hello-app");
     assert_eq!(example["spec"]["ingressClassName"], "edge-proxy");
+}
+
+/// Validate Gateway API objects against the v1.6.1 CRD schemas
+/// (tests/tools/validate_gateway.py; strict: unknown fields are errors).
+fn validate_gateway(files: &[PathBuf]) -> std::process::Output {
+    Command::new("python3")
+        .arg(repo_root().join("proxy/tests/tools/validate_gateway.py"))
+        .args(files)
+        .output()
+        .expect("python3 with jsonschema and yaml")
+}
+
+#[test]
+fn the_gateway_folder_and_readmes_routes_validate_against_the_gateway_api_schemas() {
+    let gateway = repo_root().join("k8s/gateway/gateway.yaml");
+    let out = validate_gateway(std::slice::from_ref(&gateway));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The shipped class and Gateway are what the proxy's ConfigMap serves.
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs[0]["kind"], "GatewayClass");
+    assert_eq!(
+        docs[0]["spec"]["controllerName"],
+        "edge-proxy.io/gateway-controller"
+    );
+    assert_eq!(
+        docs[1]["spec"]["gatewayClassName"],
+        docs[0]["metadata"]["name"]
+    );
+    let ports: Vec<(String, u64)> = docs[1]["spec"]["listeners"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["protocol"].as_str().unwrap().to_string(),
+                l["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [("HTTP".to_string(), 80), ("HTTPS".to_string(), 443)]
+    );
+    let config = documents()
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "edge-proxy")
+        .unwrap();
+    assert!(config["data"]["proxy.yaml"]
+        .as_str()
+        .unwrap()
+        .contains("gateway:\n  class: edge-proxy"));
+    // README's Gateway API examples.
+    let blocks = readme_yaml_blocks("apiVersion: gateway.networking.k8s.io/v1");
+    assert!(
+        blocks.len() >= 2,
+        "README shows an HTTPRoute and a GRPCRoute"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("readme.yaml");
+    std::fs::write(&examples, blocks.join("\n---\n")).unwrap();
+    let out = validate_gateway(std::slice::from_ref(&examples));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Strictness holds: a misspelt field is an error.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, text.replace("protocol: HTTPS", "protocl: HTTPS")).unwrap();
+    assert!(!validate_gateway(&[bad]).status.success());
 }
 
 #[test]

@@ -744,3 +744,28 @@ fn echo_connection(
         }
     }
 }
+
+/// README's ```yaml blocks that contain `needle`, each without the common
+/// indentation it has inside a list item.
+pub fn readme_yaml_blocks(needle: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains(needle))
+        .map(|block| {
+            let indent = block
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            block
+                .lines()
+                .map(|l| l.get(indent..).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
