@@ -3,13 +3,14 @@
 small change on a noisy machine (the count repeats exactly from run to run).
 
     python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off]
-                               [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited]
+                               [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited|httproute|httproute-split]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
 front of one hello-app, on an affinity route (or a plain one, `--route plain`;
 or, from an Ingress served by the stand-in API server (`cargo run --example
 fake_api`): a plain Ingress route `ingress`, a `use-regex` route with a
-`rewrite-target` `regex`, a 50% `canary`; `limited` is the plain route with
+`rewrite-target` `regex`, a 50% `canary`; Gateway API: a plain HTTPRoute
+`httproute`, one with a header match and a 50/50 weight split `httproute-split`; `limited` is the plain route with
 node-wide per-client limits on, `ingress-limited` the Ingress with
 `limit-rps` and `limit-connections`, both too high to answer 429; `flooded` a
 client over its rate, every request answered 429 by the proxy), with one keep-alive client that sends its cookie back as a browser does: once
@@ -49,6 +50,8 @@ def wait_port(port, seconds=60):
 
 
 INGRESS_ROUTES = ("ingress", "regex", "canary", "ingress-limited")
+GATEWAY_ROUTES = ("httproute", "httproute-split")
+API_ROUTES = INGRESS_ROUTES + GATEWAY_ROUTES
 
 
 def ingress_objects(route, app_port):
@@ -83,6 +86,32 @@ def ingress_objects(route, app_port):
     return objects
 
 
+def gateway_objects(route, app_port, proxy_port):
+    """The stand-in API server's objects for an HTTPRoute: `httproute` one
+    plain rule, `httproute-split` a header match (sent on every request) with
+    a 50/50 weight split over two Services of the same pod."""
+    objects = [o for o in ingress_objects("ingress", app_port) if o["resource"] == "endpointslices"]
+    for service in ("hello-app", "canary"):
+        objects.append({"resource": "services", "object": {
+            "metadata": {"name": service, "namespace": "default"}, "spec": {"ports": [{"port": 80}]}}})
+    objects.append({"resource": "gatewayclasses", "object": {
+        "metadata": {"name": "edge-proxy"}, "spec": {"controllerName": "edge-proxy.io/gateway-controller"}}})
+    objects.append({"resource": "gateways", "object": {
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"gatewayClassName": "edge-proxy",
+                 "listeners": [{"name": "http", "port": proxy_port, "protocol": "HTTP"}]}}})
+    rule = {"backendRefs": [{"name": "hello-app", "port": 80}]}
+    if route == "httproute-split":
+        rule = {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                             "headers": [{"name": "x-version", "value": "two"}]}],
+                "backendRefs": [{"name": "hello-app", "port": 80, "weight": 50},
+                                {"name": "canary", "port": 80, "weight": 50}]}
+    objects.append({"resource": "httproutes", "object": {
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": ["app.test"], "rules": [rule]}}})
+    return objects
+
+
 def instructions(binary, hello_app, requests, log, route):
     work = tempfile.mkdtemp()
     app_port, proxy_port = free_port(), free_port()
@@ -91,10 +120,13 @@ def instructions(binary, hello_app, requests, log, route):
     config = os.path.join(work, "proxy.yaml")
     env = dict(os.environ)
     api = None
-    if route in INGRESS_ROUTES:
+    if route in API_ROUTES:
         objects = os.path.join(work, "objects.json")
         with open(objects, "w") as f:
-            json.dump(ingress_objects(route, app_port), f)
+            if route in GATEWAY_ROUTES:
+                json.dump(gateway_objects(route, app_port, proxy_port), f)
+            else:
+                json.dump(ingress_objects(route, app_port), f)
         api = subprocess.Popen([os.path.join(ROOT, "target/debug/examples/fake_api"), work, objects],
                                stdout=subprocess.PIPE)
         assert api.stdout.readline().strip() == b"ready"
@@ -103,7 +135,7 @@ def instructions(binary, hello_app, requests, log, route):
             f.write(f"""listen:
   http: "127.0.0.1:{proxy_port}"
 discovery: kubernetes
-ingress:
+{"gateway" if route in GATEWAY_ROUTES else "ingress"}:
   publish_status: false
 logging:
   access: {log}
@@ -141,7 +173,8 @@ static:
             deadline = time.time() + 60
             while time.time() < deadline:
                 probe = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
-                probe.request("GET", "/", headers={"Host": "app.test", "Connection": "close"})
+                probe.request("GET", "/", headers={"Host": "app.test", "X-Version": "two",
+                                               "Connection": "close"})
                 status = probe.getresponse().status
                 probe.close()
                 if status == 200:
@@ -151,6 +184,8 @@ static:
         cookie = None
         for _ in range(requests):
             headers = {"Host": "app.test"}
+            if route == "httproute-split":
+                headers["X-Version"] = "two"
             if cookie:
                 headers["Cookie"] = cookie
             conn.request("GET", "/", headers=headers)
@@ -181,12 +216,12 @@ def main():
     p.add_argument("--log", default="json", choices=["json", "text", "off"])
     p.add_argument("--route", default="affinity",
                    choices=["affinity", "plain", "limited", "flooded", "ingress", "regex",
-                            "canary", "ingress-limited"])
+                            "canary", "ingress-limited", "httproute", "httproute-split"])
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):
         hello_app = os.path.join(ROOT, "target/release/hello-app")
-    if args.route in INGRESS_ROUTES:
+    if args.route in API_ROUTES:
         subprocess.run(["cargo", "build", "--quiet", "--example", "fake_api"], cwd=ROOT, check=True)
     small = instructions(args.binary, hello_app, 200, args.log, args.route)
     large = instructions(args.binary, hello_app, 1200, args.log, args.route)

@@ -1,7 +1,7 @@
 //! The snapshot the request path reads, and the [`Publisher`] that builds it.
 //!
 //! Routes come from N keyed sources ([`SourceId`]: the configuration file,
-//! the Ingresses, next Gateway API), each already in the route model
+//! the Ingresses, Gateway API), each already in the route model
 //! (`crate::route`). A snapshot is built whole from the file's settings and
 //! every source's routes: conflicts between routes are decided here, in one
 //! place (the file wins; otherwise the oldest object), each route's policies

@@ -21,7 +21,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -45,11 +45,14 @@ pub async fn run(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
     let mut addresses = Addresses::new(settings.publish_selector, settings.publish_addresses);
+    let mut writer = Writer::default();
     loop {
         if *leading.borrow_and_update() {
             let list = addresses.current(&client, &namespace).await;
             let want = desired.borrow_and_update().clone();
-            write_changed(&client, &want, list.as_deref(), &stores).await;
+            writer
+                .write_changed(&client, &want, list.as_deref(), &stores)
+                .await;
         }
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
@@ -111,9 +114,18 @@ fn object_status(mut want: Value, current: Option<&Value>, now: &str) -> Option<
 /// A route's `status.parents`: others' entries kept, ours as desired (none
 /// when `ours` is empty); `None` when nothing changes.
 fn route_parents(ours: &[Value], current: Option<&Value>, now: &str) -> Option<Value> {
+    // Each parentRef as we write it (the server may have defaulted it).
     let current: Vec<Value> = current
         .and_then(|s| s["parents"].as_array().cloned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut p| {
+            if let Ok(r) = serde_json::from_value::<ParentReference>(p["parentRef"].clone()) {
+                p["parentRef"] = r.normalized();
+            }
+            p
+        })
+        .collect();
     let mine = |p: &Value| p["controllerName"] == GatewaySettings::CONTROLLER;
     let mut parents: Vec<Value> = current.iter().filter(|p| !mine(p)).cloned().collect();
     for entry in ours {
@@ -127,82 +139,117 @@ fn route_parents(ours: &[Value], current: Option<&Value>, now: &str) -> Option<V
     (parents != current).then(|| json!({ "parents": parents }))
 }
 
-async fn write_changed(
-    client: &Client,
-    want: &Desired,
-    addresses: Option<&[crate::ingress::status::Address]>,
-    stores: &Stores,
-) {
-    let now = now();
-    for ((kind, namespace, name), status) in want {
-        let (current, patch) = match kind {
-            Kind::GatewayClass => {
-                let cur = stores
-                    .classes
-                    .get(&ObjectRef::new(name))
-                    .and_then(|o| o.status.clone());
-                (cur, status.clone())
-            }
-            Kind::Gateway => {
-                let cur = stores
-                    .gateways
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .and_then(|o| o.status.clone());
-                let mut status = status.clone();
-                if let Some(list) = addresses {
-                    status["addresses"] = list
-                        .iter()
-                        .map(|a| match a {
-                            crate::ingress::status::Address::Ip(ip) => {
-                                json!({"type": "IPAddress", "value": ip})
-                            }
-                            crate::ingress::status::Address::Hostname(h) => {
-                                json!({"type": "Hostname", "value": h})
-                            }
-                        })
-                        .collect();
+/// Writes what differs; remembers which of its writes the watches have not
+/// shown yet, so that a status is not written twice while its own update is
+/// on its way back (a watch lags a write by a few milliseconds to seconds).
+#[derive(Default)]
+struct Writer {
+    /// The resourceVersion an object had when its status was written: until
+    /// the store shows another, the write is not seen yet.
+    unseen: HashMap<StatusKey, Option<String>>,
+}
+
+impl Writer {
+    async fn write_changed(
+        &mut self,
+        client: &Client,
+        want: &Desired,
+        addresses: Option<&[crate::ingress::status::Address]>,
+        stores: &Stores,
+    ) {
+        let now = now();
+        let mut writes = Vec::new();
+        for (key, status) in want {
+            let (kind, namespace, name) = key;
+            let (current, version) = observed(stores, kind, namespace, name);
+            let next = match kind {
+                Kind::GatewayClass => object_status(status.clone(), current.as_ref(), &now),
+                Kind::Gateway => {
+                    let mut status = status.clone();
+                    if let Some(list) = addresses {
+                        status["addresses"] = list.iter().map(address).collect();
+                    }
+                    object_status(status, current.as_ref(), &now)
                 }
-                (cur, status)
-            }
-            Kind::HttpRoute | Kind::GrpcRoute => {
-                let cur = route_status(stores, kind, namespace, name);
-                let ours = status.as_array().cloned().unwrap_or_default();
-                if let Some(next) = route_parents(&ours, cur.as_ref(), &now) {
-                    patch_status(client, kind, namespace, name, next).await;
+                Kind::HttpRoute | Kind::GrpcRoute => {
+                    let ours = status.as_array().cloned().unwrap_or_default();
+                    route_parents(&ours, current.as_ref(), &now)
                 }
-                continue;
-            }
-        };
-        if let Some(next) = object_status(patch, current.as_ref(), &now) {
-            patch_status(client, kind, namespace, name, next).await;
+            };
+            writes.push((key.clone(), version, next));
         }
-    }
-    // Routes that had our entries and are no longer ours: entries removed.
-    for (kind, routes) in [
-        (Kind::HttpRoute, route_keys(&stores.http_routes.state())),
-        (
-            Kind::GrpcRoute,
-            stores
-                .grpc_routes
-                .as_ref()
-                .map(|s| route_keys(&s.state()))
-                .unwrap_or_default(),
-        ),
-    ] {
-        for (namespace, name, status) in routes {
-            if want.contains_key(&(kind.clone(), namespace.clone(), name.clone())) {
-                continue;
+        // Routes that had our entries and are no longer ours: entries removed.
+        for (kind, list) in [
+            (Kind::HttpRoute, route_keys(&stores.http_routes.state())),
+            (
+                Kind::GrpcRoute,
+                stores
+                    .grpc_routes
+                    .as_ref()
+                    .map(|s| route_keys(&s.state()))
+                    .unwrap_or_default(),
+            ),
+        ] {
+            for (namespace, name, status, version) in list {
+                let key = (kind.clone(), namespace, name);
+                if !want.contains_key(&key) {
+                    let next = route_parents(&[], status.as_ref(), &now);
+                    writes.push((key, version, next));
+                }
             }
-            if let Some(next) = route_parents(&[], status.as_ref(), &now) {
-                patch_status(client, &kind, &namespace, &name, next).await;
+        }
+        for (key, version, next) in writes {
+            if self.unseen.get(&key).is_some_and(|v| *v == version) {
+                continue; // our last write is not in the store yet
+            }
+            self.unseen.remove(&key);
+            if let Some(next) = next {
+                let (kind, namespace, name) = &key;
+                if patch_status(client, kind, namespace, name, next).await {
+                    self.unseen.insert(key, version);
+                }
             }
         }
     }
 }
 
-fn route_keys<K: kube::Resource + HasStatus>(
-    list: &[Arc<K>],
-) -> Vec<(String, String, Option<Value>)> {
+fn address(a: &crate::ingress::status::Address) -> Value {
+    match a {
+        crate::ingress::status::Address::Ip(ip) => json!({"type": "IPAddress", "value": ip}),
+        crate::ingress::status::Address::Hostname(h) => json!({"type": "Hostname", "value": h}),
+    }
+}
+
+/// An object's status and resourceVersion as the store has them.
+fn observed(
+    stores: &Stores,
+    kind: &Kind,
+    namespace: &str,
+    name: &str,
+) -> (Option<Value>, Option<String>) {
+    fn of<K: kube::Resource + HasStatus>(o: Option<Arc<K>>) -> (Option<Value>, Option<String>) {
+        match o {
+            Some(o) => (o.status().cloned(), o.meta().resource_version.clone()),
+            None => (None, None),
+        }
+    }
+    match kind {
+        Kind::GatewayClass => of(stores.classes.get(&ObjectRef::new(name))),
+        Kind::Gateway => of(stores.gateways.get(&ObjectRef::new(name).within(namespace))),
+        Kind::HttpRoute => of(stores
+            .http_routes
+            .get(&ObjectRef::new(name).within(namespace))),
+        Kind::GrpcRoute => of(stores
+            .grpc_routes
+            .as_ref()
+            .and_then(|s| s.get(&ObjectRef::new(name).within(namespace)))),
+    }
+}
+
+/// Every route of a kind: (namespace, name, status, resourceVersion).
+type RouteRow = (String, String, Option<Value>, Option<String>);
+
+fn route_keys<K: kube::Resource + HasStatus>(list: &[Arc<K>]) -> Vec<RouteRow> {
     list.iter()
         .map(|r| {
             let m = r.meta();
@@ -210,6 +257,7 @@ fn route_keys<K: kube::Resource + HasStatus>(
                 m.namespace.clone().unwrap_or_default(),
                 m.name.clone().unwrap_or_default(),
                 r.status().cloned(),
+                m.resource_version.clone(),
             )
         })
         .collect()
@@ -218,6 +266,18 @@ fn route_keys<K: kube::Resource + HasStatus>(
 /// The status as read, of the kinds that have one here.
 pub trait HasStatus {
     fn status(&self) -> Option<&Value>;
+}
+
+impl HasStatus for GatewayClass {
+    fn status(&self) -> Option<&Value> {
+        self.status.as_ref()
+    }
+}
+
+impl HasStatus for Gateway {
+    fn status(&self) -> Option<&Value> {
+        self.status.as_ref()
+    }
 }
 
 impl HasStatus for HttpRoute {
@@ -232,23 +292,14 @@ impl HasStatus for GrpcRoute {
     }
 }
 
-fn route_status(stores: &Stores, kind: &Kind, namespace: &str, name: &str) -> Option<Value> {
-    match kind {
-        Kind::GrpcRoute => stores
-            .grpc_routes
-            .as_ref()?
-            .get(&ObjectRef::new(name).within(namespace))?
-            .status
-            .clone(),
-        _ => stores
-            .http_routes
-            .get(&ObjectRef::new(name).within(namespace))?
-            .status
-            .clone(),
-    }
-}
-
-async fn patch_status(client: &Client, kind: &Kind, namespace: &str, name: &str, status: Value) {
+/// Whether the write succeeded.
+async fn patch_status(
+    client: &Client,
+    kind: &Kind,
+    namespace: &str,
+    name: &str,
+    status: Value,
+) -> bool {
     let patch = json!({ "status": status });
     let params = PatchParams::default();
     let result = match kind {
@@ -277,6 +328,7 @@ async fn patch_status(client: &Client, kind: &Kind, namespace: &str, name: &str,
                 .with_label_values(&["success"])
                 .inc();
             tracing::info!(%object, "Gateway API status written");
+            true
         }
         Err(e) => {
             METRICS
@@ -284,6 +336,7 @@ async fn patch_status(client: &Client, kind: &Kind, namespace: &str, name: &str,
                 .with_label_values(&["failure"])
                 .inc();
             tracing::warn!(%object, "cannot write the Gateway API status: {e}");
+            false
         }
     }
 }

@@ -614,7 +614,7 @@ fn route_object(
             Some((reason, message)) => (false, *reason, message.clone()),
         };
         parents.push(json!({
-            "parentRef": parent,
+            "parentRef": parent.normalized(),
             "controllerName": crate::config::GatewaySettings::CONTROLLER,
             "conditions": [
                 condition("Accepted", a_ok, a_reason, &a_msg, g),

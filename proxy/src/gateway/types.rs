@@ -200,13 +200,30 @@ impl<R> Default for RouteSpec<R> {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default)]
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+}
+
+impl ParentReference {
+    /// As the API server stores it in a status: group and kind defaulted,
+    /// absent fields left out. Compared in this form, a status the server
+    /// defaulted is not taken for a change.
+    pub fn normalized(&self) -> serde_json::Value {
+        let mut r = self.clone();
+        r.group.get_or_insert_with(|| GROUP.to_string());
+        r.kind.get_or_insert_with(|| "Gateway".to_string());
+        serde_json::to_value(r).unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

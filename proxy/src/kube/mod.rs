@@ -1,7 +1,7 @@
 //! What every Kubernetes-facing part shares: the API client, the watch
 //! back-off, [`follow`] (a reflector store kept current by a task) and the
 //! Lease elector ([`lease`]). Discovery (EndpointSlices), the Ingress
-//! controller and its status writer use these; so will Gateway API.
+//! controller, the Gateway API controller and their status writers use these.
 //!
 //! (The crate `kube` is kube-rs; this module is ours: inside it the crate is
 //! written `::kube`.)

@@ -1,5 +1,5 @@
 //! The route model every source translates into: the configuration file,
-//! Ingresses and (next) Gateway API. Nothing here knows where a route came
+//! Ingresses and Gateway API. Nothing here knows where a route came
 //! from beyond its [`Origin`]; nothing below this line (the snapshot, the
 //! request path) knows any source's own types.
 //!

@@ -548,6 +548,9 @@ impl FakeApiServer {
                     (_, Some("status")) => merge(&mut next["status"], &body["status"]),
                     _ => merge(&mut next, &body),
                 }
+                if GATEWAY_API.contains(&target.resource.as_str()) {
+                    as_crds_store(&mut next["status"]);
+                }
                 let key = (
                     target.resource.clone(),
                     target.ns().to_string(),
@@ -789,6 +792,33 @@ fn parse_fields(selector: &str) -> Vec<(String, String)> {
 }
 
 /// JSON merge patch (RFC 7386).
+/// What the API server does to a CRD's status before storing it: nulls of
+/// fields that are not nullable pruned, and the schema's defaults filled in
+/// (here the ones edge-proxy's status meets: a route parentRef's group and kind).
+fn as_crds_store(status: &mut Value) {
+    fn prune(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, x| !x.is_null());
+                map.values_mut().for_each(prune);
+            }
+            Value::Array(list) => list.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    prune(status);
+    let parents = status.get_mut("parents").and_then(Value::as_array_mut);
+    for parent in parents.into_iter().flatten() {
+        let r = &mut parent["parentRef"];
+        if r["group"].is_null() {
+            r["group"] = json!("gateway.networking.k8s.io");
+        }
+        if r["kind"].is_null() {
+            r["kind"] = json!("Gateway");
+        }
+    }
+}
+
 fn merge(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(fields) => {
