@@ -39,6 +39,9 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     /// Towards this route's endpoints (`timeouts`, or the route's).
     pub timeouts: Timeouts,
+    /// The whole exchange, from the request's arrival (see
+    /// `route::TimeoutOverrides::request`).
+    pub request_timeout: Option<std::time::Duration>,
     pub affinity: Option<Affinity>,
     pub backends: Backends,
     /// The path sent upstream, rewritten.
@@ -707,6 +710,7 @@ pub fn compile(
     let mut response_changes = None;
     let mut rewrite_url = None;
     let mut invalid_weight = 0;
+    let mut request_timeout = None;
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -765,6 +769,7 @@ pub fn compile(
                 timeouts.connect = t.connect.unwrap_or(timeouts.connect);
                 timeouts.read = t.read.unwrap_or(timeouts.read);
                 timeouts.write = t.write.unwrap_or(timeouts.write);
+                request_timeout = t.request;
             }
             Policy::Affinity(a) => affinity = Some(a.clone()),
             Policy::ExternalAuth(a) => auth = Some(crate::auth::CompiledAuth::new(a)),
@@ -820,6 +825,7 @@ pub fn compile(
         request: request.into(),
         max_body_bytes,
         timeouts,
+        request_timeout,
         affinity,
         backends: Backends::new(backends, invalid_weight, turn),
         rewrite,

@@ -642,6 +642,18 @@ impl ProxyHttp for EdgeProxy {
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
         peer.options.write_timeout = Some(t.write);
+        // A deadline for the whole exchange: what is left of it bounds each
+        // wait here; none left is a 504 without trying.
+        if let Some(total) = route.request_timeout {
+            let left = total.saturating_sub(ctx.started.elapsed());
+            if left.is_zero() {
+                return Error::e_explain(HTTPStatus(504), "the route's request timeout passed");
+            }
+            let o = &mut peer.options;
+            o.connection_timeout = o.connection_timeout.map(|d| d.min(left));
+            o.read_timeout = o.read_timeout.map(|d| d.min(left));
+            o.write_timeout = o.write_timeout.map(|d| d.min(left));
+        }
         peer.options.idle_timeout = Some(t.idle);
         peer.options.tcp_keepalive = Some(pingora::protocols::TcpKeepalive {
             idle: Duration::from_secs(60),
@@ -808,7 +820,17 @@ impl ProxyHttp for EdgeProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let Some(rate) = ctx.route.as_ref().and_then(|r| r.response_rate) else {
+        let Some(route) = &ctx.route else {
+            return Ok(None);
+        };
+        if route
+            .request_timeout
+            .is_some_and(|total| ctx.started.elapsed() > total)
+        {
+            // Past the deadline mid-body: the response is cut.
+            return Error::e_explain(ReadTimedout, "the route's request timeout passed");
+        }
+        let Some(rate) = route.response_rate else {
             return Ok(None);
         };
         ctx.body_sent += body.as_ref().map_or(0, |b| b.len() as u64);

@@ -1224,6 +1224,28 @@ fn conformance_cases_of_the_gateway_api_suite() {
     });
 
     s.case(
+        "HTTPRouteTimeoutRequest",
+        "httproute-timeout-request.yaml",
+        |s| {
+            s.route_accepted(infra("request-timeout"), "same-namespace");
+            s.get("/request-timeout", "infra-backend-v1");
+            s.expect_status("GET", "example.com", "/request-timeout?delay=1s", &[], 504);
+            s.get("/disable-request-timeout?delay=1s", "infra-backend-v1");
+        },
+    );
+
+    s.case(
+        "HTTPRouteTimeoutBackendRequest",
+        "httproute-timeout-backend-request.yaml",
+        |s| {
+            s.route_accepted(infra("backend-request-timeout"), "same-namespace");
+            s.get("/backend-timeout", "infra-backend-v1");
+            s.expect_status("GET", "example.com", "/backend-timeout?delay=1s", &[], 504);
+            s.get("/disable-backend-timeout?delay=1s", "infra-backend-v1");
+        },
+    );
+
+    s.case(
         "HTTPRouteObservedGenerationBump",
         "httproute-observed-generation-bump.yaml",
         |s| {

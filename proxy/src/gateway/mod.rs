@@ -20,9 +20,11 @@ pub mod types;
 use crate::config::GatewaySettings;
 use crate::drain::ShutdownHooks;
 use crate::ingress::named;
-use crate::kube::follow;
+use crate::kube::follow_dynamic;
+use crate::problems::{Problem, ProblemKind};
 use crate::state::{Publisher, SourceId};
 use crate::tls::SniResolver;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -79,41 +81,21 @@ pub async fn start(
     tokio::spawn(async move {
         let kinds = wait_for_crds(&client, &publisher).await;
         let changed = Arc::new(Notify::new());
+        let follow = |resource: ApiResource| {
+            let api = Api::all_with(client.clone(), &resource);
+            follow_dynamic(api, &resource, watcher::Config::default(), &changed)
+        };
         let stores = Stores {
-            classes: follow(
-                Api::<GatewayClass>::all(client.clone()),
-                watcher::Config::default(),
-                &changed,
-            ),
-            gateways: follow(
-                Api::all(client.clone()),
-                watcher::Config::default(),
-                &changed,
-            ),
-            http_routes: follow(
-                Api::all(client.clone()),
-                watcher::Config::default(),
-                &changed,
-            ),
-            grpc_routes: kinds.grpc_routes.then(|| {
-                follow(
-                    Api::all(client.clone()),
-                    watcher::Config::default(),
-                    &changed,
-                )
-            }),
-            grants: kinds.reference_grants.then(|| {
-                follow(
-                    Api::all(client.clone()),
-                    watcher::Config::default(),
-                    &changed,
-                )
-            }),
-            namespaces: follow(
-                Api::all(client.clone()),
-                watcher::Config::default(),
-                &changed,
-            ),
+            classes: follow(ApiResource::erase::<GatewayClass>(&())),
+            gateways: follow(ApiResource::erase::<Gateway>(&())),
+            http_routes: follow(ApiResource::erase::<HttpRoute>(&())),
+            grpc_routes: kinds
+                .grpc_routes
+                .then(|| follow(ApiResource::erase::<GrpcRoute>(&()))),
+            grants: kinds
+                .reference_grants
+                .then(|| follow(ApiResource::erase::<ReferenceGrant>(&()))),
+            namespaces: follow(ApiResource::erase::<NamespaceLabels>(&())),
         };
         if let Err(e) = stores.wait_until_ready().await {
             tracing::error!("Gateway API watches ended before their first list: {e}");
@@ -171,15 +153,55 @@ async fn wait_for_crds(client: &Client, publisher: &Publisher) -> Installed {
     }
 }
 
-/// The reflector stores of the watched kinds.
+/// The reflector stores of the watched kinds, untyped (`follow_dynamic`).
 #[derive(Clone)]
 pub struct Stores {
-    pub classes: Store<GatewayClass>,
-    pub gateways: Store<Gateway>,
-    pub http_routes: Store<HttpRoute>,
-    pub grpc_routes: Option<Store<GrpcRoute>>,
-    pub grants: Option<Store<ReferenceGrant>>,
-    pub namespaces: Store<NamespaceLabels>,
+    pub classes: Store<DynamicObject>,
+    pub gateways: Store<DynamicObject>,
+    pub http_routes: Store<DynamicObject>,
+    pub grpc_routes: Option<Store<DynamicObject>>,
+    pub grants: Option<Store<DynamicObject>>,
+    pub namespaces: Store<DynamicObject>,
+}
+
+/// A store's objects read into their type; one that does not read is
+/// reported and left out.
+fn typed<K: serde::de::DeserializeOwned>(
+    store: Option<&Store<DynamicObject>>,
+    problems: &mut Vec<Problem>,
+) -> Vec<Arc<K>> {
+    let Some(store) = store else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter_map(|o| match read(o) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                let m = &o.metadata;
+                let id = format!(
+                    "{}/{}",
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.name.as_deref().unwrap_or("")
+                );
+                let kind = o.types.as_ref().map_or("object", |t| t.kind.as_str());
+                problems.push(Problem::new(
+                    &id,
+                    ProblemKind::Refused,
+                    format!("{kind} {id} does not read: {e}"),
+                ));
+                None
+            }
+        })
+        .collect()
+}
+
+/// One object in its own type (the fields it reads; see types.rs).
+pub fn read<K: serde::de::DeserializeOwned>(o: &DynamicObject) -> Result<K, serde_json::Error> {
+    let mut value = o.data.clone();
+    value["metadata"] = serde_json::to_value(&o.metadata)?;
+    serde_json::from_value(value)
 }
 
 impl Stores {
@@ -209,20 +231,13 @@ struct Controller {
 
 impl Controller {
     async fn recompute(&mut self, stores: &Stores) {
-        let classes = stores.classes.state();
-        let gateways = stores.gateways.state();
-        let http_routes = stores.http_routes.state();
-        let grpc_routes = stores
-            .grpc_routes
-            .as_ref()
-            .map(|s| s.state())
-            .unwrap_or_default();
-        let grants = stores
-            .grants
-            .as_ref()
-            .map(|s| s.state())
-            .unwrap_or_default();
-        let namespaces = stores.namespaces.state();
+        let mut unreadable = Vec::new();
+        let classes = typed(Some(&stores.classes), &mut unreadable);
+        let gateways = typed(Some(&stores.gateways), &mut unreadable);
+        let http_routes = typed(Some(&stores.http_routes), &mut unreadable);
+        let grpc_routes = typed(stores.grpc_routes.as_ref(), &mut unreadable);
+        let grants = typed(stores.grants.as_ref(), &mut unreadable);
+        let namespaces = typed(Some(&stores.namespaces), &mut unreadable);
         let translate_with = |named: &named::NamedObjects| {
             translate::translate(&Inputs {
                 class: &self.settings.class,
@@ -248,7 +263,8 @@ impl Controller {
             t = translate_with(&self.named.objects());
             self.named.follow_only(&t.wanted);
         }
-        crate::problems::report("gateway", std::mem::take(&mut t.problems));
+        unreadable.append(&mut t.problems);
+        crate::problems::report("gateway", unreadable);
         if let Some(resolver) = &self.certs {
             resolver.replace_gateway(std::mem::take(&mut t.certs));
         }

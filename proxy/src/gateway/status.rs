@@ -17,7 +17,7 @@ use crate::drain::ShutdownHooks;
 use crate::ingress::status::Addresses;
 use crate::kube::lease;
 use crate::metrics::METRICS;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use serde_json::{json, Value};
@@ -227,69 +227,51 @@ fn observed(
     namespace: &str,
     name: &str,
 ) -> (Option<Value>, Option<String>) {
-    fn of<K: kube::Resource + HasStatus>(o: Option<Arc<K>>) -> (Option<Value>, Option<String>) {
-        match o {
-            Some(o) => (o.status().cloned(), o.meta().resource_version.clone()),
-            None => (None, None),
-        }
+    let store = match kind {
+        Kind::GatewayClass => Some(&stores.classes),
+        Kind::Gateway => Some(&stores.gateways),
+        Kind::HttpRoute => Some(&stores.http_routes),
+        Kind::GrpcRoute => stores.grpc_routes.as_ref(),
+    };
+    let mut key = ObjectRef::new_with(name, resource(kind));
+    if !namespace.is_empty() {
+        key = key.within(namespace);
     }
+    match store.and_then(|s| s.get(&key)) {
+        Some(o) => (status_of(&o), o.metadata.resource_version.clone()),
+        None => (None, None),
+    }
+}
+
+fn status_of(o: &DynamicObject) -> Option<Value> {
+    o.data.get("status").filter(|s| !s.is_null()).cloned()
+}
+
+/// The API resource of a kind (for untyped requests and store keys).
+fn resource(kind: &Kind) -> ApiResource {
     match kind {
-        Kind::GatewayClass => of(stores.classes.get(&ObjectRef::new(name))),
-        Kind::Gateway => of(stores.gateways.get(&ObjectRef::new(name).within(namespace))),
-        Kind::HttpRoute => of(stores
-            .http_routes
-            .get(&ObjectRef::new(name).within(namespace))),
-        Kind::GrpcRoute => of(stores
-            .grpc_routes
-            .as_ref()
-            .and_then(|s| s.get(&ObjectRef::new(name).within(namespace)))),
+        Kind::GatewayClass => ApiResource::erase::<GatewayClass>(&()),
+        Kind::Gateway => ApiResource::erase::<Gateway>(&()),
+        Kind::HttpRoute => ApiResource::erase::<HttpRoute>(&()),
+        Kind::GrpcRoute => ApiResource::erase::<GrpcRoute>(&()),
     }
 }
 
 /// Every route of a kind: (namespace, name, status, resourceVersion).
 type RouteRow = (String, String, Option<Value>, Option<String>);
 
-fn route_keys<K: kube::Resource + HasStatus>(list: &[Arc<K>]) -> Vec<RouteRow> {
+fn route_keys(list: &[Arc<DynamicObject>]) -> Vec<RouteRow> {
     list.iter()
         .map(|r| {
-            let m = r.meta();
+            let m = &r.metadata;
             (
                 m.namespace.clone().unwrap_or_default(),
                 m.name.clone().unwrap_or_default(),
-                r.status().cloned(),
+                status_of(r),
                 m.resource_version.clone(),
             )
         })
         .collect()
-}
-
-/// The status as read, of the kinds that have one here.
-pub trait HasStatus {
-    fn status(&self) -> Option<&Value>;
-}
-
-impl HasStatus for GatewayClass {
-    fn status(&self) -> Option<&Value> {
-        self.status.as_ref()
-    }
-}
-
-impl HasStatus for Gateway {
-    fn status(&self) -> Option<&Value> {
-        self.status.as_ref()
-    }
-}
-
-impl HasStatus for HttpRoute {
-    fn status(&self) -> Option<&Value> {
-        self.status.as_ref()
-    }
-}
-
-impl HasStatus for GrpcRoute {
-    fn status(&self) -> Option<&Value> {
-        self.status.as_ref()
-    }
 }
 
 /// Whether the write succeeded.
@@ -301,28 +283,17 @@ async fn patch_status(
     status: Value,
 ) -> bool {
     let patch = json!({ "status": status });
-    let params = PatchParams::default();
-    let result = match kind {
-        Kind::GatewayClass => Api::<GatewayClass>::all(client.clone())
-            .patch_status(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        Kind::Gateway => Api::<Gateway>::namespaced(client.clone(), namespace)
-            .patch_status(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        Kind::HttpRoute => Api::<HttpRoute>::namespaced(client.clone(), namespace)
-            .patch_status(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        Kind::GrpcRoute => Api::<GrpcRoute>::namespaced(client.clone(), namespace)
-            .patch_status(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
+    let resource = resource(kind);
+    let api: Api<DynamicObject> = match kind {
+        Kind::GatewayClass => Api::all_with(client.clone(), &resource),
+        _ => Api::namespaced_with(client.clone(), namespace, &resource),
     };
+    let result = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
     let object = format!("{}/{namespace}/{name}", kind.plural());
     match result {
-        Ok(()) => {
+        Ok(_) => {
             METRICS
                 .gateway_status_updates
                 .with_label_values(&["success"])

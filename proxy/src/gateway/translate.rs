@@ -92,6 +92,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestTimeout",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
     "HTTPRouteParentRefPort",
@@ -99,6 +100,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
@@ -665,8 +667,8 @@ fn route_object(
 fn unsupported(rule: &RuleSource) -> Option<String> {
     let filters = match rule {
         RuleSource::Http(r) => {
-            if r.timeouts.is_some() {
-                return Some("timeouts are not supported".into());
+            if let Err(e) = request_timeout(r) {
+                return Some(e);
             }
             if r.retry.is_some() {
                 return Some("retry is not supported".into());
@@ -1133,6 +1135,27 @@ fn grpc_matches(rule: &GrpcRule) -> Result<Vec<(Match, Option<String>)>, String>
         .collect()
 }
 
+/// A rule's `timeouts` as one deadline for the exchange: the smaller of
+/// `request` and `backendRequest` (edge-proxy retries only connections that
+/// failed, so a backend request lasts as long as the whole); `0s` is none.
+fn request_timeout(rule: &HttpRule) -> Result<Option<Duration>, String> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(None);
+    };
+    let mut limit: Option<Duration> = None;
+    for field in ["request", "backendRequest"] {
+        let Some(text) = t.get(field).and_then(Value::as_str) else {
+            continue;
+        };
+        let d = gateway_duration(text)
+            .ok_or_else(|| format!("timeouts.{field} {text:?} is not a duration"))?;
+        if !d.is_zero() {
+            limit = Some(limit.map_or(d, |l| l.min(d)));
+        }
+    }
+    Ok(limit)
+}
+
 /// A rule's filters and settings as policies, in the order they answer.
 fn rule_policies(rule: &RuleSource, prefix: Option<&str>) -> Result<Vec<Policy>, String> {
     let mut policies = Vec::new();
@@ -1199,6 +1222,14 @@ fn rule_policies(rule: &RuleSource, prefix: Option<&str>) -> Result<Vec<Policy>,
         }
         if let Some(m) = &f.response_header_modifier {
             policies.push(Policy::ModifyResponseHeaders(changes(m)));
+        }
+    }
+    if let RuleSource::Http(r) = rule {
+        if let Ok(Some(limit)) = request_timeout(r) {
+            policies.push(Policy::Timeouts(crate::route::TimeoutOverrides {
+                request: Some(limit),
+                ..Default::default()
+            }));
         }
     }
     if matches!(rule, RuleSource::Grpc(_)) {

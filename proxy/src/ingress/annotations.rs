@@ -350,6 +350,7 @@ pub fn read(annotations: &BTreeMap<String, String>) -> Annotations {
         connect: r.seconds("proxy-connect-timeout"),
         read: r.seconds("proxy-read-timeout"),
         write: r.seconds("proxy-send-timeout"),
+        request: None,
     };
     // The newer name wins when both are set.
     let allow = r

@@ -45,6 +45,21 @@ pub fn follow<K: Watched>(api: Api<K>, config: watcher::Config, changed: &Arc<No
     reader
 }
 
+/// As [`follow`], untyped: one watcher's code serves every kind followed
+/// this way (a typed watcher costs the binary a few hundred KiB per kind).
+/// The objects are read into their own types where they are used.
+pub fn follow_dynamic(
+    api: Api<DynamicObject>,
+    resource: &ApiResource,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+) -> Store<DynamicObject> {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let reader = writer.as_reader();
+    spawn_watch(api, config, writer, changed.clone(), resource.kind.clone());
+    reader
+}
+
 /// The task behind a store: watch, reflect, notify, back off on errors.
 fn spawn_watch<K>(
     api: Api<K>,

@@ -573,6 +573,10 @@ pub struct TimeoutOverrides {
     pub connect: Option<Duration>,
     pub read: Option<Duration>,
     pub write: Option<Duration>,
+    /// The whole exchange, from the request's arrival to the response's end
+    /// (Gateway API's `timeouts.request`): no response head by then is a 504;
+    /// a body still arriving then is cut. `None`: no such limit.
+    pub request: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -679,6 +679,22 @@ fn echo_connection(
         if head.starts_with("GET /slow") {
             std::thread::sleep(Duration::from_secs(1));
         }
+        // `?delay=1s` / `?delay=500ms`: answer that late (as Gateway API's
+        // conformance echo server does).
+        let target = head.split(' ').nth(1).unwrap_or("");
+        if let Some(delay) = target
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("delay="))
+        {
+            let ms = match delay.strip_suffix("ms") {
+                Some(n) => n.parse::<u64>().ok(),
+                None => delay
+                    .strip_suffix('s')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(|s| s * 1000),
+            };
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0).min(10_000)));
+        }
         // An upgrade (e.g. WebSocket): switch protocols, then echo raw bytes.
         if head.to_ascii_lowercase().contains("upgrade: websocket") {
             let _ = writer.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n");
