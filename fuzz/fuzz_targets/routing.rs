@@ -32,6 +32,7 @@ fn host_matches(route: &HostMatch, host: &str) -> bool {
     match route {
         HostMatch::Exact(h) => h == host,
         HostMatch::Wildcard(d) => host.split_once('.').is_some_and(|(_, parent)| parent == d),
+        HostMatch::Suffix(d) => host.ends_with(&format!(".{d}")),
         HostMatch::Any => true,
     }
 }
@@ -49,12 +50,14 @@ fn path_matches(route: &Route, path: &str) -> bool {
     }
 }
 
-/// Host group first (exact, wildcard, any), then an exact path, then the longest prefix.
+/// Host group first (exact, one-label wildcard, any-depth wildcard with the
+/// longest domain first, any), then an exact path, then the longest prefix.
 fn reference(routes: &[Route], host: &str, path: &str) -> Option<usize> {
     let rank = |h: &HostMatch| match h {
-        HostMatch::Exact(_) => 0,
-        HostMatch::Wildcard(_) => 1,
-        HostMatch::Any => 2,
+        HostMatch::Exact(_) => (0, 0),
+        HostMatch::Wildcard(_) => (1, 0),
+        HostMatch::Suffix(d) => (2, usize::MAX - d.len()),
+        HostMatch::Any => (3, 0),
     };
     let group = routes
         .iter()
@@ -85,10 +88,11 @@ fuzz_target!(|input: Input| {
     let mut routes = Vec::new();
     for (kind, host, elements, exact) in input.routes.iter().take(32) {
         let host = clean(host);
-        let host = match kind % 3 {
+        let host = match kind % 4 {
             _ if host.is_empty() => HostMatch::Any,
             0 => HostMatch::Exact(host),
             1 => HostMatch::Wildcard(host),
+            2 => HostMatch::Suffix(host),
             _ => HostMatch::Any,
         };
         // Paths as the configuration normalizes them: "/" and elements, no trailing "/".

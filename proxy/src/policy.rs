@@ -56,6 +56,8 @@ pub struct CompiledRoute {
     pub response_changes: Option<Box<CompiledHeaderChanges>>,
     /// The host and path sent upstream, replaced (Gateway API's URLRewrite).
     pub rewrite_url: Option<Box<crate::route::RewriteUrl>>,
+    /// Where copies of requests go (Gateway API's RequestMirror).
+    pub mirrors: Box<[crate::mirror::CompiledMirror]>,
     /// With canary rules, backend 1 is the canary and they choose it.
     pub canary: Option<CanaryRules>,
     /// The consistent-hash key's template (`upstream-hash-by`).
@@ -711,6 +713,7 @@ pub fn compile(
     let mut rewrite_url = None;
     let mut invalid_weight = 0;
     let mut request_timeout = None;
+    let mut mirrors = Vec::new();
     for policy in &route.policies {
         match policy {
             Policy::AllowSources(nets) => {
@@ -724,6 +727,13 @@ pub fn compile(
             Policy::RedirectTo(r) => request.push(RequestStep::RedirectTo(r.clone())),
             Policy::RewriteUrl(r) => rewrite_url = Some(Box::new(r.clone())),
             Policy::InvalidBackends(w) => invalid_weight = *w,
+            Policy::Mirror(list) => mirrors.extend(list.iter().map(|m| {
+                crate::mirror::CompiledMirror::new(
+                    upstream(&m.upstream),
+                    m.numerator,
+                    m.denominator,
+                )
+            })),
             Policy::ModifyRequestHeaders(c) => {
                 request_changes = Some(Box::new(CompiledHeaderChanges::new(c)))
             }
@@ -834,6 +844,7 @@ pub fn compile(
         request_changes,
         response_changes,
         rewrite_url,
+        mirrors: mirrors.into(),
         canary,
         hash_by,
         least_loaded,

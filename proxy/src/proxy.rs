@@ -42,7 +42,7 @@ const X_REQUEST_ID: &str = "x-request-id";
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
     /// Connections for the proxy's own requests (error pages, auth), pooled.
-    subrequests: pingora::connectors::http::v1::Connector,
+    subrequests: Arc<pingora::connectors::http::v1::Connector>,
     /// Set when the drain begins (a shutdown hook): every response from then
     /// on, in flight or not, says `Connection: close`.
     draining: Arc<AtomicBool>,
@@ -52,7 +52,7 @@ impl EdgeProxy {
     pub fn new(snapshot: SharedSnapshot, draining: Arc<AtomicBool>) -> Self {
         EdgeProxy {
             snapshot,
-            subrequests: pingora::connectors::http::v1::Connector::new(None),
+            subrequests: Arc::new(pingora::connectors::http::v1::Connector::new(None)),
             draining,
         }
     }
@@ -740,6 +740,10 @@ impl ProxyHttp for EdgeProxy {
             // The password stays here, as ingress-nginx clears it.
             if route.basic_auth.is_some() {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
+            }
+            // Once, as the request first goes upstream (not again on a retry).
+            if !route.mirrors.is_empty() && ctx.tried.len() == 1 {
+                crate::mirror::send(&self.subrequests, &route.mirrors, upstream_request);
             }
         }
         Ok(())

@@ -13,8 +13,8 @@ use super::types::*;
 use crate::ingress::named::{self, NamedObjects, Wanted};
 use crate::problems::{Problem, ProblemKind};
 use crate::route::{
-    Affinity, Backend, HeaderChanges, HostMatch, Match, Origin, PathChange, PathType, Policy,
-    RedirectTo, RewriteUrl, Route, ServicePort, StringMatch, UpstreamKey, UpstreamProtocol,
+    Affinity, Backend, HeaderChanges, HostMatch, Match, Mirror, Origin, PathChange, PathType,
+    Policy, RedirectTo, RewriteUrl, Route, ServicePort, StringMatch, UpstreamKey, UpstreamProtocol,
     ValueMatch,
 };
 use crate::tls::CertStore;
@@ -100,6 +100,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
@@ -533,6 +536,13 @@ impl RuleSource<'_> {
             RuleSource::Grpc(r) => &r.backend_refs,
         }
     }
+
+    fn filters(&self) -> &[HttpFilter] {
+        match self {
+            RuleSource::Http(r) => &r.filters,
+            RuleSource::Grpc(r) => &r.filters,
+        }
+    }
 }
 
 /// Where a route attached: its hostnames, each on plain HTTP, TLS or both.
@@ -563,6 +573,7 @@ fn route_object(
         .enumerate()
         .find_map(|(i, r)| unsupported(r).map(|e| format!("rules[{i}]: {e}")));
     let mut backends: Vec<Vec<Result<(UpstreamKey, u32), Why>>> = Vec::new();
+    let mut mirrors: Vec<Vec<Result<Mirror, Why>>> = Vec::new();
     for rule in rules {
         let resolved = rule
             .backend_refs()
@@ -570,8 +581,32 @@ fn route_object(
             .map(|b| resolve_backend(b, &namespace, kind_name, inputs, out))
             .collect();
         backends.push(resolved);
+        let copies = rule
+            .filters()
+            .iter()
+            .filter_map(|f| f.request_mirror.as_ref())
+            .map(|m| {
+                let (upstream, _) =
+                    resolve_backend(&m.backend_ref, &namespace, kind_name, inputs, out)?;
+                let (numerator, denominator) = match (&m.fraction, m.percent) {
+                    (Some(f), _) => (f.numerator, f.denominator.unwrap_or(100)),
+                    (None, Some(p)) => (p, 100),
+                    (None, None) => (1, 1),
+                };
+                Ok(Mirror {
+                    upstream,
+                    numerator: u32::try_from(numerator).unwrap_or(0),
+                    denominator: u32::try_from(denominator).unwrap_or(1).max(1),
+                })
+            })
+            .collect();
+        mirrors.push(copies);
     }
-    let refs_error = backends.iter().flatten().find_map(|b| b.as_ref().err());
+    let refs_error = backends
+        .iter()
+        .flatten()
+        .find_map(|b| b.as_ref().err())
+        .or_else(|| mirrors.iter().flatten().find_map(|m| m.as_ref().err()));
     let mut attachments = Attachments::new();
     let mut parents = Vec::new();
     for parent in parent_refs {
@@ -652,7 +687,9 @@ fn route_object(
     let prefix = kind_name.to_ascii_lowercase();
     for (i, (rule, resolved)) in rules.iter().zip(&backends).enumerate() {
         let base = format!("{prefix}:{namespace}/{name}:rules[{i}]");
-        match rule_routes(rule, resolved, &base, &origin, &attachments) {
+        // A mirror that does not resolve is left out (reported above).
+        let copies: Vec<Mirror> = mirrors[i].iter().flatten().cloned().collect();
+        match rule_routes(rule, resolved, copies, &base, &origin, &attachments) {
             Ok(routes) => out.routes.extend(routes),
             Err(e) => out.problems.push(Problem::new(
                 &format!("{namespace}/{name}"),
@@ -701,6 +738,7 @@ fn unsupported(rule: &RuleSource) -> Option<String> {
                 matches!(rule, RuleSource::Http(_)) && f.request_redirect.is_some()
             }
             "URLRewrite" => matches!(rule, RuleSource::Http(_)) && f.url_rewrite.is_some(),
+            "RequestMirror" => f.request_mirror.is_some(),
             _ => false,
         };
         if !ok {
@@ -977,6 +1015,7 @@ pub fn gateway_duration(text: &str) -> Option<Duration> {
 fn rule_routes(
     rule: &RuleSource,
     resolved: &[Result<(UpstreamKey, u32), Why>],
+    mirrors: Vec<Mirror>,
     base: &str,
     origin: &Origin,
     attachments: &Attachments,
@@ -1006,6 +1045,9 @@ fn rule_routes(
         let mut policies = rule_policies(rule, prefix.as_deref())?;
         if invalid_weight > 0 && !backends.is_empty() {
             policies.push(Policy::InvalidBackends(invalid_weight));
+        }
+        if !mirrors.is_empty() {
+            policies.push(Policy::Mirror(mirrors.clone()));
         }
         for (host, (plain, tls)) in attachments {
             let mut matches = m.clone();
@@ -1354,7 +1396,7 @@ mod tests {
             ),
             object::<HttpRoute>(
                 json!({"metadata": {"name": "mirror", "namespace": "default"},
-                "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"filters": [{"type": "RequestMirror", "requestMirror": {}}]}]}}),
+                "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"filters": [{"type": "CORS", "cors": {}}]}]}}),
             ),
         ];
         let mut named = NamedObjects::default();

@@ -283,6 +283,24 @@ pub struct HttpFilter {
     pub response_header_modifier: Option<HeaderModifier>,
     pub request_redirect: Option<RequestRedirect>,
     pub url_rewrite: Option<UrlRewrite>,
+    pub request_mirror: Option<RequestMirror>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    #[serde(default)]
+    pub backend_ref: BackendRef,
+    /// 0 to 100; or `fraction`; neither: every request.
+    pub percent: Option<i32>,
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Fraction {
+    #[serde(default)]
+    pub numerator: i32,
+    pub denominator: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -303,6 +303,7 @@ fn describe(route: &Route) -> String {
             Policy::RedirectTo(r) => format!("redirect {}", r.code),
             Policy::RewriteUrl(_) => "host or path rewritten".into(),
             Policy::InvalidBackends(w) => format!("weight {w} answered 500"),
+            Policy::Mirror(m) => format!("mirrored to {} backends", m.len()),
             Policy::SetRequestHeaders(h) => {
                 let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
                 format!("sets {}", names.join(", "))

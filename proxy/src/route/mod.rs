@@ -36,14 +36,15 @@ pub struct Route {
 }
 
 impl Route {
-    /// Every upstream the route may send to: its backends, and the error
-    /// backend of [`Policy::ErrorBackend`].
+    /// Every upstream the route may send to: its backends, the error
+    /// backend of [`Policy::ErrorBackend`] and the mirrors of [`Policy::Mirror`].
     pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamKey> {
-        let errors = self.policies.iter().filter_map(|p| match p {
-            Policy::ErrorBackend(e) => Some(&e.upstream),
-            _ => None,
+        let others = self.policies.iter().flat_map(|p| match p {
+            Policy::ErrorBackend(e) => vec![&e.upstream],
+            Policy::Mirror(m) => m.iter().map(|m| &m.upstream).collect(),
+            _ => Vec::new(),
         });
-        self.backends.iter().map(|b| &b.upstream).chain(errors)
+        self.backends.iter().map(|b| &b.upstream).chain(others)
     }
 
     /// A route to one backend without policies: the common case.
@@ -302,6 +303,9 @@ pub enum Policy {
     /// This weight of the route's split is answered 500: Gateway API's rule
     /// for backends that could not be resolved (beside the valid ones).
     InvalidBackends(u32),
+    /// A copy of each request (of a share of them) is sent to each of these
+    /// too, and its answer dropped (Gateway API's RequestMirror).
+    Mirror(Vec<Mirror>),
     /// The route's second backend is a canary, chosen by these rules.
     Canary(Canary),
     /// New sessions go to the endpoint with the fewest requests in flight
@@ -337,6 +341,15 @@ pub enum Policy {
     ClientLimits(RouteLimits),
     /// Response bandwidth per request (ingress-nginx's `limit-rate`).
     ResponseRate(ResponseRate),
+}
+
+/// Where copies of requests go, and which share of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub upstream: UpstreamKey,
+    /// `numerator` of every `denominator` requests (1 of 1: all).
+    pub numerator: u32,
+    pub denominator: u32,
 }
 
 /// Header changes, applied in the order set, add, remove (as Gateway API
