@@ -608,13 +608,60 @@ pub struct Backends {
     /// Which share the next new request takes: state that outlives a snapshot
     /// (kept by route name), so a reload does not restart the split.
     turn: Arc<AtomicU32>,
+    /// With several shares: the backend (its index; `list.len()` for the
+    /// invalid share) of each turn of one cycle, interleaved as nginx's smooth
+    /// weighted round robin orders them (90:10 is nine, one, nine, one...).
+    /// Empty when the cycle is too long to lay out: then shares follow each
+    /// other, still exact per cycle.
+    schedule: Box<[u16]>,
+}
+
+/// The longest cycle laid out in a schedule (after dividing the weights by
+/// their greatest common divisor): 4 KiB per route at most.
+const SCHEDULE_MAX: u32 = 4096;
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// nginx's smooth weighted round robin over `weights`, one cycle.
+fn smooth_schedule(weights: &[u32]) -> Box<[u16]> {
+    let divisor = weights.iter().fold(0, |g, w| gcd(g, *w)).max(1);
+    let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / divisor)).collect();
+    let cycle: i64 = weights.iter().sum();
+    if weights.len() < 2 || cycle > i64::from(SCHEDULE_MAX) || weights.len() > usize::from(u16::MAX)
+    {
+        return Box::new([]);
+    }
+    let mut current = vec![0i64; weights.len()];
+    (0..cycle)
+        .map(|_| {
+            for (c, w) in current.iter_mut().zip(&weights) {
+                *c += w;
+            }
+            let best = (0..current.len())
+                .max_by_key(|i| (current[*i], std::cmp::Reverse(*i)))
+                .unwrap_or(0);
+            current[best] -= cycle;
+            best as u16
+        })
+        .collect()
 }
 
 impl Backends {
     pub fn new(list: Vec<(Arc<Upstream>, u32)>, invalid: u32, turn: Arc<AtomicU32>) -> Self {
         let list: Box<[_]> = list.into_iter().filter(|(_, w)| *w > 0).collect();
         let total = list.iter().map(|(_, w)| *w).sum();
+        let mut weights: Vec<u32> = list.iter().map(|(_, w)| *w).collect();
+        if invalid > 0 {
+            weights.push(invalid);
+        }
         Backends {
+            schedule: smooth_schedule(&weights),
             list,
             total,
             invalid,
@@ -634,18 +681,24 @@ impl Backends {
     /// For a route with an invalid share: the backend of a new request, or
     /// `None` for a request of the invalid share.
     pub fn pick_or_invalid(&self) -> Option<usize> {
-        let n = self.turn.fetch_add(1, Ordering::Relaxed) % (self.total + self.invalid).max(1);
-        if n >= self.total {
-            return None;
+        let i = self.next();
+        (i < self.list.len()).then_some(i)
+    }
+
+    /// The next turn's backend (`list.len()`: the invalid share).
+    fn next(&self) -> usize {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        if !self.schedule.is_empty() {
+            return usize::from(self.schedule[turn as usize % self.schedule.len()]);
         }
-        let mut n = n;
+        let mut slot = turn % (self.total + self.invalid).max(1);
         for (i, (_, weight)) in self.list.iter().enumerate() {
-            if n < *weight {
-                return Some(i);
+            if slot < *weight {
+                return i;
             }
-            n -= weight;
+            slot -= weight;
         }
-        Some(0)
+        self.list.len()
     }
 
     /// The first backend: whose readiness a 503 speaks of.
@@ -658,19 +711,12 @@ impl Backends {
     }
 
     /// The backend (its index) for a new request, by weight: each takes its
-    /// exact share of every `total` requests, in turn.
+    /// exact share of every cycle of requests, spread over it.
     pub fn pick(&self) -> Option<usize> {
         if self.list.len() <= 1 {
             return (!self.list.is_empty()).then_some(0);
         }
-        let mut n = self.turn.fetch_add(1, Ordering::Relaxed) % self.total;
-        for (i, (_, weight)) in self.list.iter().enumerate() {
-            if n < *weight {
-                return Some(i);
-            }
-            n -= weight;
-        }
-        Some(0)
+        Some(self.next().min(self.list.len() - 1))
     }
 
     /// The backend (its index) that knows the endpoint an affinity cookie
@@ -982,6 +1028,24 @@ mod tests {
         assert!(Backends::new(vec![(c.clone(), 0)], 0, Arc::default())
             .pick()
             .is_none());
+        // 90:10 spread: one in every ten to the smaller one.
+        let split = Backends::new(vec![(a.clone(), 90), (b.clone(), 10)], 0, Arc::default());
+        let picks: Vec<usize> = (0..100).map(|_| split.pick().unwrap()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 10);
+        assert!(
+            picks
+                .chunks(10)
+                .all(|c| c.iter().filter(|p| **p == 1).count() == 1),
+            "{picks:?}"
+        );
+        // 70:30: never four in a row to either (a cycle of ten, interleaved).
+        let split = Backends::new(vec![(a.clone(), 70), (b.clone(), 30)], 0, Arc::default());
+        let picks: Vec<usize> = (0..10).map(|_| split.pick().unwrap()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 3);
+        assert!(
+            picks.windows(4).all(|w| w.contains(&0) && w.contains(&1)),
+            "{picks:?}"
+        );
         // An invalid share of 1 beside a weight of 3: a quarter is answered 500.
         let with_invalid = Backends::new(vec![(a, 3)], 1, Arc::default());
         let invalid = (0..400)
