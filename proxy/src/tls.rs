@@ -19,6 +19,9 @@ pub struct CertStore {
     /// `*.example.com` under "example.com".
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// A certificate meant for every name without its own (a Gateway listener
+    /// without a hostname): served before another source's incidental default.
+    catch_all: Option<Arc<CertifiedKey>>,
     /// Each configured host with its certificate's notAfter (Unix time), for
     /// `edge_proxy_tls_certificate_expiry_timestamp_seconds`.
     expiry: Vec<(String, i64)>,
@@ -55,6 +58,16 @@ impl CertStore {
                 v.insert(certified.clone());
                 self.expiry.push((host, not_after));
             }
+        }
+        self.default.get_or_insert(certified);
+    }
+
+    /// Serve `certified` for every name no certificate names (the first such
+    /// one stays).
+    pub fn add_catch_all(&mut self, certified: Arc<CertifiedKey>, not_after: i64) {
+        if self.catch_all.is_none() {
+            self.catch_all = Some(certified.clone());
+            self.expiry.push(("*".to_string(), not_after));
         }
         self.default.get_or_insert(certified);
     }
@@ -183,6 +196,7 @@ impl ResolvesServerCert for SniResolver {
                     .or_else(|| gateway.by_name(n))
             })
             .or_else(|| files.default.clone())
+            .or_else(|| gateway.catch_all.clone())
             .or_else(|| ingress.default.clone())
             .or_else(|| gateway.default.clone())
     }

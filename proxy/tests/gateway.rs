@@ -1903,6 +1903,19 @@ fn the_shipped_gateway_serves_the_readmes_routes_on_every_node() {
         json!({"metadata": {"name": "edge-proxy-tls", "namespace": "edge-proxy"}, "type": "kubernetes.io/tls", "data": {
             "tls.crt": base64_file(&dir.path().join("shop.crt")), "tls.key": base64_file(&dir.path().join("shop.key"))}}),
     );
+    // An Ingress with a certificate of its own for another host: the
+    // listener without a hostname still serves every other name.
+    make_cert(dir.path(), "other", "other.example.com", "Other");
+    api.put(
+        "secrets",
+        json!({"metadata": {"name": "other-tls", "namespace": "default"}, "type": "kubernetes.io/tls", "data": {
+            "tls.crt": base64_file(&dir.path().join("other.crt")), "tls.key": base64_file(&dir.path().join("other.key"))}}),
+    );
+    api.put("ingressclasses", json!({"metadata": {"name": "edge-proxy"}, "spec": {"controller": "edge-proxy.io/ingress-controller"}}));
+    api.put("ingresses", json!({"metadata": {"name": "other", "namespace": "default"}, "spec": {
+        "ingressClassName": "edge-proxy", "tls": [{"hosts": ["other.example.com"], "secretName": "other-tls"}],
+        "rules": [{"host": "other.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "shop-v2", "port": {"number": 8080}}}}]}}]}}));
     for block in readme_yaml_blocks("kind: HTTPRoute") {
         for doc in repo_documents(&block) {
             api.put("httproutes", doc);
@@ -2018,6 +2031,15 @@ fn the_shipped_gateway_serves_the_readmes_routes_on_every_node() {
             first.served_by()
         );
     }
+    // The Ingress's host has its own certificate.
+    let other = curl(&[
+        "--cacert",
+        &dir.path().join("other.crt").display().to_string(),
+        "--resolve",
+        &format!("other.example.com:{https}:127.0.0.1"),
+        &format!("https://other.example.com:{https}/"),
+    ]);
+    assert_eq!(other.served_by(), "shop-3");
     // Outside /api: not routed (the example serves /api only).
     assert_eq!(https_get(2, "/", None).status, 404);
     eventually(

@@ -404,12 +404,13 @@ fn certificates(
             format!("Secret {ns}/{}: {e}", first.name),
         )
     })?;
-    let hosts: Vec<String> = listener
-        .hostname
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    out.certs.add(&hosts, certified, not_after);
+    match &listener.hostname {
+        Some(h) => out
+            .certs
+            .add(&[h.to_ascii_lowercase()], certified, not_after),
+        // No hostname: the listener's certificate is for every other name.
+        None => out.certs.add_catch_all(certified, not_after),
+    }
     Ok(())
 }
 
