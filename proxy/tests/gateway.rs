@@ -123,15 +123,10 @@ impl Suite {
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("{GATEWAY_CLASS_NAME}", "edge-proxy");
-        let mut docs = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if value.is_null() {
-                continue;
-            }
-            docs.push(self.with_our_ports(value));
-        }
-        docs
+        repo_documents(&text)
+            .into_iter()
+            .map(|doc| self.with_our_ports(doc))
+            .collect()
     }
 
     fn with_our_ports(&self, mut doc: Value) -> Value {
@@ -1863,7 +1858,7 @@ fn grpc_routes_match_service_and_method_and_carry_trailers_end_to_end() {
     let _ = server.wait();
 }
 
-/// YAML documents of a file of the repository, as JSON.
+/// The documents of a YAML text (empty ones left out), as JSON.
 fn repo_documents(text: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())

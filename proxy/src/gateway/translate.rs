@@ -544,6 +544,13 @@ impl RuleSource<'_> {
             RuleSource::Grpc(r) => &r.filters,
         }
     }
+
+    fn session_persistence(&self) -> Option<&SessionPersistence> {
+        match self {
+            RuleSource::Http(r) => r.session_persistence.as_ref(),
+            RuleSource::Grpc(r) => r.session_persistence.as_ref(),
+        }
+    }
 }
 
 /// Where a route attached: its hostnames, each on plain HTTP, TLS or both.
@@ -680,10 +687,7 @@ fn route_object(
     let origin = Origin::Object {
         created: created(meta),
         id: format!("{namespace}/{name}"),
-        kind: match kind {
-            Kind::GrpcRoute => "GRPCRoute",
-            _ => "HTTPRoute",
-        },
+        kind: kind_name,
     };
     let prefix = kind_name.to_ascii_lowercase();
     for (i, (rule, resolved)) in rules.iter().zip(&backends).enumerate() {
@@ -703,23 +707,15 @@ fn route_object(
 
 /// What in a rule edge-proxy does not serve, if anything.
 fn unsupported(rule: &RuleSource) -> Option<String> {
-    let filters = match rule {
-        RuleSource::Http(r) => {
-            if let Err(e) = request_timeout(r) {
-                return Some(e);
-            }
-            if r.retry.is_some() {
-                return Some("retry is not supported".into());
-            }
-            &r.filters
+    if let RuleSource::Http(r) = rule {
+        if let Err(e) = request_timeout(r) {
+            return Some(e);
         }
-        RuleSource::Grpc(r) => &r.filters,
-    };
-    let session = match rule {
-        RuleSource::Http(r) => r.session_persistence.as_ref(),
-        RuleSource::Grpc(r) => r.session_persistence.as_ref(),
-    };
-    if let Some(s) = session {
+        if r.retry.is_some() {
+            return Some("retry is not supported".into());
+        }
+    }
+    if let Some(s) = rule.session_persistence() {
         if s.kind.as_deref().unwrap_or("Cookie") != "Cookie" {
             return Some("sessionPersistence of type Header is not supported".into());
         }
@@ -731,7 +727,7 @@ fn unsupported(rule: &RuleSource) -> Option<String> {
             }
         }
     }
-    for f in filters {
+    for f in rule.filters() {
         let ok = match f.kind.as_str() {
             "RequestHeaderModifier" => f.request_header_modifier.is_some(),
             "ResponseHeaderModifier" => f.response_header_modifier.is_some(),
@@ -1202,10 +1198,6 @@ fn request_timeout(rule: &HttpRule) -> Result<Option<Duration>, String> {
 /// A rule's filters and settings as policies, in the order they answer.
 fn rule_policies(rule: &RuleSource, prefix: Option<&str>) -> Result<Vec<Policy>, String> {
     let mut policies = Vec::new();
-    let (filters, session) = match rule {
-        RuleSource::Http(r) => (&r.filters, r.session_persistence.as_ref()),
-        RuleSource::Grpc(r) => (&r.filters, r.session_persistence.as_ref()),
-    };
     let path_change = |m: &Option<PathModifier>| -> Result<Option<PathChange>, String> {
         let Some(m) = m else { return Ok(None) };
         match m.kind.as_str() {
@@ -1237,7 +1229,7 @@ fn rule_policies(rule: &RuleSource, prefix: Option<&str>) -> Result<Vec<Policy>,
             .collect(),
         remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
     };
-    for f in filters {
+    for f in rule.filters() {
         if let Some(r) = &f.request_redirect {
             let code = u16::try_from(r.status_code.unwrap_or(302)).unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&code) {
@@ -1282,7 +1274,7 @@ fn rule_policies(rule: &RuleSource, prefix: Option<&str>) -> Result<Vec<Policy>,
             ..Default::default()
         }));
     }
-    if let Some(s) = session {
+    if let Some(s) = rule.session_persistence() {
         let permanent = s
             .cookie_config
             .as_ref()

@@ -13,8 +13,8 @@ use std::borrow::Cow;
 pub const GROUP: &str = "gateway.networking.k8s.io";
 pub const VERSION: &str = "v1";
 
-/// A Gateway API kind read with kube-rs: metadata, spec, and the status as
-/// written (compared before writing ours).
+/// A Gateway API kind as translation reads it: metadata and spec (the status
+/// writer reads statuses from the untyped stores).
 macro_rules! gateway_kind {
     ($name:ident, $spec:ty, $kind:literal, $plural:literal, $scope:ty, $group:expr) => {
         #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -22,8 +22,6 @@ macro_rules! gateway_kind {
             pub metadata: ObjectMeta,
             #[serde(default)]
             pub spec: $spec,
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub status: Option<serde_json::Value>,
         }
 
         impl kube::Resource for $name {

@@ -44,10 +44,7 @@ pub async fn run(
     hooks: Arc<ShutdownHooks>,
 ) {
     let mut leading = lease::leadership(&client, &hooks);
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = crate::kube::own_namespace(&client);
     let mut writer = Writer {
         client,
         namespace,

@@ -43,10 +43,7 @@ pub fn leadership(client: &Client, hooks: &Arc<ShutdownHooks>) -> watch::Receive
 }
 
 async fn contend(client: Client, hooks: Arc<ShutdownHooks>, leading: watch::Sender<bool>) {
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = super::own_namespace(&client);
     let mut elector = Elector::new(client, &namespace, STATUS_LEASE, identity());
     // Shutdown (a plain thread) asks for the release and waits for it.
     let (stop, mut stopping) = watch::channel(false);

@@ -31,6 +31,15 @@ pub async fn client() -> anyhow::Result<Client> {
     })
 }
 
+/// The proxy's own namespace: `POD_NAMESPACE` (the downward API), else the
+/// client's default. Where the status Lease and the proxy's pods are.
+pub fn own_namespace(client: &Client) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// A reflector store for `api`, kept current by a task; `changed` is
 /// notified after every event past the initial list.
 pub fn follow<K: Watched>(api: Api<K>, config: watcher::Config, changed: &Arc<Notify>) -> Store<K> {
