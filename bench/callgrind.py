@@ -112,7 +112,7 @@ def gateway_objects(route, app_port, proxy_port):
     return objects
 
 
-def instructions(binary, hello_app, requests, log, route):
+def instructions(binary, hello_app, requests, log, route, keep=None):
     work = tempfile.mkdtemp()
     app_port, proxy_port = free_port(), free_port()
     app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
@@ -203,6 +203,9 @@ static:
         app.terminate()
         if api:
             api.kill()
+    if keep and requests > 200:
+        import shutil
+        shutil.copy(out, keep)
     with open(out) as f:
         for line in f:
             if line.startswith(("summary:", "totals:")):
@@ -217,6 +220,8 @@ def main():
     p.add_argument("--route", default="affinity",
                    choices=["affinity", "plain", "limited", "flooded", "ingress", "regex",
                             "canary", "ingress-limited", "httproute", "httproute-split"])
+    p.add_argument("--keep", metavar="FILE",
+                   help="copy the 1 200-request run's callgrind.out here (for callgrind_annotate)")
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):
@@ -224,7 +229,7 @@ def main():
     if args.route in API_ROUTES:
         subprocess.run(["cargo", "build", "--quiet", "--example", "fake_api"], cwd=ROOT, check=True)
     small = instructions(args.binary, hello_app, 200, args.log, args.route)
-    large = instructions(args.binary, hello_app, 1200, args.log, args.route)
+    large = instructions(args.binary, hello_app, 1200, args.log, args.route, args.keep)
     print(f"{args.binary}: {(large - small) / 1000:,.0f} instructions per request "
           f"({args.route} route, access log {args.log}; {small:,} for 200, {large:,} for 1 200)")
 

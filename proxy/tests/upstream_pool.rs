@@ -1,0 +1,231 @@
+//! Idle upstream connections (third_party/pingora-core's task-less pool): kept
+//! and reused request after request, checked when taken, so an upstream that
+//! closed one costs no request, and closed by the proxy when the route's idle
+//! timeout passes or the upstream closed them, without waiting for traffic.
+
+mod utils;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use utils::*;
+
+/// An HTTP/1.1 upstream on 127.0.0.1 that answers every GET with the number of
+/// the connection it came on, and records what happened to its connections.
+struct Upstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// When the proxy closed a connection (the upstream read end of file).
+    closed_by_proxy: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Upstream {
+    /// `close_after`: the upstream closes each connection that long after its
+    /// first response, as a server with a short keep-alive timeout does,
+    /// without saying so in the response.
+    fn start(close_after: Option<Duration>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed_by_proxy = Arc::new(Mutex::new(Vec::new()));
+        let (count, closed) = (accepted.clone(), closed_by_proxy.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let id = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let closed = closed.clone();
+                std::thread::spawn(move || serve(conn, id, close_after, &closed));
+            }
+        });
+        Upstream {
+            addr,
+            accepted,
+            closed_by_proxy,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    id: usize,
+    close_after: Option<Duration>,
+    closed: &Mutex<Vec<Instant>>,
+) {
+    // Bounded: nothing here waits longer than the test does.
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => {
+                closed.lock().unwrap().push(Instant::now());
+                return;
+            }
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(_) => return,
+        }
+        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            head.drain(..end + 4);
+            let body = id.to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if conn.write_all(response.as_bytes()).is_err() {
+                return;
+            }
+            if let Some(after) = close_after {
+                std::thread::sleep(after);
+                return; // dropped: closed
+            }
+        }
+    }
+}
+
+fn proxy_to(upstream: &Upstream, extra: &str) -> Proxy {
+    let config = static_config(
+        "  - host: app.test\n    service: hello-app\n    port: 8080\n",
+        &[upstream.addr],
+    );
+    Proxy::start(&format!("{config}{extra}"))
+}
+
+/// A keep-alive client: one GET on `s`, the body (the upstream connection's number).
+fn get(s: &mut TcpStream) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("response");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= length {
+                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+                return body.to_string();
+            }
+        }
+    }
+}
+
+fn client(proxy: &Proxy) -> TcpStream {
+    let s = TcpStream::connect(proxy.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sockets of this machine connected to `port` in CLOSE_WAIT: closed by the
+/// far end, not yet by ours (/proc/net/tcp, state 08).
+fn close_wait_towards(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote_port, 16) == Ok(port) && fields[3] == "08"
+        })
+        .count()
+}
+
+#[test]
+fn one_upstream_connection_serves_request_after_request() {
+    let upstream = Upstream::start(None);
+    let proxy = proxy_to(&upstream, "");
+    let mut a = client(&proxy);
+    let first = get(&mut a);
+    for _ in 0..30 {
+        assert_eq!(get(&mut a), first);
+    }
+    // Another client, after the first: the same pooled connection.
+    let mut b = client(&proxy);
+    assert_eq!(get(&mut b), first);
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[test]
+fn an_upstream_that_closed_its_idle_connection_costs_no_request() {
+    let upstream = Upstream::start(Some(Duration::from_millis(20)));
+    let proxy = proxy_to(&upstream, "");
+    let mut s = client(&proxy);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..15 {
+        // Each pooled connection is closed by the upstream before the next
+        // request takes it: the proxy sees that and opens a new one.
+        seen.insert(get(&mut s));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(seen.len(), 15, "a closed connection was used: {seen:?}");
+    assert_eq!(upstream.accepted(), 15);
+    let errors: Vec<_> = proxy
+        .access_log()
+        .into_iter()
+        .filter(|l| l["status"] != 200)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn idle_upstream_connections_close_after_the_route_idle_timeout() {
+    let upstream = Upstream::start(None);
+    let proxy = proxy_to(&upstream, "timeouts: { idle: 1s }\n");
+    let mut s = client(&proxy);
+    get(&mut s);
+    let idle_from = Instant::now();
+    eventually(
+        "the proxy closes its idle connection",
+        Duration::from_secs(5),
+        || !upstream.closed_by_proxy.lock().unwrap().is_empty(),
+    );
+    let closed = upstream.closed_by_proxy.lock().unwrap()[0] - idle_from;
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(3000),
+        "closed after {closed:?}"
+    );
+    // The next request opens a new one.
+    assert_eq!(get(&mut s), "2");
+}
+
+#[test]
+fn connections_the_upstream_closed_are_closed_without_waiting_for_traffic() {
+    let upstream = Upstream::start(Some(Duration::from_millis(20)));
+    let proxy = proxy_to(&upstream, "");
+    // Ten connections in the pool at once: ten clients in flight together.
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let mut s = client(&proxy);
+            std::thread::spawn(move || {
+                get(&mut s);
+                s
+            })
+        })
+        .collect();
+    let _open: Vec<TcpStream> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200)); // the upstream has closed them
+                                                    // The upstream closes them all; nothing else is sent. The proxy closes its
+                                                    // ends within its sweep (every second), not at the next request.
+    eventually(
+        "no CLOSE_WAIT towards the upstream",
+        Duration::from_secs(5),
+        || close_wait_towards(upstream.addr.port()) == 0,
+    );
+    assert!(upstream.accepted() >= 1);
+}
