@@ -9,6 +9,8 @@ pub mod access_log;
 pub mod admin;
 pub mod affinity;
 #[cfg(feature = "server")]
+pub mod allocator;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod client_limits;

@@ -14,12 +14,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-// pingora's HTTP/1 path allocates ~100 times per request; with glibc's malloc
-// that was a quarter of the instructions per request (callgrind), with
-// mimalloc's thread-local free lists about an eighth. Built without transparent
-// huge pages: a 2 MiB page per arena would add megabytes to an idle proxy.
+// mimalloc, called the way it is fastest (allocator.rs).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: edge_proxy::allocator::MiMalloc = edge_proxy::allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(
