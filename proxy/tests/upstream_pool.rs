@@ -26,6 +26,11 @@ impl Upstream {
     /// first response, as a server with a short keep-alive timeout does,
     /// without saying so in the response.
     fn start(close_after: Option<Duration>) -> Upstream {
+        Self::start_slow(close_after, Duration::ZERO)
+    }
+
+    /// The same, each response sent `delay` after its request arrived.
+    fn start_slow(close_after: Option<Duration>, delay: Duration) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -36,7 +41,7 @@ impl Upstream {
                 let Ok(conn) = conn else { return };
                 let id = count.fetch_add(1, Ordering::SeqCst) + 1;
                 let closed = closed.clone();
-                std::thread::spawn(move || serve(conn, id, close_after, &closed));
+                std::thread::spawn(move || serve(conn, id, close_after, delay, &closed));
             }
         });
         Upstream {
@@ -55,6 +60,7 @@ fn serve(
     mut conn: TcpStream,
     id: usize,
     close_after: Option<Duration>,
+    delay: Duration,
     closed: &Mutex<Vec<Instant>>,
 ) {
     // Bounded: nothing here waits longer than the test does.
@@ -73,6 +79,7 @@ fn serve(
         }
         while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             head.drain(..end + 4);
+            std::thread::sleep(delay);
             let body = id.to_string();
             let response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -155,7 +162,10 @@ fn one_upstream_connection_serves_request_after_request() {
     for _ in 0..30 {
         assert_eq!(get(&mut a), first);
     }
-    // Another client, after the first: the same pooled connection.
+    // Another client, after the first: the same pooled connection. (The
+    // proxy releases it just after the last byte of the response: a request
+    // arriving in that instant would rightly open another.)
+    std::thread::sleep(Duration::from_millis(100));
     let mut b = client(&proxy);
     assert_eq!(get(&mut b), first);
     assert_eq!(upstream.accepted(), 1);
@@ -206,7 +216,11 @@ fn idle_upstream_connections_close_after_the_route_idle_timeout() {
 
 #[test]
 fn connections_the_upstream_closed_are_closed_without_waiting_for_traffic() {
-    let upstream = Upstream::start(Some(Duration::from_millis(20)));
+    // Answers after 300 ms: the ten requests below are in flight together, so
+    // each has a connection of its own and none is reused while the upstream
+    // closes it (that race is a real upstream's too; not what this tests).
+    let upstream =
+        Upstream::start_slow(Some(Duration::from_millis(20)), Duration::from_millis(300));
     let proxy = proxy_to(&upstream, "");
     // Ten connections in the pool at once: ten clients in flight together.
     let clients: Vec<_> = (0..10)
