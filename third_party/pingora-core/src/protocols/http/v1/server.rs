@@ -25,7 +25,8 @@ use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// edge-proxy patch: tokio's timeout (see third_party/README.md).
+use tokio::time::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
