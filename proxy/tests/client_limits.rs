@@ -19,31 +19,7 @@ fn connect(proxy: &Proxy) -> TcpStream {
 fn get(s: &mut TcpStream) -> String {
     s.write_all(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).expect("response");
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            if body.len() >= length {
-                return text.into_owned();
-            }
-        }
-    }
+    read_response(s)
 }
 
 /// Whether the proxy closed `s` (EOF or reset) within `within`.

@@ -108,28 +108,10 @@ fn proxy_to(upstream: &Upstream, extra: &str) -> Proxy {
 fn get(s: &mut TcpStream) -> String {
     s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).expect("response");
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            if body.len() >= length {
-                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
-                return body.to_string();
-            }
-        }
-    }
+    let text = read_response(s);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    body.to_string()
 }
 
 fn client(proxy: &Proxy) -> TcpStream {

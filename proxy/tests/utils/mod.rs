@@ -447,6 +447,37 @@ pub fn parse_response(raw: &[u8]) -> Response {
     }
 }
 
+/// Read one response from a kept-alive connection, to the end of its body
+/// (by its Content-Length): the head and body as text. Panics if the
+/// connection closes before.
+pub fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("response");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
 /// Write `request` on a fresh connection and read until the server closes or
 /// 5 s pass.
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
