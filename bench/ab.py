@@ -23,13 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402  (the same configurations and helpers)
 
 
-def times(pid):
-    """(user, system) CPU seconds of one process, from /proc."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    hz = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / hz, int(fields[12]) / hz
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("old")
@@ -64,20 +57,15 @@ def main():
     bench.wait_port(bench.PORTS["HAProxy"])
     targets["HAProxy"] = (haproxy, bench.PORTS["HAProxy"])
 
-    def cookie(port):
-        import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
-            return ["Cookie: " + r.headers.get("Set-Cookie", "").split(";")[0]]
-
-    headers = {n: cookie(port) if args.log else [] for n, (_, port) in targets.items()}
+    headers = {n: [bench.cookie_from(port)] if args.log else [] for n, (_, port) in targets.items()}
     samples = {name: [] for name in targets}
     for name, (_, port) in targets.items():
         bench.wrk(port, args.connections, 1, headers[name])  # warm pools and caches
     for _ in range(args.rounds):
         for name, (proc, port) in targets.items():
-            u0, s0 = times(proc.pid)
+            u0, s0 = bench.cpu_times(proc.pid)
             r = bench.wrk(port, args.connections, 5, headers[name])
-            u1, s1 = times(proc.pid)
+            u1, s1 = bench.cpu_times(proc.pid)
             n = max(r["requests"], 1)
             samples[name].append({"user": (u1 - u0) * 1e6 / n, "sys": (s1 - s0) * 1e6 / n,
                                   "rps": r["rps"], "p99": r["p99_ms"]})

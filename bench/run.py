@@ -92,15 +92,21 @@ def family(pid):
     return [pid] + [int(k) for k in kids]
 
 
-def cpu_seconds(pid):
-    """user + system CPU time of the process family, from /proc."""
+def cpu_times(pid):
+    """(user, system) CPU seconds of the process family, from /proc."""
     hz = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for p in family(pid):
         with open(f"/proc/{p}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / hz
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / hz, system / hz
+
+
+def cpu_seconds(pid):
+    """user + system CPU time of the process family."""
+    return sum(cpu_times(pid))
 
 
 def memory_mib(pid, key):
@@ -299,7 +305,11 @@ def affinity_cookie(name):
     """The cookie a first request gets, sent back on every later one (a browser)."""
     if name == "nginx":
         return "Cookie: route=some-client"
-    port = CADDY_PORT if name == CADDY else PORTS[name]
+    return cookie_from(CADDY_PORT if name == CADDY else PORTS[name])
+
+
+def cookie_from(port):
+    """The Cookie header sending back what a first request to `port` set."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
         set_cookie = r.headers.get("Set-Cookie", "")
     return "Cookie: " + set_cookie.split(";")[0]
