@@ -1,7 +1,8 @@
 //! Idle upstream connections (third_party/pingora-core's task-less pool): kept
 //! and reused request after request, checked when taken, so an upstream that
 //! closed one costs no request, and closed by the proxy when the route's idle
-//! timeout passes or the upstream closed them, without waiting for traffic.
+//! timeout passes or the upstream closed them, without waiting for traffic;
+//! and an upstream request whose client left is not waited for.
 
 mod utils;
 
@@ -133,6 +134,55 @@ fn close_wait_towards(port: u16) -> usize {
             u16::from_str_radix(remote_port, 16) == Ok(port) && fields[3] == "08"
         })
         .count()
+}
+
+/// Sockets of this machine listening side `port` in CLOSE_WAIT: connections
+/// the proxy closed towards an upstream on `port` that has not yet noticed.
+fn close_wait_from(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "08"
+        })
+        .count()
+}
+
+#[test]
+fn a_client_that_leaves_ends_its_upstream_request() {
+    // The upstream takes 2 s to answer; the client gives up after 300 ms. The
+    // proxy watches the client while it waits (a GET has no body to read, so
+    // this is its own watch, third_party/pingora-proxy's bodiless path) and
+    // closes the upstream connection then, instead of after the answer.
+    let upstream = Upstream::start_slow(None, Duration::from_secs(2));
+    let proxy = proxy_to(&upstream, "");
+    let mut s = client(&proxy);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    eventually(
+        "the upstream has the request",
+        Duration::from_secs(5),
+        || upstream.accepted() == 1,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let left = Instant::now();
+    drop(s);
+    eventually(
+        "the proxy closes the upstream connection",
+        Duration::from_secs(5),
+        || close_wait_from(upstream.addr.port()) == 1,
+    );
+    assert!(
+        left.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        left.elapsed()
+    );
+    // The proxy serves the next client on a new connection.
+    let mut s = client(&proxy);
+    assert_eq!(get(&mut s), "2");
 }
 
 #[test]

@@ -116,7 +116,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade);
 
         session.upstream_compression.request_filter(&req);
 
@@ -127,6 +128,11 @@ where
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
+        }
+
+        // edge-proxy patch: most requests need none of the duplex machinery below.
+        if is_bodiless_h1_exchange(session, upstream_upgrade) {
+            return self.proxy_1to1_bodiless(session, client_session, ctx).await;
         }
 
         let mut downstream_custom_message_writer = session
@@ -192,6 +198,150 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// edge-proxy patch: `proxy_1to1` for a request without a body from an
+    /// HTTP/1 client, neither an upgrade nor cached. Nothing flows from the
+    /// client to the upstream after the head, so the two halves of the general
+    /// path (two task channels, `try_join!` of two loops, a task vector per
+    /// batch) become one loop: the body end is written, then the response is
+    /// read and written back in turn, batching what the upstream already sent.
+    /// The filters run in the general path's order; the client is still watched
+    /// for a close while the upstream is awaited.
+    async fn proxy_1to1_bodiless(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session.as_mut().enable_retry_buffering();
+
+        // The request's end of body, through the body filters as send_body_to_pipe does.
+        let mut data = None;
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        // As in proxy_handle_upstream: a failed body write still lets a complete
+        // response through, but the upstream connection is not reused.
+        let mut send_error = send_body_to1(client_session, Some(HttpTask::Body(data, true)))
+            .await
+            .err();
+        let mut upstream_reuse = send_error.is_none();
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = client_session.read_response_task() => read,
+                // With no body expected this only returns when the client closed
+                // or sent bytes it should not have.
+                idle = session.downstream_session.read_body_or_idle(true) => {
+                    let e = idle.err().unwrap_or_else(|| {
+                        Error::explain(ConnectionClosed, "downstream idle read ended")
+                    });
+                    return (false, false, Some(e.into_down()));
+                }
+            };
+            let mut upstream_done = false;
+            let mut tasks = Vec::with_capacity(2);
+            match read {
+                Ok(task) => {
+                    upstream_done = task.is_end();
+                    tasks.push(task);
+                    // What the upstream sent with it (a small body comes in the
+                    // head's packet) goes downstream in the same write.
+                    while !upstream_done {
+                        match client_session.read_response_task().now_or_never() {
+                            Some(Ok(task)) => {
+                                upstream_done = task.is_end();
+                                tasks.push(task);
+                            }
+                            Some(Err(e)) => {
+                                upstream_reuse = false;
+                                tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The message boundary was not established: no reuse.
+                    upstream_reuse = false;
+                    tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                }
+            }
+
+            // process_upstream_tasks' filters, cache off.
+            for slot in tasks.iter_mut() {
+                #[allow(unused_mut)]
+                let mut task = std::mem::replace(slot, HttpTask::Done);
+                #[cfg(feature = "upstream_modules")]
+                {
+                    if let HttpTask::Header(header, end_of_stream) = &task {
+                        if let Err(e) = self
+                            .inner
+                            .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                            .await
+                        {
+                            return (false, false, Some(e));
+                        }
+                    }
+                    if let Err(e) = session.upstream_modules_filter_task(&mut task).await {
+                        return (false, false, Some(e));
+                    }
+                }
+                session.upstream_compression.response_filter(&mut task);
+                match self
+                    .h1_response_filter(
+                        session,
+                        task,
+                        ctx,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                        false,
+                    )
+                    .await
+                {
+                    Ok(task) => *slot = task,
+                    Err(e) => return (false, false, Some(e)),
+                }
+            }
+            match session.write_response_tasks(tasks).await {
+                Ok(response_done) if response_done || upstream_done => {
+                    // Bytes left unread make the upstream connection unusable.
+                    upstream_reuse &= upstream_done;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, upstream_reuse, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -1078,6 +1228,20 @@ where
 
         Ok(end_of_body)
     }
+}
+
+/// edge-proxy patch: whether `proxy_1to1_bodiless` can serve this request: no
+/// request body, an HTTP/1 client, no upgrade, no cache (whose partial reads
+/// and revalidation need the general path's concurrent halves).
+fn is_bodiless_h1_exchange(session: &mut Session, upstream_upgrade: bool) -> bool {
+    !upstream_upgrade
+        && session.downstream_session.as_http1().is_some()
+        && !session.downstream_session.is_upgrade_req()
+        && !session.was_upgraded()
+        && !session.cache.enabled()
+        && !session.cache.bypassing()
+        && session.as_ref().get_retry_buffer().is_none()
+        && session.as_mut().is_body_empty()
 }
 
 pub(crate) async fn send_body_to1(
