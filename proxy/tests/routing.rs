@@ -165,6 +165,70 @@ fn forwarding_headers_are_set_and_host_is_preserved() {
 }
 
 #[test]
+fn hop_by_hop_fields_stay_on_the_clients_hop() {
+    // RFC 9110 section 7.6.1: Connection, the fields it names, and the standard
+    // hop-by-hop fields are not forwarded; everything else is. The proxy skips
+    // the removals when none is present (third_party/pingora-proxy), so both
+    // kinds of request are checked.
+    let origin = EchoOrigin::start("echo");
+    let config = format!(
+        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\n",
+        origin.addr
+    );
+    let proxy = Proxy::start(&config);
+    let hop_by_hop = [
+        "Connection: keep-alive, X-Session-Hint",
+        "X-Session-Hint: 7",
+        "Keep-Alive: timeout=5",
+        "Proxy-Connection: keep-alive",
+        "Proxy-Authorization: Basic Zm9vOmJhcg==",
+        "TE: trailers",
+        "Trailer: X-Checksum",
+        "HTTP2-Settings: AAMAAABkAAQAAP__",
+    ];
+    let mut args = vec!["-H", "Host: app.test", "-H", "X-Kept: yes"];
+    for h in &hop_by_hop {
+        args.extend(["-H", h]);
+    }
+    let url = proxy.url("/hop");
+    args.push(&url);
+    let r = curl(&args);
+    assert_eq!(r.status, 200, "{r:?}");
+    let head = r.body.to_ascii_lowercase();
+    assert!(head.contains("x-kept: yes\r\n"), "{head}");
+    for field in [
+        "x-session-hint:",
+        "keep-alive:",
+        "proxy-connection:",
+        "proxy-authorization:",
+        "\r\nte:",
+        "trailer:",
+        "http2-settings:",
+    ] {
+        assert!(
+            !head.contains(field),
+            "{field} reached the upstream: {head}"
+        );
+    }
+    // Without any of them: the request's own fields all arrive.
+    let r = curl(&[
+        "-H",
+        "Host: app.test",
+        "-H",
+        "X-Kept: also",
+        "-H",
+        "Accept: text/plain",
+        &proxy.url("/plain"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let head = r.body.to_ascii_lowercase();
+    assert!(head.starts_with("get /plain http/1.1\r\n"), "{head}");
+    assert!(head.contains("x-kept: also\r\n"), "{head}");
+    assert!(head.contains("accept: text/plain\r\n"), "{head}");
+    assert!(head.contains("host: app.test\r\n"), "{head}");
+}
+
+#[test]
 fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
     let app = HelloApp::start("app-1");
     let proxy = Proxy::start(&static_config(
