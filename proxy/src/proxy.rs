@@ -342,6 +342,11 @@ impl EdgeProxy {
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
+    /// None. pingora's default adds a response compression module, disabled,
+    /// whose context is still built and whose filters still run for every
+    /// request; edge-proxy passes bodies on as the pods sent them.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
