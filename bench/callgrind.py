@@ -2,7 +2,7 @@
 """Instructions per proxied request, counted by callgrind: the A/B figure for a
 small change on a noisy machine (the count repeats exactly from run to run).
 
-    python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off]
+    python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off] [--clients N]
                                [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited|httproute|httproute-split]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
@@ -16,7 +16,9 @@ node-wide per-client limits on, `ingress-limited` the Ingress with
 client over its rate, every request answered 429 by the proxy), with one keep-alive client that sends its cookie back as a browser does: once
 for 200 requests and once for
 1 200. (I(1 200) - I(200)) / 1 000 is the cost of one request without start-up
-and shutdown. Loopback only; both runs are bounded. Needs valgrind.
+and shutdown. `--clients 64`: as many keep-alive clients at once, sharing the
+requests (the proxy, ~50 times slower under valgrind, then serves them as under
+load). Loopback only; both runs are bounded. Needs valgrind.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +115,7 @@ def gateway_objects(route, app_port, proxy_port):
     return objects
 
 
-def instructions(binary, hello_app, requests, log, route, keep=None):
+def instructions(binary, hello_app, requests, log, route, keep=None, clients=1):
     work = tempfile.mkdtemp()
     app_port, proxy_port = free_port(), free_port()
     app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
@@ -180,22 +183,32 @@ static:
                 if status == 200:
                     break
                 time.sleep(0.5)
-        conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
-        cookie = None
-        for _ in range(requests):
-            headers = {"Host": "app.test"}
-            if route == "httproute-split":
-                headers["X-Version"] = "two"
-            if cookie:
-                headers["Cookie"] = cookie
-            conn.request("GET", "/", headers=headers)
-            response = conn.getresponse()
-            response.read()
-            assert response.status in ((200, 429) if route == "flooded" else (200,)), response.status
-            set_cookie = response.getheader("set-cookie")
-            if set_cookie:
-                cookie = set_cookie.split(";")[0]
-        conn.close()
+        def client(count):
+            conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=120)
+            cookie = None
+            for _ in range(count):
+                headers = {"Host": "app.test"}
+                if route == "httproute-split":
+                    headers["X-Version"] = "two"
+                if cookie:
+                    headers["Cookie"] = cookie
+                conn.request("GET", "/", headers=headers)
+                response = conn.getresponse()
+                response.read()
+                assert response.status in ((200, 429) if route == "flooded" else (200,)), response.status
+                set_cookie = response.getheader("set-cookie")
+                if set_cookie:
+                    cookie = set_cookie.split(";")[0]
+            conn.close()
+
+        # Concurrent clients (--clients): the proxy is ~50 times slower under
+        # valgrind, so they keep it busy and it serves them as under load.
+        threads = [threading.Thread(target=client, args=(requests // clients,))
+                   for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         time.sleep(1)
     finally:
         proxy.terminate()
@@ -220,6 +233,8 @@ def main():
     p.add_argument("--route", default="affinity",
                    choices=["affinity", "plain", "limited", "flooded", "ingress", "regex",
                             "canary", "ingress-limited", "httproute", "httproute-split"])
+    p.add_argument("--clients", type=int, default=1,
+                   help="keep-alive clients sending at once (64: the request path under load)")
     p.add_argument("--keep", metavar="FILE",
                    help="copy the 1 200-request run's callgrind.out here (for callgrind_annotate)")
     args = p.parse_args()
@@ -228,10 +243,16 @@ def main():
         hello_app = os.path.join(ROOT, "target/release/hello-app")
     if args.route in API_ROUTES:
         subprocess.run(["cargo", "build", "--quiet", "--example", "fake_api"], cwd=ROOT, check=True)
-    small = instructions(args.binary, hello_app, 200, args.log, args.route)
-    large = instructions(args.binary, hello_app, 1200, args.log, args.route, args.keep)
-    print(f"{args.binary}: {(large - small) / 1000:,.0f} instructions per request "
-          f"({args.route} route, access log {args.log}; {small:,} for 200, {large:,} for 1 200)")
+    # Whole requests per client in both runs, so the difference is 1 000 requests.
+    small_n, large_n = 200 // args.clients * args.clients, 1200 // args.clients * args.clients
+    small = instructions(args.binary, hello_app, small_n, args.log, args.route,
+                         clients=args.clients)
+    large = instructions(args.binary, hello_app, large_n, args.log, args.route, args.keep,
+                         clients=args.clients)
+    per = (large - small) / (large_n - small_n)
+    print(f"{args.binary}: {per:,.0f} instructions per request "
+          f"({args.route} route, access log {args.log}, {args.clients} client(s); "
+          f"{small:,} for {small_n}, {large:,} for {large_n})")
 
 
 if __name__ == "__main__":
