@@ -3,6 +3,7 @@
 small change on a noisy machine (the count repeats exactly from run to run).
 
     python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off] [--clients N]
+                               [--cache-sim] [--peer nginx|haproxy]
                                [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited|httproute|httproute-split]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
@@ -18,7 +19,9 @@ for 200 requests and once for
 1 200. (I(1 200) - I(200)) / 1 000 is the cost of one request without start-up
 and shutdown. `--clients 64`: as many keep-alive clients at once, sharing the
 requests (the proxy, ~50 times slower under valgrind, then serves them as under
-load). Loopback only; both runs are bounded. Needs valgrind.
+load). `--cache-sim`: also first-level and last-level cache misses per request
+(callgrind's simulated caches). `--peer nginx|haproxy`: the same count for nginx
+or HAProxy on the plain route without a log, the yardstick. Loopback only; both runs are bounded. Needs valgrind.
 """
 
 import argparse
@@ -115,7 +118,55 @@ def gateway_objects(route, app_port, proxy_port):
     return objects
 
 
-def instructions(binary, hello_app, requests, log, route, keep=None, clients=1):
+def peer_command(peer, work, proxy_port, app_port):
+    """nginx or HAProxy (Debian's, as bench/run.sh installs them) in front of the
+    one hello-app: one process, no log, the plain route's forwarding headers."""
+    conf = os.path.join(work, f"{peer}.conf")
+    if peer == "nginx":
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; master_process off; daemon off;
+pid {work}/nginx.pid; error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream hello {{ server 127.0.0.1:{app_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{proxy_port};
+        location / {{
+            proxy_pass http://hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""")
+        return ["nginx", "-c", conf, "-p", work]
+    with open(conf, "w") as f:
+        f.write(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{proxy_port}
+    option forwardfor
+    default_backend be
+backend be
+    server s0 127.0.0.1:{app_port}
+""")
+    return ["haproxy", "-f", conf, "-db"]
+
+
+def instructions(binary, hello_app, requests, log, route, keep=None, clients=1, cache_sim=False,
+                 peer=None):
+    """Event totals of one run: [Ir], or with cache_sim
+    [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw] (callgrind's order)."""
     work = tempfile.mkdtemp()
     app_port, proxy_port = free_port(), free_port()
     app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
@@ -167,7 +218,10 @@ static:
 """)
     out = os.path.join(work, "callgrind.out")
     proxy = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "--config", config],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        + (["--cache-sim=yes"] if cache_sim else [])
+        + (peer_command(peer, work, proxy_port, app_port) if peer
+           else [binary, "--config", config]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(app_port)
@@ -220,9 +274,14 @@ static:
         import shutil
         shutil.copy(out, keep)
     with open(out) as f:
+        events = []
         for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
             if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
+                totals = dict(zip(events, (int(n) for n in line.split()[1:])))
+                order = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
+                return [totals.get(e, 0) for e in order]
     sys.exit(f"no totals in {out}")
 
 
@@ -235,6 +294,10 @@ def main():
                             "canary", "ingress-limited", "httproute", "httproute-split"])
     p.add_argument("--clients", type=int, default=1,
                    help="keep-alive clients sending at once (64: the request path under load)")
+    p.add_argument("--cache-sim", action="store_true",
+                   help="also simulate the caches: first-level data and last-level misses per request")
+    p.add_argument("--peer", choices=["nginx", "haproxy"],
+                   help="measure nginx or HAProxy instead, on the plain route without a log")
     p.add_argument("--keep", metavar="FILE",
                    help="copy the 1 200-request run's callgrind.out here (for callgrind_annotate)")
     args = p.parse_args()
@@ -243,16 +306,23 @@ def main():
         hello_app = os.path.join(ROOT, "target/release/hello-app")
     if args.route in API_ROUTES:
         subprocess.run(["cargo", "build", "--quiet", "--example", "fake_api"], cwd=ROOT, check=True)
-    # Whole requests per client in both runs, so the difference is 1 000 requests.
+    # Whole requests per client in both runs (1 000 apart, 960 with 64 clients).
     small_n, large_n = 200 // args.clients * args.clients, 1200 // args.clients * args.clients
+    if args.peer:
+        args.route, args.log, args.binary = "plain", "off", args.peer
     small = instructions(args.binary, hello_app, small_n, args.log, args.route,
-                         clients=args.clients)
+                         clients=args.clients, cache_sim=args.cache_sim, peer=args.peer)
     large = instructions(args.binary, hello_app, large_n, args.log, args.route, args.keep,
-                         clients=args.clients)
-    per = (large - small) / (large_n - small_n)
-    print(f"{args.binary}: {per:,.0f} instructions per request "
+                         clients=args.clients, cache_sim=args.cache_sim, peer=args.peer)
+    per = [(b - a) / (large_n - small_n) for a, b in zip(small, large)]
+    print(f"{args.binary}: {per[0]:,.0f} instructions per request "
           f"({args.route} route, access log {args.log}, {args.clients} client(s); "
-          f"{small:,} for {small_n}, {large:,} for {large_n})")
+          f"{small[0]:,} for {small_n}, {large[0]:,} for {large_n})")
+    if args.cache_sim:
+        # callgrind's simulated caches (first-level and last-level of this CPU's sizes).
+        print(f"  per request: data reads {per[1]:,.0f}, writes {per[2]:,.0f}; "
+              f"first-level data misses {per[4] + per[5]:,.0f}, instruction misses {per[3]:,.0f}; "
+              f"last-level misses {per[6] + per[7] + per[8]:,.0f}")
 
 
 if __name__ == "__main__":
