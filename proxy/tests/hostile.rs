@@ -202,3 +202,64 @@ fn bad_limits_and_ranges_name_the_field() {
     assert!(stderr.contains("trusted_proxies[0]:"), "{stderr}");
     assert!(stderr.contains("trusted_proxies[1]:"), "{stderr}");
 }
+
+/// An upstream on 127.0.0.1 answering every request on a connection with
+/// `headers` extra response headers (`X-N: N`), then closing.
+fn upstream_with_headers(headers: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let extra: String = (0..headers).map(|i| format!("X-{i}: {i}\r\n")).collect();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = conn.write_all(response.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn response_headers_pass_in_full_up_to_the_parsers_capacity() {
+    // pingora's HTTP/1 parser has 256 header slots (filled in place, not
+    // zeroed first: third_party/pingora-core). A response using 250 of them
+    // arrives whole; one with 300 is refused as a bad upstream answer (502),
+    // and the proxy goes on serving.
+    for (count, status) in [(250, 200), (300, 502)] {
+        let upstream = upstream_with_headers(count);
+        let proxy = Proxy::start(&static_config(
+            "  - host: app.test\n    service: hello-app\n    port: 8080\n",
+            &[upstream],
+        ));
+        let response = raw_request(
+            proxy.http,
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&response);
+        assert_eq!(status_of(&response), status, "{count} headers: {text}");
+        if status == 200 {
+            for i in [0, 123, count - 1] {
+                assert!(
+                    text.contains(&format!("\r\nx-{i}: {i}\r\n")),
+                    "x-{i} missing: {text}"
+                );
+            }
+            assert!(text.ends_with("\r\n\r\nok"), "{text}");
+        }
+    }
+}

@@ -352,9 +352,14 @@ impl HttpSession {
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
             loop {
+                // edge-proxy patch: header slots left uninitialized for httparse
+                // to fill; a zeroed [Header; 256] wrote 8 KiB per parse.
+                #[cfg(not(feature = "patched_http1"))]
+                let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+                #[cfg(feature = "patched_http1")]
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                let parsed = parse_req_buffer(&mut req, &buf);
+                let mut req = httparse::Request::new(&mut []);
+                let parsed = parse_req_buffer(&mut req, &buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         self.raw_header = Some(BufRef(0, s));
@@ -1822,23 +1827,25 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
 }
 
 #[inline]
-fn parse_req_buffer<'buf>(
-    req: &mut httparse::Request<'_, 'buf>,
+fn parse_req_buffer<'h, 'buf>(
+    req: &mut httparse::Request<'h, 'buf>,
     buf: &'buf [u8],
+    #[cfg(not(feature = "patched_http1"))] headers: &'h mut [std::mem::MaybeUninit<
+        httparse::Header<'buf>,
+    >],
+    #[cfg(feature = "patched_http1")] headers: &'h mut [httparse::Header<'buf>],
 ) -> HeaderParseState {
-    use httparse::Result;
-
     #[cfg(feature = "patched_http1")]
-    fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
+    let res = {
+        *req = httparse::Request::new(headers);
         req.parse_unchecked(buf)
-    }
+    };
 
+    // edge-proxy patch: httparse writes only the slots it fills.
     #[cfg(not(feature = "patched_http1"))]
-    fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
-        req.parse(buf)
-    }
+    let res = req.parse_with_uninit_headers(buf, headers);
 
-    let res = match parse(req, buf) {
+    let res = match res {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);
