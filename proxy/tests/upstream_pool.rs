@@ -275,3 +275,72 @@ fn connections_the_upstream_closed_are_closed_without_waiting_for_traffic() {
     );
     assert!(upstream.accepted() >= 1);
 }
+
+#[test]
+fn a_fast_upstream_waits_for_a_slow_client() {
+    // The upstream can send a 128 MiB body at loopback speed; the client reads
+    // 1 KiB, then nothing for two seconds. The proxy reads from the upstream
+    // only as fast as it can write to the client (a few MiB of socket buffers
+    // in between), instead of holding the body in memory; then the whole body
+    // arrives.
+    const BODY: usize = 128 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent_by_upstream = sent.clone();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+        conn.write_all(header.as_bytes()).unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..BODY / chunk.len() {
+            if conn.write_all(&chunk).is_err() {
+                return;
+            }
+            sent_by_upstream.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+    });
+    let upstream = Upstream {
+        addr,
+        accepted: Arc::new(AtomicUsize::new(0)),
+        closed_by_proxy: Arc::new(Mutex::new(Vec::new())),
+    };
+    let proxy = proxy_to(&upstream, "");
+    let mut s = client(&proxy);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    s.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_secs(2));
+    let in_flight = sent.load(Ordering::SeqCst);
+    assert!(
+        in_flight < 48 << 20,
+        "the upstream sent {} MiB to a client that read 1 KiB",
+        in_flight >> 20
+    );
+    // Then the client reads on: every byte arrives.
+    let head_end = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut received = first.len() - head_end;
+    let mut buf = vec![0u8; 1 << 20];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received < BODY && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert_eq!(received, BODY);
+}

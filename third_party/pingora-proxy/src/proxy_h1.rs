@@ -265,8 +265,10 @@ where
                     upstream_done = task.is_end();
                     tasks.push(task);
                     // What the upstream sent with it (a small body comes in the
-                    // head's packet) goes downstream in the same write.
-                    while !upstream_done {
+                    // head's packet) goes downstream in the same write; at most a
+                    // task pipe's worth, as in the general path, so a fast upstream
+                    // cannot outrun a slow client.
+                    while !upstream_done && tasks.len() < TASK_BUFFER_SIZE {
                         match client_session.read_response_task().now_or_never() {
                             Some(Ok(task)) => {
                                 upstream_done = task.is_end();
