@@ -258,66 +258,43 @@ where
                     return (false, false, Some(e.into_down()));
                 }
             };
+            // The task read, then what the upstream sent with it (a small body
+            // comes in the head's packet), into the same downstream write; at
+            // most a task pipe's worth, as in the general path, so a fast
+            // upstream cannot outrun a slow client.
             let mut upstream_done = false;
             let mut tasks = Vec::with_capacity(2);
-            match read {
-                Ok(task) => {
-                    upstream_done = task.is_end();
-                    tasks.push(task);
-                    // What the upstream sent with it (a small body comes in the
-                    // head's packet) goes downstream in the same write; at most a
-                    // task pipe's worth, as in the general path, so a fast upstream
-                    // cannot outrun a slow client.
-                    while !upstream_done && tasks.len() < TASK_BUFFER_SIZE {
-                        match client_session.read_response_task().now_or_never() {
-                            Some(Ok(task)) => {
-                                upstream_done = task.is_end();
-                                tasks.push(task);
-                            }
-                            Some(Err(e)) => {
-                                upstream_reuse = false;
-                                tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
-                                break;
-                            }
-                            None => break,
-                        }
+            let mut next = Some(read);
+            while let Some(read) = next {
+                match read {
+                    Ok(task) => {
+                        upstream_done = task.is_end();
+                        tasks.push(task);
+                    }
+                    Err(e) => {
+                        // The message boundary was not established: no reuse.
+                        upstream_reuse = false;
+                        tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                        break;
                     }
                 }
-                Err(e) => {
-                    // The message boundary was not established: no reuse.
-                    upstream_reuse = false;
-                    tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
-                }
+                next = if upstream_done || tasks.len() == TASK_BUFFER_SIZE {
+                    None
+                } else {
+                    client_session.read_response_task().now_or_never()
+                };
             }
 
-            // process_upstream_tasks' filters, cache off.
+            // process_upstream_tasks' filters (the cache is off here).
             for slot in tasks.iter_mut() {
-                #[allow(unused_mut)]
-                let mut task = std::mem::replace(slot, HttpTask::Done);
-                #[cfg(feature = "upstream_modules")]
-                {
-                    if let HttpTask::Header(header, end_of_stream) = &task {
-                        if let Err(e) = self
-                            .inner
-                            .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                            .await
-                        {
-                            return (false, false, Some(e));
-                        }
-                    }
-                    if let Err(e) = session.upstream_modules_filter_task(&mut task).await {
-                        return (false, false, Some(e));
-                    }
-                }
-                session.upstream_compression.response_filter(&mut task);
+                let task = std::mem::replace(slot, HttpTask::Done);
                 match self
-                    .h1_response_filter(
+                    .filter_upstream_task(
                         session,
                         task,
                         ctx,
                         &mut serve_from_cache,
                         &mut range_body_filter,
-                        false,
                     )
                     .await
                 {
@@ -563,17 +540,8 @@ where
                 // skip downstream filtering entirely as the 304 will not be sent
                 break;
             }
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &t {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut t).await?;
-            session.upstream_compression.response_filter(&mut t);
             let task = self
-                .h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+                .filter_upstream_task(session, t, ctx, serve_from_cache, range_body_filter)
                 .await?;
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
@@ -1009,6 +977,35 @@ where
         // dropping rx, so a resulting task-pipe closure is treated as benign.
         pipe_state.store(PipeState::DownstreamComplete as u8, Ordering::Release);
         Ok(reuse_downstream)
+    }
+
+    /// edge-proxy patch: one upstream task through the response filters, the
+    /// cache's revalidation aside: upstream modules, upstream (de)compression,
+    /// then `h1_response_filter`. Shared by `process_upstream_tasks` and
+    /// `proxy_1to1_bodiless`.
+    async fn filter_upstream_task(
+        &self,
+        session: &mut Session,
+        mut task: HttpTask,
+        ctx: &mut SV::CTX,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<HttpTask>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        #[cfg(feature = "upstream_modules")]
+        if let HttpTask::Header(header, end_of_stream) = &task {
+            self.inner
+                .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                .await?;
+        }
+        #[cfg(feature = "upstream_modules")]
+        session.upstream_modules_filter_task(&mut task).await?;
+        session.upstream_compression.response_filter(&mut task);
+        self.h1_response_filter(session, task, ctx, serve_from_cache, range_body_filter, false)
+            .await
     }
 
     async fn h1_response_filter(
