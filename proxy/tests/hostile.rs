@@ -206,7 +206,7 @@ fn bad_limits_and_ranges_name_the_field() {
 /// An upstream on 127.0.0.1 answering every request on a connection with
 /// `headers` extra response headers (`X-N: N`), then closing.
 fn upstream_with_headers(headers: usize) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -215,13 +215,8 @@ fn upstream_with_headers(headers: usize) -> std::net::SocketAddr {
             std::thread::spawn(move || {
                 conn.set_read_timeout(Some(Duration::from_secs(10)))
                     .unwrap();
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut BufReader::new(&conn)).is_none() {
+                    return;
                 }
                 let extra: String = (0..headers).map(|i| format!("X-{i}: {i}\r\n")).collect();
                 let response = format!(

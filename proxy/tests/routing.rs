@@ -171,11 +171,7 @@ fn hop_by_hop_fields_stay_on_the_clients_hop() {
     // the removals when none is present (third_party/pingora-proxy), so both
     // kinds of request are checked.
     let origin = EchoOrigin::start("echo");
-    let config = format!(
-        "listen:\n  http: \"{{http}}\"\nadmin: \"{{admin}}\"\ndiscovery: static\nroutes:\n  - service: echo\n    port: 80\nstatic:\n  echo: [\"{}\"]\n",
-        origin.addr
-    );
-    let proxy = Proxy::start(&config);
+    let proxy = proxy_to(&origin, "");
     let hop_by_hop = [
         "Connection: keep-alive, X-Session-Hint",
         "X-Session-Hint: 7",

@@ -121,32 +121,29 @@ fn client(proxy: &Proxy) -> TcpStream {
     s
 }
 
-/// Sockets of this machine connected to `port` in CLOSE_WAIT: closed by the
-/// far end, not yet by ours (/proc/net/tcp, state 08).
-fn close_wait_towards(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let remote_port = fields[2].rsplit(':').next().unwrap();
-            u16::from_str_radix(remote_port, 16) == Ok(port) && fields[3] == "08"
-        })
-        .count()
+/// Which end of a connection a port is matched on.
+enum End {
+    /// Ours: the upstream's side of a connection to it.
+    Local,
+    /// The far end: the proxy's side of a connection to the upstream.
+    Remote,
 }
 
-/// Sockets of this machine listening side `port` in CLOSE_WAIT: connections
-/// the proxy closed towards an upstream on `port` that has not yet noticed.
-fn close_wait_from(port: u16) -> usize {
+/// Sockets of this machine in CLOSE_WAIT (closed by the far end, not yet by
+/// ours; /proc/net/tcp, state 08) whose `end` is on `port`.
+fn close_wait(end: End, port: u16) -> usize {
+    let column = match end {
+        End::Local => 1,
+        End::Remote => 2,
+    };
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     table
         .lines()
         .skip(1)
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields[1].rsplit(':').next().unwrap();
-            u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "08"
+            let end_port = fields[column].rsplit(':').next().unwrap();
+            u16::from_str_radix(end_port, 16) == Ok(port) && fields[3] == "08"
         })
         .count()
 }
@@ -173,7 +170,7 @@ fn a_client_that_leaves_ends_its_upstream_request() {
     eventually(
         "the proxy closes the upstream connection",
         Duration::from_secs(5),
-        || close_wait_from(upstream.addr.port()) == 1,
+        || close_wait(End::Local, upstream.addr.port()) == 1,
     );
     assert!(
         left.elapsed() < Duration::from_millis(1500),
@@ -271,7 +268,7 @@ fn connections_the_upstream_closed_are_closed_without_waiting_for_traffic() {
     eventually(
         "no CLOSE_WAIT towards the upstream",
         Duration::from_secs(5),
-        || close_wait_towards(upstream.addr.port()) == 0,
+        || close_wait(End::Remote, upstream.addr.port()) == 0,
     );
     assert!(upstream.accepted() >= 1);
 }
@@ -294,13 +291,8 @@ fn a_fast_upstream_waits_for_a_slow_client() {
         };
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
+        if read_request_head(&mut std::io::BufReader::new(&conn)).is_none() {
+            return;
         }
         let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
         conn.write_all(header.as_bytes()).unwrap();
