@@ -28,12 +28,16 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as bench  # noqa: E402  (the nginx and HAProxy configurations)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,47 +123,20 @@ def gateway_objects(route, app_port, proxy_port):
 
 
 def peer_command(peer, work, proxy_port, app_port):
-    """nginx or HAProxy (Debian's, as bench/run.sh installs them) in front of the
-    one hello-app: one process, no log, the plain route's forwarding headers."""
+    """nginx or HAProxy (Debian's, as bench/run.sh installs them) configured as
+    bench/run.py's plain scenario (its TLS listener included), in front of the one
+    hello-app, one process."""
+    if not os.path.exists(f"{bench.work}/tls.pem"):
+        bench.make_certificate()
     conf = os.path.join(work, f"{peer}.conf")
     if peer == "nginx":
         with open(conf, "w") as f:
-            f.write(f"""worker_processes 1; master_process off; daemon off;
-pid {work}/nginx.pid; error_log {work}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    upstream hello {{ server 127.0.0.1:{app_port}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{proxy_port};
-        location / {{
-            proxy_pass http://hello;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-""")
-        return ["nginx", "-c", conf, "-p", work]
+            f.write(bench.nginx_config(False, False, apps=[app_port], port=proxy_port))
+        # One process: callgrind writes one file, so no master forking a worker.
+        return ["nginx", "-c", conf, "-p", work, "-e", f"{work}/nginx-error.log",
+                "-g", "master_process off;"]
     with open(conf, "w") as f:
-        f.write(f"""global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{proxy_port}
-    option forwardfor
-    default_backend be
-backend be
-    server s0 127.0.0.1:{app_port}
-""")
+        f.write(bench.haproxy_config(False, False, apps=[app_port], port=proxy_port))
     return ["haproxy", "-f", conf, "-db"]
 
 
@@ -271,7 +248,6 @@ static:
         if api:
             api.kill()
     if keep and requests > 200:
-        import shutil
         shutil.copy(out, keep)
     with open(out) as f:
         events = []
@@ -326,4 +302,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)  # made by importing run.py

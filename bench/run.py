@@ -173,12 +173,12 @@ routes:
 """
 
 
-def nginx_config(log, affinity, workers=1):
+def nginx_config(log, affinity, workers=1, apps=APPS, port=PORTS["nginx"]):
     # nginx OSS cannot insert a cookie (that is `sticky`, nginx Plus only); the
     # closest is hashing a cookie the client already has.
     balance = "hash $cookie_route consistent;" if affinity else ""
     access = f"access_log {work}/nginx-access.log combined;" if log else "access_log off;"
-    servers = "".join(f"server 127.0.0.1:{p};" for p in APPS)
+    servers = "".join(f"server 127.0.0.1:{p};" for p in apps)
     return f"""worker_processes {workers};
 worker_rlimit_nofile {IDLE + 5000};
 daemon off;
@@ -190,7 +190,7 @@ http {{
     keepalive_requests 1000000;
     upstream hello {{ {balance} {servers} keepalive 64; }}
     server {{
-        listen 127.0.0.1:{PORTS['nginx']} reuseport;
+        listen 127.0.0.1:{port} reuseport;
         listen 127.0.0.1:{TLS_PORTS['nginx']} ssl reuseport;
         ssl_certificate {work}/tls.crt;
         ssl_certificate_key {work}/tls.key;
@@ -206,11 +206,11 @@ http {{
 """
 
 
-def haproxy_config(log, affinity, workers=1):
+def haproxy_config(log, affinity, workers=1, apps=APPS, port=PORTS["HAProxy"]):
     cookie = "    cookie SRV insert indirect nocache\n" if affinity else ""
     servers = "".join(
         f"    server s{i} 127.0.0.1:{p}{f' cookie s{i}' if affinity else ''}\n"
-        for i, p in enumerate(APPS))
+        for i, p in enumerate(apps))
     logging = "    log stdout format raw local0\n" if log else ""
     return f"""global
     nbthread {workers}
@@ -223,7 +223,7 @@ def haproxy_config(log, affinity, workers=1):
     option http-keep-alive
     http-reuse always
 {'    log global' + chr(10) + '    option httplog' + chr(10) if log else ''}frontend web
-    bind 127.0.0.1:{PORTS['HAProxy']}
+    bind 127.0.0.1:{port}
     bind 127.0.0.1:{TLS_PORTS['HAProxy']} ssl crt {work}/tls.pem
     option forwardfor
     default_backend hello
