@@ -563,7 +563,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed()
                 .await
                 .ok()
                 .flatten()
@@ -1216,7 +1216,7 @@ where
                     }
                     return session
                         .downstream_session
-                        .finish()
+                        .finish_boxed()
                         .await
                         .ok()
                         .flatten()
@@ -1231,9 +1231,14 @@ where
             }
         }
 
-        if let Some((reuse, err)) = self.proxy_cache(&mut session, &mut ctx).await {
-            // cache hit
-            return self.finish(session, &mut ctx, reuse, err).await;
+        // edge-proxy patch: boxed, and only when the cache takes part (see
+        // `cache_request_phase`).
+        if let Some(phase) = self.cache_request_phase(&mut session, &mut ctx) {
+            let cached = Box::pin(self.proxy_cache(&mut session, &mut ctx, phase)).await;
+            if let Some((reuse, err)) = cached {
+                // cache hit
+                return self.finish(session, &mut ctx, reuse, err).await;
+            }
         }
         // either uncacheable, or cache miss
 
@@ -1340,7 +1345,12 @@ where
         // allow unwrap until if let chains
         #[allow(clippy::unnecessary_unwrap)]
         let serve_stale_result = if proxy_error.is_some() && session.cache.can_serve_stale_error() {
-            self.handle_stale_if_error(&mut session, &mut ctx, proxy_error.as_ref().unwrap())
+            // edge-proxy patch: boxed, as `proxy_cache` (1.8 KiB, cold).
+            Box::pin(self.handle_stale_if_error(
+                &mut session,
+                &mut ctx,
+                proxy_error.as_ref().unwrap(),
+            ))
                 .await
         } else {
             None
@@ -1416,7 +1426,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed()
                 .await
                 .ok()
                 .flatten()
@@ -1579,13 +1589,22 @@ where
 {
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.process_new_http_boxed(Box::new(session), shutdown)
+            .await
+    }
+
+    // edge-proxy patch: the session arrives boxed (see the trait), so this
+    // future holds a pointer where it held the session twice.
+    async fn process_new_http_boxed(
+        self: &Arc<Self>,
+        mut session: Box<HttpSession>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
         let mut session = match self.handle_new_request(session).await {

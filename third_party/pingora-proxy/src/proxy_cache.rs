@@ -27,17 +27,25 @@ use std::time::SystemTime;
 
 const DEFAULT_MAX_CACHE_LOCK_RETRIES: usize = 2;
 
+/// What the cache does with a request (edge-proxy patch, see `cache_request_phase`).
+pub(crate) enum CachePhase {
+    Purge,
+    Lookup,
+}
+
 impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
-    // return bool: server_session can be reused, and error if any
-    pub(crate) async fn proxy_cache(
-        self: &Arc<Self>,
+    // edge-proxy patch: the request phase's synchronous part, which says
+    // whether the cache takes part in this request at all. The rest
+    // (`proxy_cache`) is awaited boxed, and only then: its future (1.8 KiB)
+    // was part of every request's future, copied whole per request.
+    pub(crate) fn cache_request_phase(
+        &self,
         session: &mut Session,
         ctx: &mut SV::CTX,
-    ) -> Option<(bool, Option<Box<Error>>)>
-    // None: continue to proxy, Some: return
+    ) -> Option<CachePhase>
     where
         SV: ProxyHttp + Send + Sync + 'static,
         SV::CTX: Send + Sync,
@@ -70,7 +78,7 @@ where
 
         // cache purge logic: PURGE short-circuits rest of request
         if self.inner.is_purge(session, ctx) {
-            return self.proxy_purge(session, ctx).await;
+            return Some(CachePhase::Purge);
         }
 
         // bypass cache lookup if we predict to be uncacheable
@@ -80,6 +88,24 @@ where
 
         if !session.cache.enabled() {
             return None;
+        }
+        Some(CachePhase::Lookup)
+    }
+
+    // return bool: server_session can be reused, and error if any
+    pub(crate) async fn proxy_cache(
+        self: &Arc<Self>,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        phase: CachePhase,
+    ) -> Option<(bool, Option<Box<Error>>)>
+    // None: continue to proxy, Some: return
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        SV::CTX: Send + Sync,
+    {
+        if let CachePhase::Purge = phase {
+            return self.proxy_purge(session, ctx).await;
         }
 
         // cache lookup logic

@@ -287,6 +287,38 @@ impl Session {
         }
     }
 
+    /// [`Self::finish`] for a boxed session.
+    // edge-proxy patch: the future holds the box, not the session: `finish`'s
+    // future kept three copies of it (3.9 KiB), and every proxied request's
+    // future carried that, copied whole into its allocation per request.
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        match &mut *self {
+            Self::H1(s) => {
+                // need to flush body due to buffering
+                s.finish_body().await?;
+                if !s.settle_for_reuse().await? {
+                    return Ok(None);
+                }
+            }
+            Self::H2(s) => {
+                s.finish()?;
+                return Ok(None);
+            }
+            Self::Subrequest(s) => {
+                s.finish().await?;
+                return Ok(None);
+            }
+            Self::Custom(s) => {
+                s.finish().await?;
+                return Ok(None);
+            }
+        }
+        match *self {
+            Self::H1(s) => Ok(Some(s.into_reusable_stream())),
+            _ => Ok(None),
+        }
+    }
+
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
     /// other than cleanup via finish().
     ///

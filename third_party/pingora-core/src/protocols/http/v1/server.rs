@@ -1481,27 +1481,39 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        if self.settle_for_reuse().await? {
+            Ok(Some(self.into_reusable_stream()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    // edge-proxy patch: `reuse` in two steps, so that a caller holding the
+    // session boxed awaits on a reference instead of moving the session (680
+    // bytes, kept twice) into the future. Whether the connection can be
+    // reused: drains the request body if so, shuts the connection down if not.
+    pub(crate) async fn settle_for_reuse(&mut self) -> Result<bool> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
-            Ok(None)
-        } else {
-            self.drain_request_body().await?;
-            if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
-                debug!("bytes overread on request, disallowing reuse");
-                Ok(None)
-            } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
-            }
+            return Ok(false);
         }
+        self.drain_request_body().await?;
+        if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
+            debug!("bytes overread on request, disallowing reuse");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    // The stream and any pipelined bytes, once `settle_for_reuse` said yes.
+    pub(crate) fn into_reusable_stream(mut self) -> ReusableHttpStream {
+        let pipelined_prefix = self
+            .pipelining_enabled
+            .then(|| self.take_body_overread())
+            .flatten()
+            .filter(|prefix| !prefix.is_empty());
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
