@@ -63,7 +63,7 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
                 _ => return None,
             }
         }
-        let mut session = ServerSession::new_http1(stream);
+        let mut session = Box::new(ServerSession::new_http1(stream));
         session.set_keepalive_reuses_remaining(reuses);
         // Header names are case-insensitive; keeping their case costs a
         // second header map per request and per response (7% of the
@@ -73,7 +73,7 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
         if let Some(settings) = persistent.take() {
             settings.apply_to_session(&mut session);
         }
-        let reused: ReusedHttpStream = app.process_new_http(session, shutdown).await?;
+        let reused: ReusedHttpStream = app.process_new_http_boxed(session, shutdown).await?;
         (stream, persistent) = reused.consume();
     }
     None
