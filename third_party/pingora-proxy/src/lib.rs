@@ -417,73 +417,39 @@ where
             Err(e) => return (false, Some(e)),
         };
 
-        let client_session = self.client_upstream.get_http_session(&*peer).await;
-        match client_session {
-            Ok((client_session, client_reused)) => {
-                let (server_reused, error) = match client_session {
-                    ClientSession::H1(mut h1) => {
+        // edge-proxy patch: the upstream session leaves `get_http_session`'s
+        // result boxed (`into_upstream`, synchronous), so that this future,
+        // copied whole into its box per request, does not keep by-value copies
+        // of it (480 bytes each); h2 and custom sessions go on in one boxed
+        // function, their release included.
+        let connected = self
+            .client_upstream
+            .get_http_session(&*peer)
+            .await
+            .map(into_upstream);
+        match connected {
+            Ok((upstream, client_reused)) => {
+                let (server_reused, error) = match upstream {
+                    Upstream::H1(mut h1) => {
                         let (server_reused, client_reuse, error) = self
                             .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
                             .await;
                         if client_reuse {
-                            let session = ClientSession::H1(h1);
                             self.client_upstream
-                                .release_http_session(session, &*peer, peer.idle_timeout())
+                                .release_http1_session(h1, &*peer, peer.idle_timeout())
                                 .await;
                         }
                         (server_reused, error)
                     }
-                    ClientSession::H2(mut h2) => {
-                        // edge-proxy patch: the h2 and custom paths are boxed, so
-                        // their (large) futures are allocated only when taken
-                        // instead of sizing every request's future (third_party/README.md).
-                        let (server_reused, mut error) = Box::pin(self.proxy_to_h2_upstream(
+                    Upstream::Other(client_session) => {
+                        Box::pin(self.proxy_to_other_upstream(
                             session,
-                            &mut h2,
+                            *client_session,
                             client_reused,
                             &peer,
                             ctx,
                         ))
-                        .await;
-                        let session = ClientSession::H2(h2);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-
-                        if let Some(e) = error.as_mut() {
-                            // try to downgrade if A. origin says so or B. origin sends an invalid
-                            // response, which usually means origin h2 is not production ready
-                            if matches!(e.etype, H2Downgrade | InvalidH2) {
-                                if peer
-                                    .get_alpn()
-                                    .is_none_or(|alpn| alpn.get_min_http_version() == 1)
-                                {
-                                    // Add the peer to prefer h1 so that all following requests
-                                    // will use h1
-                                    self.client_upstream.prefer_h1(&*peer);
-                                } else {
-                                    // the peer doesn't allow downgrading to h1 (e.g. gRPC)
-                                    e.retry = false.into();
-                                }
-                            }
-                        }
-
-                        (server_reused, error)
-                    }
-                    ClientSession::Custom(mut c) => {
-                        let (server_reused, error) = Box::pin(self.proxy_to_custom_upstream(
-                            session,
-                            &mut c,
-                            client_reused,
-                            &peer,
-                            ctx,
-                        ))
-                        .await; // edge-proxy patch (see the h2 arm)
-                        let session = ClientSession::Custom(c);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-                        (server_reused, error)
+                        .await
                     }
                 };
                 (
@@ -498,6 +464,64 @@ where
                 e.as_up();
                 let new_err = self.inner.fail_to_connect(session, &peer, ctx, e);
                 (false, Some(new_err.into_up()))
+            }
+        }
+    }
+
+    /// `proxy_to_upstream` for an h2 or a custom upstream session, released
+    /// after (edge-proxy patch: split out to box it, see `into_upstream`).
+    async fn proxy_to_other_upstream(
+        &self,
+        session: &mut Session,
+        client_session: ClientSession<C::Session>,
+        client_reused: bool,
+        peer: &HttpPeer,
+        ctx: &mut SV::CTX,
+    ) -> (bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        match client_session {
+            ClientSession::H1(_) => unreachable!("into_upstream keeps HTTP/1 sessions apart"),
+            ClientSession::H2(mut h2) => {
+                let (server_reused, mut error) = self
+                    .proxy_to_h2_upstream(session, &mut h2, client_reused, peer, ctx)
+                    .await;
+                let session = ClientSession::H2(h2);
+                self.client_upstream
+                    .release_http_session(session, peer, peer.idle_timeout())
+                    .await;
+
+                if let Some(e) = error.as_mut() {
+                    // try to downgrade if A. origin says so or B. origin sends an invalid
+                    // response, which usually means origin h2 is not production ready
+                    if matches!(e.etype, H2Downgrade | InvalidH2) {
+                        if peer
+                            .get_alpn()
+                            .is_none_or(|alpn| alpn.get_min_http_version() == 1)
+                        {
+                            // Add the peer to prefer h1 so that all following requests
+                            // will use h1
+                            self.client_upstream.prefer_h1(peer);
+                        } else {
+                            // the peer doesn't allow downgrading to h1 (e.g. gRPC)
+                            e.retry = false.into();
+                        }
+                    }
+                }
+
+                (server_reused, error)
+            }
+            ClientSession::Custom(mut c) => {
+                let (server_reused, error) = self
+                    .proxy_to_custom_upstream(session, &mut c, client_reused, peer, ctx)
+                    .await;
+                let session = ClientSession::Custom(c);
+                self.client_upstream
+                    .release_http_session(session, peer, peer.idle_timeout())
+                    .await;
+                (server_reused, error)
             }
         }
     }
@@ -578,6 +602,23 @@ where
             ctx.release_write_lock();
         }
     }
+}
+
+/// An upstream session as `proxy_to_upstream` holds it (edge-proxy patch):
+/// boxed, HTTP/1 apart from the rest.
+enum Upstream<S> {
+    H1(Box<HttpSessionV1>),
+    Other(Box<S>),
+}
+
+fn into_upstream<S>(
+    (session, reused): (ClientSession<S>, bool),
+) -> (Upstream<ClientSession<S>>, bool) {
+    let upstream = match session {
+        ClientSession::H1(h1) => Upstream::H1(Box::new(h1)),
+        other => Upstream::Other(Box::new(other)),
+    };
+    (upstream, reused)
 }
 
 use pingora_cache::HttpCache;

@@ -130,11 +130,28 @@ where
             }
         }
 
-        // edge-proxy patch: most requests need none of the duplex machinery below.
+        // edge-proxy patch: most requests need none of the duplex machinery,
+        // which is boxed so that its future (2 KiB) is allocated only when
+        // taken instead of sizing every request's future.
         if is_bodiless_h1_exchange(session, upstream_upgrade) {
             return self.proxy_1to1_bodiless(session, client_session, ctx).await;
         }
+        Box::pin(self.proxy_1to1_duplex(session, client_session, ctx)).await
+    }
 
+    /// The general path of `proxy_1to1` once the request head is sent: the
+    /// request body and the response flow at once, as two halves joined by
+    /// `try_join!` (edge-proxy patch: split out of `proxy_1to1` to box it).
+    async fn proxy_1to1_duplex(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         let mut downstream_custom_message_writer = session
             .downstream_session
             .as_custom_mut()

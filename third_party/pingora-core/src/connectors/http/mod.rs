@@ -166,6 +166,19 @@ where
         }
     }
 
+    /// [`Self::release_http_session`] for a boxed HTTP/1 session (edge-proxy
+    /// patch: the session is not moved into the future, see v1's).
+    pub async fn release_http1_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: Box<Http1Session>,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.h1
+            .release_boxed_session(session, peer, idle_timeout)
+            .await
+    }
+
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.h2.prefer_h1(peer);

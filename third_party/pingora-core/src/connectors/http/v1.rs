@@ -63,6 +63,25 @@ impl Connector {
         }
     }
 
+    /// [`Self::release_http_session`] for a boxed session.
+    // edge-proxy patch: the session stays in its box; only closing it awaits.
+    // `release_http_session`'s future held it twice and `reuse`'s twice more
+    // (3 KiB, part of every proxied request's future).
+    pub async fn release_boxed_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        mut session: Box<HttpSession>,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        session.respect_keepalive();
+        if session.keep_for_reuse() {
+            self.transport
+                .release_stream(session.into_inner(), peer.reuse_hash(), idle_timeout);
+        } else {
+            session.shutdown().await;
+        }
+    }
+
     /// Return the number of times a pooled connection was found to contain
     /// unexpected data from the server.
     pub fn unexpected_data_connection_count(&self) -> u64 {

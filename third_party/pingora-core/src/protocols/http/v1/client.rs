@@ -680,20 +680,26 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
+        if self.keep_for_reuse() {
+            Some(self.underlying_stream)
+        } else {
+            self.shutdown().await;
+            None
+        }
+    }
+
+    // edge-proxy patch: `reuse`'s decision without a future (pingora's TODO:
+    // "unnecessarily slow for keepalive case because that case does not need
+    // async"). False when the connection must be shut down.
+    pub(crate) fn keep_for_reuse(&mut self) -> bool {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
-        match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+        if matches!(self.keepalive_timeout, KeepaliveStatus::Off) {
+            debug!("HTTP shutdown connection");
+            return false;
         }
+        true
     }
 
     fn init_body_reader(&mut self) {
