@@ -52,15 +52,13 @@ impl Connector {
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
-        mut session: HttpSession,
+        session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
     ) {
-        session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
-        }
+        // edge-proxy patch: one implementation, `release_boxed_session`'s.
+        self.release_boxed_session(Box::new(session), peer, idle_timeout)
+            .await
     }
 
     /// [`Self::release_http_session`] for a boxed session.

@@ -266,25 +266,8 @@ impl Session {
     /// For H2, always return None because H2 stream is not reusable.
     /// For subrequests, there is no true underlying stream to return.
     pub async fn finish(self) -> Result<Option<ReusableHttpStream>> {
-        match self {
-            Self::H1(mut s) => {
-                // need to flush body due to buffering
-                s.finish_body().await?;
-                s.reuse().await
-            }
-            Self::H2(mut s) => {
-                s.finish()?;
-                Ok(None)
-            }
-            Self::Subrequest(mut s) => {
-                s.finish().await?;
-                Ok(None)
-            }
-            Self::Custom(mut s) => {
-                s.finish().await?;
-                Ok(None)
-            }
-        }
+        // edge-proxy patch: one implementation, `finish_boxed`'s.
+        Box::new(self).finish_boxed().await
     }
 
     /// [`Self::finish`] for a boxed session.
