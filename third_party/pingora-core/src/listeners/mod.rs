@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{ErrorType::AcceptError, OrErr, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -313,6 +313,15 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// edge-proxy patch: see [L4Stream::into_current_runtime].
+    pub fn into_current_runtime(mut self) -> Result<Self> {
+        self.l4 = self
+            .l4
+            .into_current_runtime()
+            .or_err(AcceptError, "moving the accepted connection to its worker")?;
+        Ok(self)
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {

@@ -410,7 +410,23 @@ impl Server {
             runtime_opts,
         );
         let service_name = service.name().to_string();
-        service_runtime.get_handle().spawn(async move {
+        // edge-proxy patch: with work stealing off, the service learns every
+        // worker's runtime (crate::services::WORKERS), so that a listening
+        // service can accept on each and keep a connection where it was
+        // accepted, its socket registered with the worker that runs it.
+        let workers: Vec<tokio::runtime::Handle> = match &service_runtime {
+            Runtime::NoSteal(rt) => (0..rt.threads())
+                .map(|i| rt.get_runtime_at(i).clone())
+                .collect(),
+            Runtime::Steal { .. } => Vec::new(),
+        };
+        if workers.len() > 1 {
+            // Spawned before any connection is: each worker's first task.
+            for (i, worker) in workers.iter().enumerate() {
+                worker.spawn(async move { crate::services::set_worker_index(i + 1) });
+            }
+        }
+        let service_task = async move {
             // Wait for all dependencies to be ready
             let mut time_waited_opt: Option<Duration> = None;
             for mut watch in dependency_watches {
@@ -441,7 +457,10 @@ impl Server {
                 )
                 .await;
             info!("service '{}' exited.", service_name);
-        });
+        };
+        service_runtime
+            .get_handle()
+            .spawn(crate::services::WORKERS.scope(workers, service_task));
         service_runtime
     }
 

@@ -187,6 +187,10 @@ impl<A> Service<A> {
     }
 }
 
+/// An accepted connection's handshake (TLS, if any), boxed.
+type Handshake =
+    std::pin::Pin<Box<dyn std::future::Future<Output = pingora_error::Result<Stream>> + Send>>;
+
 impl<A: ServerApp + Send + Sync + 'static> Service<A> {
     pub async fn handle_event(event: Stream, app_logic: Arc<A>, shutdown: ShutdownWatch) {
         debug!("new event!");
@@ -203,7 +207,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        workers: Vec<tokio::runtime::Handle>,
     ) {
+        // edge-proxy patch: with work stealing off, connections are dealt to
+        // the `workers` in turn and registered with the one serving them
+        // (pingora's own choice is a random worker, the socket left on the
+        // accepting one's epoll: a cross-thread wake-up for every event).
+        let mut next_worker = 0;
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
@@ -236,8 +246,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     // spawn, so that the task does not hold a slot for the
                     // unaccepted stream either (~450 bytes per connection).
                     let peer_addr = io.peer_addr();
-                    let handshake = Box::pin(io.handshake());
-                    current_handle().spawn(async move {
+                    let (runtime, handshake) = match workers.len() {
+                        0 => (current_handle(), Box::pin(io.handshake()) as Handshake),
+                        1 => (workers[0].clone(), Box::pin(io.handshake()) as Handshake),
+                        n => {
+                            next_worker = (next_worker + 1) % n;
+                            let handshake: Handshake =
+                                Box::pin(
+                                    async move { io.into_current_runtime()?.handshake().await },
+                                );
+                            (workers[next_worker].clone(), handshake)
+                        }
+                    };
+                    runtime.spawn(async move {
                         match timeout(Duration::from_secs(60), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
@@ -306,15 +327,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         let app_logic = Arc::new(app_logic);
 
         let mut handlers = Vec::new();
+        // Read here: a task-local is not passed on to the tasks spawned below.
+        let workers = crate::services::WORKERS
+            .try_with(|w| w.clone())
+            .unwrap_or_default();
 
         endpoints.into_iter().for_each(|endpoint| {
             for _ in 0..listeners_per_fd {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                let workers = workers.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, workers).await;
                 });
 
                 handlers.push(jh);

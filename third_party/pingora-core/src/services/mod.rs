@@ -40,6 +40,26 @@ use crate::server::ShutdownWatch;
 pub mod background;
 pub mod listening;
 
+tokio::task_local! {
+    /// edge-proxy patch: the runtime of each worker thread when work stealing
+    /// is off (empty when it is on), set around [Service::start_service].
+    pub static WORKERS: Vec<tokio::runtime::Handle>;
+}
+
+thread_local! {
+    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// edge-proxy patch: which of several workers without work stealing this
+/// thread is, from 1; 0 on any other thread (one worker, or stealing on).
+pub fn worker_index() -> usize {
+    WORKER_INDEX.with(|w| w.get())
+}
+
+pub(crate) fn set_worker_index(index: usize) {
+    WORKER_INDEX.with(|w| w.set(index));
+}
+
 /// A notification channel for signaling when a service has become ready.
 ///
 /// Services can use this to notify other services that may depend on them

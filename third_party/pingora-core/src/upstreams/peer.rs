@@ -831,7 +831,19 @@ impl Peer for HttpPeer {
 
     // TODO: change connection pool to accept u64 instead of String
     fn reuse_hash(&self) -> u64 {
-        self.peer_hash()
+        // edge-proxy patch: with work stealing off, each worker keeps its own
+        // upstream connections: a socket stays registered with the worker
+        // that opened it, so one reused by another worker would reach it only
+        // through the first one's event loop.
+        match crate::services::worker_index() {
+            0 => self.peer_hash(),
+            worker => {
+                let mut hasher = AHasher::default();
+                self.hash(&mut hasher);
+                worker.hash(&mut hasher);
+                hasher.finish()
+            }
+        }
     }
 
     fn get_peer_options(&self) -> Option<&PeerOptions> {

@@ -855,8 +855,13 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // edge-proxy patch: no stream is left only where moving it to another
+        // runtime failed (into_current_runtime), and the socket is closed.
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &stream.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),
@@ -915,6 +920,26 @@ impl AsyncRead for Stream {
 }
 
 impl Stream {
+    /// edge-proxy patch: the socket registered with the runtime this is
+    /// called on instead of the one it was accepted on, for a connection
+    /// served by another worker than the one accepting. Called before
+    /// anything is read or written (the buffers are not kept). The file
+    /// descriptor stays the same, so the socket digest stays true.
+    pub fn into_current_runtime(mut self) -> io::Result<Self> {
+        let Some(buffered) = self.stream.take() else {
+            return Ok(self);
+        };
+        let mut raw = buffered.into_inner();
+        raw.stream = match raw.stream {
+            RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            #[cfg(unix)]
+            RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
+            virt @ RawStream::Virtual(_) => virt,
+        };
+        self.stream = Some(BufferedStream::with_capacity(0, 0, raw));
+        Ok(self)
+    }
+
     // edge-proxy patch: a new write buffer of `capacity` over the same raw
     // stream; only called with nothing buffered (see release_idle_buffers).
     fn rebuffer_write(&mut self, capacity: usize) {
