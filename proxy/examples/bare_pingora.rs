@@ -38,8 +38,12 @@ fn main() {
         !upstreams.is_empty(),
         "usage: bare_pingora LISTEN UPSTREAM..."
     );
+    // The server settings edge-proxy runs with (main.rs), so that this stays
+    // the floor under its figures.
     let conf = ServerConf {
         threads: 1,
+        work_stealing: false,
+        upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -199,6 +199,14 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         // pingora's 128 is below what 512 busy clients keep in flight: each
         // request past it opened a new upstream connection and closed it after.
         upstream_keepalive_pool_size: 1024,
+        // Each worker its own single-threaded runtime (nginx's model): it
+        // runs ready connections first come, first served, where one
+        // work-stealing worker kept 256 in its local queue and left the rest
+        // to a queue it checks one turn in 61 (p99 at 512 clients 2.5x
+        // lower), and no stealing is cheaper per request (6-10%). Accepted
+        // connections are dealt to the workers in turn, and each worker keeps
+        // its own upstream connections (the pingora patches in third_party).
+        work_stealing: false,
         grace_period_seconds: Some(drain_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -2,7 +2,8 @@
 //! and reused request after request, checked when taken, so an upstream that
 //! closed one costs no request, and closed by the proxy when the route's idle
 //! timeout passes or the upstream closed them, without waiting for traffic;
-//! and an upstream request whose client left is not waited for.
+//! kept per worker; and an upstream request whose client left is not waited
+//! for.
 
 mod utils;
 
@@ -185,7 +186,9 @@ fn a_client_that_leaves_ends_its_upstream_request() {
 #[test]
 fn one_upstream_connection_serves_request_after_request() {
     let upstream = Upstream::start(None);
-    let proxy = proxy_to(&upstream, "");
+    // One worker: one pool for every client (with more, each has its own,
+    // as the next test shows).
+    let proxy = proxy_to(&upstream, "threads: 1\n");
     let mut a = client(&proxy);
     let first = get(&mut a);
     for _ in 0..30 {
@@ -198,6 +201,36 @@ fn one_upstream_connection_serves_request_after_request() {
     let mut b = client(&proxy);
     assert_eq!(get(&mut b), first);
     assert_eq!(upstream.accepted(), 1);
+}
+
+#[test]
+fn two_workers_take_client_connections_in_turn_each_with_its_own_upstream_connections() {
+    // Each worker runs its own event loop (no work stealing): accepted
+    // connections are dealt to them in turn, and a worker reuses only the
+    // upstream connections it opened, which its event loop watches.
+    let upstream = Upstream::start(None);
+    let proxy = proxy_to(&upstream, "threads: 2\n");
+    // Opened one after another, each answered before the next is opened.
+    let mut clients: Vec<TcpStream> = Vec::new();
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        let mut c = client(&proxy);
+        first.push(get(&mut c));
+        clients.push(c);
+    }
+    // Requests one at a time: a worker never needs a second connection.
+    for _ in 0..10 {
+        for (c, want) in clients.iter_mut().zip(&first) {
+            assert_eq!(&get(c), want);
+        }
+    }
+    assert_eq!(upstream.accepted(), 2, "one upstream connection per worker");
+    assert_ne!(
+        first[0], first[1],
+        "the second client went to the other worker"
+    );
+    assert_eq!(first[0], first[2]);
+    assert_eq!(first[1], first[3]);
 }
 
 #[test]
