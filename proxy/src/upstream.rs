@@ -160,14 +160,13 @@ impl Upstream {
     async fn refresh(&self) -> pingora::Result<()> {
         self.balancer.update().await?;
         let all = self.balancer.backends();
-        let ready = all
-            .get_backend()
+        let backends = all.get_backend();
+        let ready = backends
             .iter()
             .filter(|b| all.ready(b))
             .filter_map(|b| b.addr.as_inet().copied())
             .collect();
         self.ready.store(Arc::new(ready));
-        let backends = all.get_backend();
         let index = backends
             .iter()
             .filter_map(|b| b.addr.as_inet().map(|a| (self.hasher.id(a), *a)))

@@ -412,8 +412,8 @@ impl Server {
         let service_name = service.name().to_string();
         // edge-proxy patch: with work stealing off, the service learns every
         // worker's runtime (crate::services::WORKERS), so that a listening
-        // service can accept on each and keep a connection where it was
-        // accepted, its socket registered with the worker that runs it.
+        // service can deal connections to them, each registered with the
+        // worker that runs it.
         let workers: Vec<tokio::runtime::Handle> = match &service_runtime {
             Runtime::NoSteal(rt) => (0..rt.threads())
                 .map(|i| rt.get_runtime_at(i).clone())

@@ -247,8 +247,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     // unaccepted stream either (~450 bytes per connection).
                     let peer_addr = io.peer_addr();
                     let (runtime, handshake) = match workers.len() {
-                        0 => (current_handle(), Box::pin(io.handshake()) as Handshake),
-                        1 => (workers[0].clone(), Box::pin(io.handshake()) as Handshake),
+                        // None known, or this one only: as upstream.
+                        0 | 1 => (current_handle(), Box::pin(io.handshake()) as Handshake),
                         n => {
                             next_worker = (next_worker + 1) % n;
                             let handshake: Handshake =
