@@ -7,9 +7,9 @@ wall-clock A/B of a change, where bench/callgrind.py gives its instructions.
 
 Same set-up as bench/run.sh's pinned scenarios (run that once first: it
 installs HAProxy and wrk and builds hello-app): each proxy one worker on CPU 1,
-wrk and three hello-apps on CPU 0, interleaved 5 s runs, medians. CPU per
-request is split into user and system time (from /proc), since a change to the
-proxy's own code moves only the first. `--log` turns on the access log and
+wrk and three hello-apps on CPU 0, interleaved 5 s runs (old and new take turns
+going first), medians. CPU per request is split into user and system time (from
+/proc), since a change to the proxy's own code moves only the first. `--log` turns on the access log and
 cookie affinity (HAProxy: `cookie insert` and its log). `--workers N` is
 run.py's "2 workers" scenario instead: every proxy N workers, wrk N threads,
 nothing pinned. Loopback only.
@@ -19,7 +19,6 @@ Not a test: nothing here asserts a timing.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,37 +38,23 @@ def main():
     proxy_cpu, client_cpu = (None, None) if args.workers else (bench.PROXY_CPU, bench.CLIENT_CPU)
     os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     bench.make_certificate()
-    for port in bench.APPS:
-        bench.spawn([f"{bench.BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], client_cpu,
-                    stderr=subprocess.DEVNULL)
-        bench.wait_port(port)
-    targets = {}
-    for k, (name, binary) in enumerate((("old", args.old), ("new", args.new))):
-        port, tls = 18300 + k, 18310 + k
-        config = (bench.edge_config(args.log, args.log, workers)
-                  .replace(f"127.0.0.1:{bench.PORTS['edge-proxy']}", f"127.0.0.1:{port}")
-                  .replace(f"127.0.0.1:{bench.TLS_PORTS['edge-proxy']}", f"127.0.0.1:{tls}"))
-        path = f"{bench.work}/{name}.yaml"
-        with open(path, "w") as f:
-            f.write(config)
-        proc = bench.spawn([binary, "--config", path], proxy_cpu,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        bench.wait_port(port)
-        targets[name] = (proc, port)
-    with open(f"{bench.work}/haproxy.cfg", "w") as f:
-        f.write(bench.haproxy_config(args.log, args.log, workers))
-    haproxy = bench.spawn(["haproxy", "-f", f"{bench.work}/haproxy.cfg", "-db"], proxy_cpu,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench.wait_port(bench.PORTS["HAProxy"])
+    bench.start_apps(client_cpu)
+    targets = {name: bench.start_edge_build(binary, k, args.log, args.log, workers, proxy_cpu)
+               for k, (name, binary) in enumerate((("old", args.old), ("new", args.new)))}
+    haproxy = bench.start_haproxy(args.log, args.log, workers, proxy_cpu)
     targets["HAProxy"] = (haproxy, bench.PORTS["HAProxy"])
-
     headers = {n: [bench.cookie_from(port)] if args.log else [] for n, (_, port) in targets.items()}
     samples = {name: [] for name in targets}
     load = {"cpu": client_cpu, "threads": workers}
     for name, (_, port) in targets.items():
         bench.wrk(port, args.connections, 1, headers[name], **load)  # warm pools and caches
-    for _ in range(args.rounds):
-        for name, (proc, port) in targets.items():
+    for i in range(args.rounds):
+        # The pair takes turns going first: whichever runs right after the
+        # other wins or loses by position alone (the same binary twice, one
+        # round: 0.75-0.86x).
+        order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
+        for name in order + ["HAProxy"]:
+            proc, port = targets[name]
             u0, s0 = bench.cpu_times(proc.pid)
             r = bench.wrk(port, args.connections, 5, headers[name], **load)
             u1, s1 = bench.cpu_times(proc.pid)
@@ -94,7 +79,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in bench.children:
-            bench.stop(p)
-        import shutil
-        shutil.rmtree(bench.work, ignore_errors=True)
+        bench.cleanup()

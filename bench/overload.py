@@ -12,7 +12,6 @@ twice the connections. Loopback only. Not a test: nothing here asserts a timing.
 """
 
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -25,28 +24,10 @@ def main():
     conns, seconds, binaries = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
     os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     bench.make_certificate()
-    for port in bench.APPS:
-        bench.spawn([f"{bench.BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], bench.CLIENT_CPU,
-                    stderr=subprocess.DEVNULL)
-        bench.wait_port(port)
-    targets = []
-    for k, binary in enumerate(binaries):
-        port, tls = 18300 + k, 18310 + k
-        config = (bench.edge_config(False, False)
-                  .replace(f"127.0.0.1:{bench.PORTS['edge-proxy']}", f"127.0.0.1:{port}")
-                  .replace(f"127.0.0.1:{bench.TLS_PORTS['edge-proxy']}", f"127.0.0.1:{tls}"))
-        path = f"{bench.work}/{k}.yaml"
-        with open(path, "w") as f:
-            f.write(config)
-        bench.spawn([binary, "--config", path], bench.PROXY_CPU,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        bench.wait_port(port)
-        targets.append((binary, port))
-    with open(f"{bench.work}/haproxy.cfg", "w") as f:
-        f.write(bench.haproxy_config(False, False))
-    bench.spawn(["haproxy", "-f", f"{bench.work}/haproxy.cfg", "-db"], bench.PROXY_CPU,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench.wait_port(bench.PORTS["HAProxy"])
+    bench.start_apps()
+    targets = [(binary, bench.start_edge_build(binary, k, False, False)[1])
+               for k, binary in enumerate(binaries)]
+    bench.start_haproxy(False, False)
     targets.append(("HAProxy", bench.PORTS["HAProxy"]))
     for name, port in targets:
         r = bench.wrk(port, conns, seconds)
@@ -58,7 +39,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in bench.children:
-            bench.stop(p)
-        import shutil
-        shutil.rmtree(bench.work, ignore_errors=True)
+        bench.cleanup()

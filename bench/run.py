@@ -456,13 +456,50 @@ def idle_connections(procs, batch=None):
     return out
 
 
+def start_apps(cpu=CLIENT_CPU):
+    """The three hello-apps every proxy sends to."""
+    for i, port in enumerate(APPS):
+        spawn([f"{BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], cpu,
+              stderr=subprocess.DEVNULL, env={**os.environ, "POD_NAME": f"hello-{i + 1}"})
+        wait_port(port)
+
+
+def start_edge_build(binary, index, log, affinity, workers=1, cpu=PROXY_CPU):
+    """An edge-proxy build beside others (ab.py, overload.py), on ports of its
+    own (`index` apart): (process, HTTP port)."""
+    port, tls = 18300 + index, 18310 + index
+    config = (edge_config(log, affinity, workers)
+              .replace(f"127.0.0.1:{PORTS['edge-proxy']}", f"127.0.0.1:{port}")
+              .replace(f"127.0.0.1:{TLS_PORTS['edge-proxy']}", f"127.0.0.1:{tls}"))
+    path = f"{work}/edge-{index}.yaml"
+    with open(path, "w") as f:
+        f.write(config)
+    proc = spawn([binary, "--config", path], cpu, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def start_haproxy(log, affinity, workers=1, cpu=PROXY_CPU):
+    """HAProxy alone, the yardstick of ab.py and overload.py."""
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(haproxy_config(log, affinity, workers))
+    proc = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], cpu,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(PORTS["HAProxy"])
+    return proc
+
+
+def cleanup():
+    """Stop every process started here; remove the work directory."""
+    for p in children:
+        stop(p)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     os.makedirs(os.path.dirname(OUT) or ".", exist_ok=True)
     make_certificate()
-    for i, port in enumerate(APPS):
-        spawn([f"{BIN}/hello-app", "--listen", f"127.0.0.1:{port}"], CLIENT_CPU,
-              stderr=subprocess.DEVNULL, env={**os.environ, "POD_NAME": f"hello-{i + 1}"})
-        wait_port(port)
+    start_apps()
 
     results = {"scenarios": []}
     # (scenario, access log, affinity, connections, pinned, workers)
@@ -616,6 +653,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in children:
-            stop(p)
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup()
