@@ -203,7 +203,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         // runs ready connections first come, first served, where one
         // work-stealing worker kept 256 in its local queue and left the rest
         // to a queue it checks one turn in 61 (p99 at 512 clients 2.5x
-        // lower), and no stealing is cheaper per request (6-10%). Accepted
+        // lower), and no stealing is cheaper per request (~5%). Accepted
         // connections are dealt to the workers in turn, and each worker keeps
         // its own upstream connections (the pingora patches in third_party).
         work_stealing: false,
