@@ -3,7 +3,7 @@
 small change on a noisy machine (the count repeats exactly from run to run).
 
     python3 bench/callgrind.py [EDGE_PROXY_BINARY] [--log json|off] [--clients N]
-                               [--cache-sim] [--peer nginx|haproxy]
+                               [--cache-sim] [--peer nginx|haproxy] [--keep FILE] [--top N]
                                [--route affinity|plain|limited|flooded|ingress|regex|canary|ingress-limited|httproute|httproute-split]
 
 Runs the binary (default target/release/edge-proxy) under valgrind twice, in
@@ -21,13 +21,16 @@ and shutdown. `--clients 64`: as many keep-alive clients at once, sharing the
 requests (the proxy, ~50 times slower under valgrind, then serves them as under
 load). `--cache-sim`: also first-level and last-level cache misses per request
 (callgrind's simulated caches). `--peer nginx|haproxy`: the same count for nginx
-or HAProxy on the plain route without a log, the yardstick. Loopback only; both runs are bounded. Needs valgrind.
+or HAProxy on the plain route without a log, the yardstick. `--top N`: the N
+functions with the most instructions per request (self cost, inlined code
+counted in the function it was inlined into; a profiling build names them). Loopback only; both runs are bounded. Needs valgrind.
 """
 
 import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -247,7 +250,7 @@ static:
         app.terminate()
         if api:
             api.kill()
-    if keep and requests > 200:
+    if keep:
         shutil.copy(out, keep)
     with open(out) as f:
         events = []
@@ -276,6 +279,9 @@ def main():
                    help="measure nginx or HAProxy instead, on the plain route without a log")
     p.add_argument("--keep", metavar="FILE",
                    help="copy the 1 200-request run's callgrind.out here (for callgrind_annotate)")
+    p.add_argument("--top", type=int, metavar="N",
+                   help="also list the N functions that cost the most per request (self cost, "
+                        "the difference of the two runs: start-up and shutdown cancel out)")
     args = p.parse_args()
     hello_app = os.path.join(os.path.dirname(args.binary), "hello-app")
     if not os.path.exists(hello_app):
@@ -286,9 +292,12 @@ def main():
     small_n, large_n = 200 // args.clients * args.clients, 1200 // args.clients * args.clients
     if args.peer:
         args.route, args.log, args.binary = "plain", "off", args.peer
-    small = instructions(args.binary, hello_app, small_n, args.log, args.route,
+    outs = tempfile.mkdtemp()
+    keep_small = os.path.join(outs, "small.out") if args.top else None
+    keep_large = args.keep or (os.path.join(outs, "large.out") if args.top else None)
+    small = instructions(args.binary, hello_app, small_n, args.log, args.route, keep_small,
                          clients=args.clients, cache_sim=args.cache_sim, peer=args.peer)
-    large = instructions(args.binary, hello_app, large_n, args.log, args.route, args.keep,
+    large = instructions(args.binary, hello_app, large_n, args.log, args.route, keep_large,
                          clients=args.clients, cache_sim=args.cache_sim, peer=args.peer)
     per = [(b - a) / (large_n - small_n) for a, b in zip(small, large)]
     print(f"{args.binary}: {per[0]:,.0f} instructions per request "
@@ -299,6 +308,33 @@ def main():
         print(f"  per request: data reads {per[1]:,.0f}, writes {per[2]:,.0f}; "
               f"first-level data misses {per[4] + per[5]:,.0f}, instruction misses {per[3]:,.0f}; "
               f"last-level misses {per[6] + per[7] + per[8]:,.0f}")
+    if args.top:
+        print_top(keep_small, keep_large, large_n - small_n, args.top)
+    shutil.rmtree(outs, ignore_errors=True)
+
+
+def self_costs(out):
+    """Instructions by function (self cost, inlined code under the function
+    it was inlined into), from callgrind_annotate."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", out],
+                          capture_output=True, text=True, check=True).stdout
+    costs = {}
+    for line in text.splitlines():
+        # "  1,234 ( 0.56%)  file.rs:function [object]"; the file part is dropped
+        # so that a function's inlined lines from other files add up.
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+[^=\s][^:]*:(.+?)(?: \[.*\])?$", line)
+        if m:
+            name = m.group(2)
+            costs[name] = costs.get(name, 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def print_top(small_out, large_out, requests, n):
+    small, large = self_costs(small_out), self_costs(large_out)
+    per = sorted(((large[f] - small.get(f, 0)) / requests, f) for f in large)
+    print(f"  the {n} functions costing most per request (self instructions):")
+    for cost, name in reversed(per[-n:]):
+        print(f"  {cost:8,.0f}  {name[:150]}")
 
 
 if __name__ == "__main__":
