@@ -9,11 +9,16 @@
 //! - `X-Forwarded-Proto` (http or https) and `X-Forwarded-Host` (the Host).
 
 use crate::config::{net_contains, IpNet};
-use http::header::{FORWARDED, HOST};
+use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use std::net::IpAddr;
+
+// Built once: a name given as `&str` is parsed and hashed at every use.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Rewrite `req` for the upstream; `client` is the peer the proxy accepted.
 pub fn apply(
@@ -37,19 +42,19 @@ pub fn apply(
         // A trusted proxy's list, comma-joined, then the address we saw.
         let mut xff = Vec::with_capacity(48);
         if trusted {
-            for v in req.headers.get_all("x-forwarded-for") {
+            for v in req.headers.get_all(&X_FORWARDED_FOR) {
                 xff.extend_from_slice(v.as_bytes());
                 xff.extend_from_slice(b", ");
             }
         }
         crate::access_log::write_ip(&mut xff, ip);
-        let value =
-            http::HeaderValue::from_bytes(&xff).or_err(InvalidHTTPHeader, "x-forwarded-for")?;
-        req.insert_header("x-forwarded-for", value)?;
+        let value = HeaderValue::from_bytes(&xff).or_err(InvalidHTTPHeader, "x-forwarded-for")?;
+        req.insert_header(X_FORWARDED_FOR.clone(), value)?;
     }
-    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    req.insert_header(X_FORWARDED_PROTO.clone(), proto)?;
     if let Some(host) = req.headers.get(HOST).cloned() {
-        req.insert_header("x-forwarded-host", host)?;
+        req.insert_header(X_FORWARDED_HOST.clone(), host)?;
     }
     Ok(())
 }
@@ -65,7 +70,7 @@ pub fn client_ip(req: &RequestHeader, peer: Option<IpAddr>, trusted: &[IpNet]) -
     }
     let hops: Vec<&[u8]> = req
         .headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .collect();

@@ -37,7 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const X_REQUEST_ID: &str = "x-request-id";
+/// Built once: a name given as `&str` is parsed and hashed at every insert.
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,
@@ -69,7 +70,9 @@ fn close_when_draining(session: &mut Session, draining: &AtomicBool) {
 /// Per-request state, shared by the phases.
 pub struct RequestCtx {
     started: Instant,
-    request_id: String,
+    /// Kept as the header value it is sent as, upstream and back (empty until
+    /// the request head is read).
+    request_id: http::HeaderValue,
     /// The snapshot this request reads from start to end (one load).
     snapshot: Arc<Snapshot>,
     route: Option<Arc<CompiledRoute>>,
@@ -105,6 +108,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The request id as text: plain ASCII, as `request_id` keeps or makes it.
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
     fn endpoint(&self) -> Option<SocketAddr> {
         self.tried.last().copied()
     }
@@ -124,7 +132,7 @@ impl RequestCtx {
             code,
             req: session.req_header(),
             client: peer_ip(session),
-            request_id: &self.request_id,
+            request_id: self.request_id(),
         }
     }
 }
@@ -171,18 +179,21 @@ fn refuse(req: &RequestHeader, limits: &Limits) -> Option<(u16, &'static str)> {
 
 /// A client's X-Request-Id is kept when it is short and plain (it lands in logs
 /// and upstream headers); otherwise a fresh one is generated.
-fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get(X_REQUEST_ID) {
-        let v = v.as_bytes();
-        let sane = (1..=128).contains(&v.len())
-            && v.iter()
+fn request_id(req: &RequestHeader) -> http::HeaderValue {
+    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
+        let bytes = v.as_bytes();
+        let sane = (1..=128).contains(&bytes.len())
+            && bytes
+                .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b));
         if sane {
-            return String::from_utf8_lossy(v).into_owned();
+            return v.clone();
         }
         METRICS.rejected_request_ids.inc();
     }
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut id = [0; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut id);
+    http::HeaderValue::from_str(id).expect("hex digits are a header value")
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -252,7 +263,7 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Resul
         resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(CONTENT_LENGTH, body.len())?;
     }
-    resp.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
     session.write_response_header(Box::new(resp), false).await?;
     let body = match body {
         std::borrow::Cow::Borrowed(b) => Bytes::from_static(b.as_bytes()),
@@ -326,7 +337,7 @@ impl EdgeProxy {
         mut head: ResponseHeader,
         body: Bytes,
     ) -> Result<()> {
-        head.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+        head.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         for (name, value) in route.response_headers.iter() {
             head.insert_header(name.clone(), value.clone())?;
         }
@@ -350,7 +361,7 @@ impl ProxyHttp for EdgeProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             snapshot: self.snapshot.load_full(),
             route: None,
             backend: None,
@@ -463,7 +474,7 @@ impl ProxyHttp for EdgeProxy {
                     &self.subrequests,
                     auth,
                     &facts,
-                    &ctx.request_id,
+                    ctx.request_id(),
                     &route.timeouts,
                 );
                 match Box::pin(asked).await {
@@ -711,7 +722,7 @@ impl ProxyHttp for EdgeProxy {
             is_tls(session),
             &ctx.snapshot.trusted_proxies,
         )?;
-        upstream_request.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+        upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         if let Some(route) = &ctx.route {
             if let Some(rewrite) = &route.rewrite {
                 let uri = &upstream_request.uri;
@@ -770,7 +781,7 @@ impl ProxyHttp for EdgeProxy {
             // already has its answer.
             return Error::e_explain(HTTPStatus(status), "replaced by an error page");
         }
-        upstream_response.insert_header(X_REQUEST_ID, &ctx.request_id)?;
+        upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         let Some(route) = &ctx.route else {
             return Ok(());
         };
@@ -906,7 +917,7 @@ impl ProxyHttp for EdgeProxy {
             "{} {}, route {route}, request id {}",
             req.method,
             req.uri.path(),
-            ctx.request_id
+            ctx.request_id()
         )
     }
 
@@ -1003,7 +1014,7 @@ impl ProxyHttp for EdgeProxy {
                 route,
                 service,
                 affinity: ctx.affinity.as_str(),
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id(),
                 // An error page replaced the answer: that is no error here.
                 error: e
                     .filter(|_| !ctx.error_page)
