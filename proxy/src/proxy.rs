@@ -238,7 +238,18 @@ fn limited_reply(status: u16, retry_after: Option<u64>) -> Reply {
 /// (a short text body, the request id, a `Location` for redirects). A 503 for
 /// an upstream whose endpoints are not known yet (discovery has not answered
 /// since start-up or the reload) says so, and to retry in a second.
-async fn respond(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
+///
+/// Boxed: the filters that may answer await it in many places, and inline
+/// its future would size theirs, which pingora boxes for every request.
+fn respond<'a>(
+    session: &'a mut Session,
+    ctx: &'a RequestCtx,
+    reply: Reply,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(write_reply(session, ctx, reply))
+}
+
+async fn write_reply(session: &mut Session, ctx: &RequestCtx, reply: Reply) -> Result<()> {
     let upstream = ctx
         .upstream()
         .or_else(|| ctx.route.as_ref().and_then(|r| r.backends.primary()));
