@@ -21,6 +21,10 @@ fn ambiguous_framing_and_bad_bytes_are_refused_and_never_forwarded() {
     let cases: &[(&str, &[u8])] = &[
         ("conflicting Content-Length", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("duplicate Content-Length", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ("signed Content-Length", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: +5\r\n\r\nhello"),
+        ("Content-Length not a number", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5x\r\n\r\nhello"),
+        ("conflicting Content-Length list", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+        ("Content-Length past u64", b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 99999999999999999999\r\n\r\nhello"),
         ("unknown transfer coding", b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip\r\n\r\nxxxx"),
         ("chunked not last", b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
         ("obsolete line folding", b"GET / HTTP/1.1\r\nHost: app.test\r\nX-A: b\r\n c\r\n\r\n"),
