@@ -48,7 +48,12 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // edge-proxy patch: the parsed head, built with room for the headers
+        // a proxy adds, goes upstream; the session keeps an equal copy, which
+        // is only read from here on. A clone's header map is sized to what it
+        // holds, and the filters' first additions grew it twice per request.
+        let copy = session.req_header().clone();
+        let mut req = std::mem::replace(session.req_header_mut(), copy);
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);

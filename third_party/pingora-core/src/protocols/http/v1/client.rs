@@ -459,8 +459,13 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // edge-proxy patch: the parsed header, built with room for the headers
+        // a proxy adds, is handed on; the session keeps an equal copy to read
+        // (a clone's map is sized to what it holds, and grew on the first
+        // header the proxy added).
+        let parsed = self.response_header.as_mut().expect("just read");
+        let copy = Box::new(ResponseHeader::clone(parsed));
+        Ok(std::mem::replace(parsed, copy))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
