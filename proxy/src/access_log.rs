@@ -148,13 +148,22 @@ fn protocol(v: http::Version) -> &'static str {
     }
 }
 
+/// The bytes a JSON string holds as they are: printable ASCII but `"` and `\`
+/// (one load per byte where three comparisons were).
+const PLAIN_IN_JSON: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        plain[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    plain
+};
+
 /// A JSON string, escaped by serde_json; bytes that are not UTF-8 become U+FFFD.
 /// Plain printable ASCII (route names, ids, most paths) is copied as it is.
 fn json_str(out: &mut Vec<u8>, value: &[u8]) {
-    if value
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if value.iter().all(|&b| PLAIN_IN_JSON[usize::from(b)]) {
         out.push(b'"');
         out.extend_from_slice(value);
         out.push(b'"');
@@ -181,12 +190,26 @@ fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
 pub fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
+            // Composed on the stack and copied once: a copy per octet cost more.
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                number(out, *octet);
+                if octet >= 100 {
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&text[..n]);
         }
         std::net::IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -423,6 +446,8 @@ mod tests {
         for a in [
             "10.1.2.3:8080",
             "0.0.0.0:0",
+            "255.100.99.9:65535",
+            "192.168.10.200:1",
             "[2001:db8::1]:443",
             "[::ffff:10.0.0.1]:80",
         ] {
