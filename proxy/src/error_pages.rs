@@ -12,6 +12,7 @@
 //! the original response goes out instead: an error page never turns an
 //! answer into no answer.
 
+use crate::forwarding::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::policy::CompiledRoute;
 use bytes::Bytes;
 use pingora::connectors::http::v1::Connector;
@@ -67,7 +68,7 @@ pub fn describe(route: &CompiledRoute, original: &Original, req: &mut RequestHea
         // A value that is no header value (never from a parsed request) is left out.
         let _ = req.insert_header(name, value);
     }
-    let _ = req.insert_header("x-request-id", original.request_id);
+    let _ = req.insert_header(X_REQUEST_ID.clone(), original.request_id);
 }
 
 /// The error backend's answer for `original`, or `None` (see the module).
@@ -108,7 +109,7 @@ async fn ask(
         req.insert_header(http::header::HOST, host.clone())?;
     }
     if let Some(client) = original.client {
-        req.insert_header("x-forwarded-for", client.to_string())?;
+        req.insert_header(X_FORWARDED_FOR.clone(), client.to_string())?;
     }
     describe(route, original, &mut req);
     let mut peer = HttpPeer::new(addr, false, String::new());

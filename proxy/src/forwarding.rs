@@ -7,6 +7,7 @@
 //!   anything there. Upstreams read the *last* address as the client the proxy
 //!   saw. `Forwarded` is dropped from untrusted clients for the same reason.
 //! - `X-Forwarded-Proto` (http or https) and `X-Forwarded-Host` (the Host).
+//! - `X-Request-Id` (set by proxy.rs), also on the proxy's own sub-requests.
 
 use crate::config::{net_contains, IpNet};
 use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
@@ -16,9 +17,10 @@ use pingora::prelude::*;
 use std::net::IpAddr;
 
 // Built once: a name given as `&str` is parsed and hashed at every use.
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Rewrite `req` for the upstream; `client` is the peer the proxy accepted.
 pub fn apply(

@@ -17,7 +17,7 @@ use crate::client_limits::{self, ClientLimits};
 use crate::config::Limits;
 use crate::connections;
 use crate::error_pages;
-use crate::forwarding;
+use crate::forwarding::{self, X_REQUEST_ID};
 use crate::metrics::{method_label, METRICS};
 use crate::policy::{self, CompiledRoute, Reply, RequestFacts};
 use crate::route::normalize_host;
@@ -36,9 +36,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Built once: a name given as `&str` is parsed and hashed at every insert.
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 pub struct EdgeProxy {
     snapshot: SharedSnapshot,

@@ -1883,6 +1883,7 @@ fn custom_http_errors_and_default_backend_serve_error_pages_from_another_service
         "x-service-name: web",
         "x-service-port: 80",
         "x-forwarded-for: 127.0.0.1",
+        "x-request-id: ",
         "host: errors.test",
     ] {
         assert!(
@@ -2281,6 +2282,8 @@ fn external_auth_asks_the_auth_service_and_never_fails_open() {
         "x-auth-request-redirect: /page?a=1",
         "x-sent-from: nginx-ingress-controller",
         "x-real-ip: 127.0.0.1",
+        "x-forwarded-for: 127.0.0.1",
+        "x-request-id: ",
         &format!("host: {auth}"),
     ] {
         assert!(told.contains(line), "{line} in {told}");

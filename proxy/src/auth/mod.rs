@@ -16,6 +16,7 @@
 pub mod basic;
 
 use crate::config::Timeouts;
+use crate::forwarding::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::policy::{expand_location, Reply, RequestFacts};
 use crate::route::ExternalAuth;
 use http::{HeaderName, HeaderValue};
@@ -303,11 +304,11 @@ async fn ask(
         facts,
     );
     req.insert_header("x-auth-request-redirect", redirect)?;
-    req.insert_header("x-request-id", request_id)?;
+    req.insert_header(X_REQUEST_ID.clone(), request_id)?;
     let client = crate::forwarding::client_ip(original, facts.peer, facts.trusted_proxies);
     if let Some(ip) = client {
         req.insert_header("x-real-ip", ip.to_string())?;
-        req.insert_header("x-forwarded-for", ip.to_string())?;
+        req.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?;
     }
     // ingress-nginx does not verify the auth service's certificate either.
     let mut peer = HttpPeer::new(addr, tls, host.to_string());
