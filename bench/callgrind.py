@@ -143,14 +143,11 @@ def peer_command(peer, work, proxy_port, app_port):
     return ["haproxy", "-f", conf, "-db"]
 
 
-def instructions(binary, hello_app, requests, log, route, keep=None, clients=1, cache_sim=False,
-                 peer=None):
-    """Event totals of one run: [Ir], or with cache_sim
-    [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw] (callgrind's order)."""
-    work = tempfile.mkdtemp()
-    app_port, proxy_port = free_port(), free_port()
-    app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
-                           stderr=subprocess.DEVNULL)
+def route_setup(route, log, work, app_port, proxy_port):
+    """edge-proxy's configuration for `route` in `work` (and for an Ingress or
+    HTTPRoute, the stand-in API server serving it, whose kubeconfig is in the
+    returned environment): (config path, environment, API server or None).
+    bench/pgo_train.py trains on the same routes."""
     config = os.path.join(work, "proxy.yaml")
     env = dict(os.environ)
     api = None
@@ -196,6 +193,34 @@ routes:
 static:
   hello-app: ["127.0.0.1:{app_port}"]
 """)
+    return config, env, api
+
+
+def wait_routed(route, proxy_port):
+    """Until the proxy answers 200 on `route` (an Ingress or HTTPRoute is 404
+    until the proxy has read it), at most 60 s."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        probe = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
+        probe.request("GET", "/", headers={"Host": "app.test", "X-Version": "two",
+                                           "Connection": "close"})
+        status = probe.getresponse().status
+        probe.close()
+        if status == 200:
+            return
+        time.sleep(0.5)
+    sys.exit(f"{route}: no 200 from 127.0.0.1:{proxy_port} after 60 s")
+
+
+def instructions(binary, hello_app, requests, log, route, keep=None, clients=1, cache_sim=False,
+                 peer=None):
+    """Event totals of one run: [Ir], or with cache_sim
+    [Ir, Dr, Dw, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw] (callgrind's order)."""
+    work = tempfile.mkdtemp()
+    app_port, proxy_port = free_port(), free_port()
+    app = subprocess.Popen([hello_app, "--listen", f"127.0.0.1:{app_port}"],
+                           stderr=subprocess.DEVNULL)
+    config, env, api = route_setup(route, log, work, app_port, proxy_port)
     out = os.path.join(work, "callgrind.out")
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
@@ -206,17 +231,8 @@ static:
     try:
         wait_port(app_port)
         wait_port(proxy_port)
-        if api:  # wait for the Ingress to be routed (404 until then)
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                probe = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
-                probe.request("GET", "/", headers={"Host": "app.test", "X-Version": "two",
-                                               "Connection": "close"})
-                status = probe.getresponse().status
-                probe.close()
-                if status == 200:
-                    break
-                time.sleep(0.5)
+        if api:
+            wait_routed(route, proxy_port)
         def client(count):
             conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=120)
             cookie = None

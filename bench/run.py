@@ -126,11 +126,11 @@ def to_ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000}[unit]
 
 
-def wrk(port, conns, seconds, headers=(), cpu=CLIENT_CPU, threads=1):
+def wrk(port, conns, seconds, headers=(), cpu=CLIENT_CPU, threads=1, scheme="http"):
     args = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for h in headers:
         args += ["-H", h]
-    out = subprocess.run((["taskset", "-c", cpu] if cpu else []) + args + [f"http://127.0.0.1:{port}/"],
+    out = subprocess.run((["taskset", "-c", cpu] if cpu else []) + args + [f"{scheme}://127.0.0.1:{port}/"],
                          capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.findall(r"(Socket errors:.*|Non-2xx or 3xx responses: \d+)", out)
@@ -464,13 +464,14 @@ def start_apps(cpu=CLIENT_CPU):
         wait_port(port)
 
 
-def start_edge_build(binary, index, log, affinity, workers=1, cpu=PROXY_CPU):
+def start_edge_build(binary, index, log, affinity, workers=1, cpu=PROXY_CPU, extra=""):
     """An edge-proxy build beside others (ab.py, overload.py), on ports of its
-    own (`index` apart): (process, HTTP port)."""
+    own (`index` apart): (process, HTTP port); its HTTPS port is 10 above.
+    `extra` is appended to the configuration."""
     port, tls = 18300 + index, 18310 + index
     config = (edge_config(log, affinity, workers)
               .replace(f"127.0.0.1:{PORTS['edge-proxy']}", f"127.0.0.1:{port}")
-              .replace(f"127.0.0.1:{TLS_PORTS['edge-proxy']}", f"127.0.0.1:{tls}"))
+              .replace(f"127.0.0.1:{TLS_PORTS['edge-proxy']}", f"127.0.0.1:{tls}")) + extra
     path = f"{work}/edge-{index}.yaml"
     with open(path, "w") as f:
         f.write(config)
