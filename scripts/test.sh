@@ -36,6 +36,11 @@ else
     echo "skipped: scripts/container-test.sh needs root (podman, debootstrap)"
 fi
 
+# The README's main command as a newcomer runs it (release builds, edge-proxy
+# with its profile-guided optimisation), checked against the README's curl session.
+echo "== run-local.sh"
+bash scripts/run-local-check.sh
+
 # Short runs of the fuzz targets (config loader, cookie decoder, route lookup)
 # from the corpus in fuzz/corpus: a crash fails the run.
 echo "== fuzz smoke"
