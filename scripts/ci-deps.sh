@@ -4,13 +4,11 @@
 # (the tests' HTTP client) and the Rust lint components. Safe to run twice.
 set -euo pipefail
 
+# cmake, a C compiler, xz: what the build itself needs.
+bash "$(dirname "$0")/build-deps.sh"
+
 need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v cc >/dev/null || need+=(gcc)
-command -v c++ >/dev/null || need+=(g++)
-command -v make >/dev/null || need+=(make)
 command -v curl >/dev/null || need+=(curl)
-command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 # The zero-downtime test: wrk drives load, unshare/ip/ss/sysctl make its netns.
 command -v wrk >/dev/null || need+=(wrk)
