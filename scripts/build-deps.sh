@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building edge-proxy needs beyond Rust, where it is missing:
 # cmake and a C compiler (pingora builds zlib-ng through libz-ng-sys), and xz
-# (its optimisation profile, proxy/pgo/, is packed). build-release.sh runs it
-# before building edge-proxy; ci-deps.sh too. Safe to run twice.
+# (its optimisation profile, proxy/pgo/, is packed); and the Debian PACKAGEs
+# given (what ci-deps.sh and bench/prepare.sh found missing), in the same
+# apt-get run. build-release.sh runs it before building edge-proxy. Safe to
+# run twice.
+#   bash scripts/build-deps.sh [PACKAGE...]
 set -euo pipefail
-need=()
+need=("$@")
 command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(gcc)
 command -v c++ >/dev/null || need+=(g++)

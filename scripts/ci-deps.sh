@@ -4,9 +4,6 @@
 # (the tests' HTTP client) and the Rust lint components. Safe to run twice.
 set -euo pipefail
 
-# cmake, a C compiler, xz: what the build itself needs.
-bash "$(dirname "$0")/build-deps.sh"
-
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
@@ -27,12 +24,8 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 
-if ((${#need[@]})); then
-    echo "installing: ${need[*]}"
-    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# These, with what the build itself needs (cmake, a C compiler, xz), in one apt-get run.
+bash "$(dirname "$0")/build-deps.sh" "${need[@]}"
 
 # The observability tests parse /metrics with Prometheus' own Python parser.
 python3 -c "import prometheus_client" 2>/dev/null || pip install --quiet --disable-pip-version-check prometheus-client
