@@ -281,6 +281,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
+                    // edge-proxy patch: an error that repeats at once (the
+                    // runtime shutting down) must not keep this thread from
+                    // its other tasks and its own shutdown.
+                    tokio::task::yield_now().await;
                     if let Some(io_error) = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
@@ -310,7 +314,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         shutdown: ShutdownWatch,
         listeners_per_fd: usize,
     ) {
-        let runtime = current_handle();
+        // edge-proxy patch: the accept loops run on this runtime, the one the
+        // listeners are built (registered) on below. pingora's
+        // `current_handle()` picks a random worker when work stealing is off:
+        // each accept then woke a task on another thread, and at a quick
+        // shutdown (SIGINT) the listener's worker could shut its I/O driver
+        // down first, so that `accept()` failed at once, forever, on a thread
+        // that then never stopped (1 in 5 SIGINTs with 8 workers).
+        let runtime = tokio::runtime::Handle::current();
         let endpoints = self
             .listeners
             .build(
